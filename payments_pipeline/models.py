@@ -1,0 +1,149 @@
+"""The product's vocabulary: statuses, outcomes, reasons and the frozen rows the store returns.
+
+Every status and outcome the tables, the CLI and the JSON carry is a `StrEnum` here, so a typo is an
+AttributeError and not a silently unmatched string in a WHERE clause.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Provider(StrEnum):
+    STRIPE = "stripe"
+    MONETBIL = "monetbil"
+
+
+PROVIDERS: tuple[Provider, ...] = (Provider.STRIPE, Provider.MONETBIL)
+
+
+class EventStatus(StrEnum):
+    RECEIVED = "received"
+    PROCESSING = "processing"
+    PROCESSED = "processed"
+    FAILED = "failed"
+    DEAD = "dead"
+
+
+class GateOutcome(StrEnum):
+    """What `gate.receive` decided; only DISPATCHED and REDISPATCHED hand the event on."""
+
+    ALREADY_PROCESSED = "already_processed"
+    DISPATCHED = "dispatched"
+    REDISPATCHED = "redispatched"
+    RECEIVED = "received"
+
+
+class SweepReason(StrEnum):
+    DISPATCHED_AT_NULL = "dispatched_at_null"
+    FAILED_OLD = "failed_old"
+    DISPATCH_LOST = "dispatch_lost"
+    PROCESSING_STALLED = "processing_stalled"
+
+
+class SweepOutcome(StrEnum):
+    DISPATCHED = "dispatched"
+    SKIPPED = "skipped"
+    # The claim succeeded but the dispatcher raised: the row keeps its fresh dispatched_at and
+    # becomes `dispatch_lost` after `minutes`, so the next sweep recovers it.
+    DISPATCH_FAILED = "dispatch_failed"
+    # --dry-run only: would have been claimed; nothing was written.
+    WOULD_DISPATCH = "would_dispatch"
+
+
+class SweepStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class SweepTrigger(StrEnum):
+    CLI = "cli"
+    SCHEDULE = "schedule"
+    SENSOR = "sensor"
+    UI = "ui"
+    API = "api"
+
+
+class PaymentStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REFUNDED = "refunded"
+
+
+class ProcessOutcome(StrEnum):
+    """What one processing attempt did (`processing.process_event`)."""
+
+    PROCESSED = "processed"
+    FAILED = "failed"
+    DEAD = "dead"
+    NOT_CLAIMED = "not_claimed"  # someone else holds it, or it is not in a claimable status
+    STALE = "stale"  # our attempt was fenced out (re-claimed after a stall): nothing committed
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    id: int
+    provider: Provider
+    provider_event_id: str
+    event_type: str
+    status: EventStatus
+    payload: str
+    attempts: int
+    attempts_base: int  # attempts at the last replay; the retry budget counts from here
+    dispatched_at: dt.datetime | None
+    processing_started_at: dt.datetime | None
+    processed_at: dt.datetime | None
+    next_attempt_at: dt.datetime | None
+    last_error: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EventRef:
+    """The fields of an event that may be logged and audited: never the payload."""
+
+    id: int
+    provider: Provider
+    provider_event_id: str
+    event_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    id: int
+    provider: Provider
+    reference: str
+    status: PaymentStatus
+    amount: int | None
+    currency: str | None
+    last_event_id: int | None
+    last_event_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentUpdate:
+    """What one provider event says about one payment, parsed from its payload.
+
+    `occurred_at` is the provider's own timestamp (Stripe `created`) when it has one; it orders
+    events for the same payment so an older event never overwrites a newer state.
+    """
+
+    provider: Provider
+    reference: str
+    status: PaymentStatus
+    amount: int | None
+    currency: str | None
+    occurred_at: dt.datetime | None
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC with microseconds: the one representation every table column stores."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)

@@ -1,0 +1,197 @@
+"""Monetbil payment notifications: parse the form, verify `sign`, map the status to a payment.
+
+The sign rule, as checked in Monetbil's own PHP SDK, github.com/Monetbil/monetbil-php, file
+`monetbil.php` (commit 6d45984, the latest), and identically in the WooCommerce plugin
+Monetbil/monetbil-wordpress-woocommerce (`monetbil-woocommerce-gateway.php`, before its removal):
+
+    public static function sign($service_secret, $params) {
+        ksort($params);
+        $signature = md5($service_secret . implode('', $params));
+        return $signature;
+    }
+    public static function checkSign($service_secret, $params) {
+        if (!array_key_exists('sign', $params)) { return false; }
+        $sign = $params['sign']; unset($params['sign']);
+        return ($sign == Monetbil::sign($service_secret, $params));
+    }
+
+and `notify.php` calls `checkSign($service_secret, $_POST)` (`return.php`: the query string read
+with `parse_str`). So:
+
+- the values are the DECODED (raw) values, as PHP's `$_POST`/`parse_str` hand them over
+  (`%21` -> `!`, `+` -> space), concatenated with no separator and no keys;
+- every field except `sign` takes part, blank ones included (they add nothing to the string);
+- fields are sorted by name with `ksort` (default flags): for non-numeric string keys that is
+  `strcmp`, the byte order of the names. Python's `sorted` on `str` is code-point order, which is
+  the same as UTF-8 byte order; Monetbil's field names are never numeric, so PHP's numeric-key
+  ordering never applies;
+- the digest is lowercase hex md5 of the UTF-8 bytes of `service_secret + values`.
+
+We compare in constant time and exactly; PHP's loose `==` would also accept some numeric-looking
+("0e123...") mismatches, which we deliberately do not. Repeated field names (PHP keeps the last)
+are refused: which copy was signed is ambiguous.
+
+Status codes (the SDK's constants): 1 success, 0 failed, -1 cancelled; test mode 7, 8, 9.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping
+from urllib.parse import parse_qsl, urlencode
+
+from payments_pipeline.models import PaymentStatus, PaymentUpdate, Provider
+from payments_pipeline.providers.errors import PayloadError, SignatureError, check_identifier
+
+SIGN_FIELD = "sign"
+DEFAULT_CURRENCY = "XAF"
+MAX_FIELDS = 200
+
+SUCCESS = "payment.success"
+FAILED = "payment.failed"
+CANCELLED = "payment.cancelled"
+
+_EVENT_TYPE_BY_STATUS: dict[str, str] = {
+    "1": SUCCESS,
+    "0": FAILED,
+    "-1": CANCELLED,
+    "7": SUCCESS,  # test mode
+    "8": FAILED,  # test mode
+    "9": CANCELLED,  # test mode
+}
+_PAYMENT_STATUS: dict[str, PaymentStatus] = {
+    SUCCESS: PaymentStatus.SUCCEEDED,
+    FAILED: PaymentStatus.FAILED,
+    CANCELLED: PaymentStatus.CANCELLED,
+}
+EVENT_TYPES: frozenset[str] = frozenset(_PAYMENT_STATUS)
+
+# Whole amounts (XAF has no minor unit); "500.00" is still whole. 18 digits fit a BIGINT.
+_WHOLE_AMOUNT = re.compile(r"([0-9]{1,18})(?:\.0+)?")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+
+
+def compute_sign(fields: Mapping[str, str], secret: str) -> str:
+    """Monetbil's `sign` for `fields`: md5(secret + every value but `sign`'s, sorted by name)."""
+    values = "".join(value for name, value in sorted(fields.items()) if name != SIGN_FIELD)
+    return hashlib.md5((secret + values).encode("utf-8")).hexdigest()
+
+
+def verify_signature(fields: Mapping[str, str], secret: str | None) -> None:
+    """Raise `SignatureError` unless `fields["sign"]` is Monetbil's sign of the other fields."""
+    if not secret or not secret.strip():
+        raise SignatureError("no Monetbil service secret is configured")
+    received = fields.get(SIGN_FIELD)
+    if not received:
+        raise SignatureError("missing sign field")
+    try:
+        expected = compute_sign(fields, secret)
+    except UnicodeError:
+        raise SignatureError("fields are not encodable text; the sign cannot match") from None
+    # compare_digest on str wants ASCII; a non-ASCII sign can never equal a hex digest.
+    if not received.isascii() or not hmac.compare_digest(expected, received):
+        raise SignatureError("sign does not match")
+
+
+def sign_fields(fields: Mapping[str, str], secret: str) -> dict[str, str]:
+    """`fields` plus a valid `sign` (any old one replaced): for tests and load generators."""
+    signed = {name: value for name, value in fields.items() if name != SIGN_FIELD}
+    signed[SIGN_FIELD] = compute_sign(signed, secret)
+    return signed
+
+
+def parse_form(body: str | bytes) -> dict[str, str]:
+    """Decode an `application/x-www-form-urlencoded` body (or a query string, the same format).
+
+    Refuses (`PayloadError`) what cannot be a notification: non-UTF-8, an empty body, an empty or
+    repeated field name, too many fields, a blank or unusable `transaction_id`, no `status`.
+    """
+    if isinstance(body, bytes | bytearray):
+        try:
+            text = bytes(body).decode("utf-8")
+        except UnicodeDecodeError:
+            raise PayloadError("body is not UTF-8") from None
+    else:
+        text = body
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PayloadError("body is not encodable text") from None
+    if not text.strip():
+        raise PayloadError("body is empty")
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=MAX_FIELDS)
+    except ValueError:  # UnicodeDecodeError of a %-escape, or too many fields
+        raise PayloadError("body is not a valid form (bad %-escape or too many fields)") from None
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        if not name:
+            raise PayloadError("a field has an empty name")
+        if name in fields:
+            raise PayloadError("a field name is repeated")
+        fields[name] = value
+    check_identifier(fields.get("transaction_id"), "transaction_id")
+    if not fields.get("status"):
+        raise PayloadError("status is missing")
+    return fields
+
+
+def event_type_for(fields: Mapping[str, str]) -> str:
+    """`payment.success|failed|cancelled` from Monetbil's status code (live or test mode)."""
+    event_type = _EVENT_TYPE_BY_STATUS.get(fields.get("status", ""))
+    if event_type is None:
+        raise PayloadError("status is not a known Monetbil status code")
+    return event_type
+
+
+def event_id_for(fields: Mapping[str, str]) -> str:
+    """The provider event id: Monetbil's `transaction_id`, one notification per transaction."""
+    return check_identifier(fields.get("transaction_id"), "transaction_id")
+
+
+def canonical_payload(fields: Mapping[str, str]) -> str:
+    """A deterministic urlencoded form of `fields` (sorted by name, `sign` kept).
+
+    Stored as the event payload when the notification came as a query string, so the stored text
+    is independent of parameter order and still re-verifiable: `parse_form` reads it back to the
+    same fields.
+    """
+    return urlencode(sorted(fields.items()))
+
+
+def _amount(raw: str | None) -> int | None:
+    match = _WHOLE_AMOUNT.fullmatch(raw.strip()) if raw else None
+    return int(match.group(1)) if match else None
+
+
+def payment_update(event_type: str, payload: str) -> PaymentUpdate | None:
+    """What a stored Monetbil notification says about its payment; None for unknown types.
+
+    Reference: `payment_ref` (the merchant's), else `item_ref`, else `transaction_id`. Amount: the
+    whole number Monetbil sent, None if it is not one. Monetbil sends no timestamp, so
+    `occurred_at` is None and ordering falls to the lifecycle rules alone.
+    """
+    status = _PAYMENT_STATUS.get(event_type)
+    if status is None:
+        return None
+    fields = parse_form(payload)
+    if event_type_for(fields) != event_type:
+        raise PayloadError("event type does not match the payload's status")
+    source = next(
+        (name for name in ("payment_ref", "item_ref") if fields.get(name, "").strip()),
+        "transaction_id",
+    )
+    reference = check_identifier(fields.get(source), source)
+    currency = fields.get("currency", "").strip().upper() or DEFAULT_CURRENCY
+    if not _CURRENCY.fullmatch(currency):
+        raise PayloadError("currency is not a three-letter code")
+    return PaymentUpdate(
+        provider=Provider.MONETBIL,
+        reference=reference,
+        status=status,
+        amount=_amount(fields.get("amount")),
+        currency=currency,
+        occurred_at=None,
+    )

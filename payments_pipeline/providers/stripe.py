@@ -1,0 +1,227 @@
+"""Stripe webhooks: verify `Stripe-Signature`, read the event header, map events to payments.
+
+Signature: `Stripe-Signature: t=<unix>,v1=<hex>[,v1=...]`, HMAC-SHA256 of `"<t>.<raw body>"` with
+the endpoint secret. The official `stripe` SDK (`stripe.WebhookSignature.verify_header`) is the
+verifier: it parses the header and compares the HMAC in constant time. The SDK reads the clock
+itself (`time.time()`), so it is called with its own tolerance check off and the tolerance is
+applied here against `now`, with the timestamp the SDK's own header parser extracted. Like the
+SDK, only a timestamp older than `now - tolerance` is refused; a future one is accepted (clock
+skew), since forging it needs the secret.
+
+Several secrets may be valid at once while one is rotated: a delivery is accepted if any matches.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import stripe
+
+from payments_pipeline.models import PaymentStatus, PaymentUpdate, Provider
+from payments_pipeline.providers.errors import PayloadError, SignatureError, check_identifier
+
+DEFAULT_TOLERANCE = 300
+
+_PAYMENT_INTENT_STATUS: dict[str, PaymentStatus] = {
+    "payment_intent.succeeded": PaymentStatus.SUCCEEDED,
+    "payment_intent.payment_failed": PaymentStatus.FAILED,
+    "payment_intent.canceled": PaymentStatus.CANCELLED,
+}
+HANDLED_EVENT_TYPES: frozenset[str] = frozenset(
+    {*_PAYMENT_INTENT_STATUS, "charge.refunded", "checkout.session.completed"}
+)
+
+# Year 9999: beyond it a datetime cannot hold the timestamp.
+_MAX_CREATED = 253_402_300_799
+_EPOCH = dt.datetime(1970, 1, 1)
+_CURRENCY = re.compile(r"[A-Za-z]{3}")
+_MAX_AMOUNT = 10**18 - 1  # fits a BIGINT column
+
+
+@dataclass(frozen=True, slots=True)
+class StripeEventHeader:
+    """What the gate needs from any Stripe event, handled type or not."""
+
+    id: str
+    type: str
+    created: int
+
+
+def _payload_text(payload: str | bytes) -> str:
+    if isinstance(payload, bytes | bytearray):
+        try:
+            return bytes(payload).decode("utf-8")
+        except UnicodeDecodeError:
+            raise SignatureError("payload is not UTF-8; its signature cannot match") from None
+    try:
+        payload.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SignatureError("payload is not encodable text; its signature cannot match") from None
+    return payload
+
+
+def _sdk_accepts(text: str, header: str, secret: str) -> bool:
+    try:
+        stripe.WebhookSignature.verify_header(text, header, secret, tolerance=None)
+    except (stripe.SignatureVerificationError, UnicodeError):
+        # UnicodeError: a secret that is not encodable text (a mangled environment value).
+        return False
+    return True
+
+
+def verify_signature(
+    payload: str | bytes,
+    header: str | None,
+    secrets: Sequence[str],
+    *,
+    tolerance: int | None = DEFAULT_TOLERANCE,
+    now: int | None = None,
+) -> None:
+    """Raise `SignatureError` unless `header` signs `payload` with one of `secrets`, recently.
+
+    `payload` must be the raw body exactly as received. `tolerance=None` skips the age check: for
+    re-verifying a stored event long after it arrived. `now` (unix seconds) is for tests.
+    """
+    usable = [s for s in secrets if s and s.strip()]
+    if not usable:
+        raise SignatureError("no Stripe webhook secret is configured")
+    if not header:
+        raise SignatureError("missing Stripe-Signature header")
+    text = _payload_text(payload)
+    scheme = stripe.WebhookSignature.EXPECTED_SCHEME
+    try:
+        # Non-ASCII could never match a hex digest, and the SDK's compare would raise on it.
+        if not header.isascii():
+            raise ValueError
+        timestamp, signatures = stripe.WebhookSignature._get_timestamp_and_signatures(
+            header, scheme
+        )
+    except Exception:  # the SDK's parser raises IndexError/ValueError on junk; all mean the same
+        raise SignatureError("malformed Stripe-Signature header") from None
+    if not signatures:
+        raise SignatureError(f"no {scheme} signature in Stripe-Signature header")
+    if not any(_sdk_accepts(text, header, secret) for secret in usable):
+        raise SignatureError("no signature matches a configured secret")
+    if tolerance is not None:
+        current = time.time() if now is None else now
+        if timestamp < current - tolerance:
+            raise SignatureError("timestamp outside tolerance")
+
+
+def sign_payload(payload: str | bytes, secret: str, timestamp: int | None = None) -> str:
+    """A valid `Stripe-Signature` value for `payload`: for tests, benchmarks and load generators."""
+    text = payload.decode("utf-8") if isinstance(payload, bytes | bytearray) else payload
+    header: str = stripe.WebhookSignature.generate_signature_header(text, secret, timestamp)
+    return header
+
+
+def _load_event(payload: str | bytes) -> dict[str, Any]:
+    try:
+        event = json.loads(payload)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError too
+        raise PayloadError("body is not valid JSON") from None
+    if not isinstance(event, dict):
+        raise PayloadError("body is not a JSON object")
+    return event
+
+
+def _header(event: dict[str, Any]) -> StripeEventHeader:
+    event_id = check_identifier(event.get("id"), "event id")
+    event_type = check_identifier(event.get("type"), "event type")
+    created = event.get("created")
+    if not isinstance(created, int) or isinstance(created, bool):
+        raise PayloadError("event created is missing or not an integer")
+    if not 0 <= created <= _MAX_CREATED:
+        raise PayloadError("event created is out of range")
+    return StripeEventHeader(id=event_id, type=event_type, created=created)
+
+
+def parse_event(payload: str | bytes) -> StripeEventHeader:
+    """Read id (`evt_...`), type and `created` from a body; `PayloadError` if any is unusable.
+
+    Run it after `verify_signature`: the gate keys the event on the id and stores the type.
+    """
+    return _header(_load_event(payload))
+
+
+def _amount(obj: dict[str, Any], key: str) -> int | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_AMOUNT:
+        raise PayloadError(f"data.object.{key} is not a non-negative integer of at most 18 digits")
+    return value
+
+
+def _currency(obj: dict[str, Any]) -> str | None:
+    value = obj.get("currency")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _CURRENCY.fullmatch(value):
+        raise PayloadError("data.object.currency is not a three-letter code")
+    return value.lower()
+
+
+def _id_of(value: object) -> object:
+    """An expandable field holds an id, or the expanded object whose `id` it is."""
+    return value.get("id") if isinstance(value, dict) else value
+
+
+def payment_update(event_type: str, payload: str) -> PaymentUpdate | None:
+    """What a stored Stripe event says about its payment; None for types we record only.
+
+    `payload` is the stored raw body. The reference is the PaymentIntent id whenever the event has
+    one, so a checkout session, its PaymentIntent and its charge's refund land on one payment.
+    A `charge.refunded` whose charge is not fully refunded (`refunded: false`, a partial refund)
+    returns None: the payment has no partially-refunded status, and it stays as it is.
+    Raises `PayloadError` when a handled type lacks what it needs.
+    """
+    if event_type not in HANDLED_EVENT_TYPES:
+        return None
+    event = _load_event(payload)
+    header = _header(event)
+    if header.type != event_type:
+        raise PayloadError("event type does not match the payload's type")
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    if not isinstance(obj, dict):
+        raise PayloadError("data.object is missing or not an object")
+
+    if event_type in _PAYMENT_INTENT_STATUS:
+        reference = check_identifier(obj.get("id"), "data.object.id")
+        status = _PAYMENT_INTENT_STATUS[event_type]
+        amount = _amount(obj, "amount")
+    elif event_type == "charge.refunded":
+        if obj.get("refunded") is False:
+            return None
+        intent = _id_of(obj.get("payment_intent"))
+        if intent is None:
+            reference = check_identifier(obj.get("id"), "data.object.id")
+        else:
+            reference = check_identifier(intent, "data.object.payment_intent")
+        status = PaymentStatus.REFUNDED
+        amount = _amount(obj, "amount")
+    else:  # checkout.session.completed
+        intent = _id_of(obj.get("payment_intent"))
+        if intent is None:
+            reference = check_identifier(obj.get("id"), "data.object.id")
+        else:
+            reference = check_identifier(intent, "data.object.payment_intent")
+        paid = obj.get("payment_status") == "paid"
+        status = PaymentStatus.SUCCEEDED if paid else PaymentStatus.PENDING
+        amount = _amount(obj, "amount_total")
+
+    return PaymentUpdate(
+        provider=Provider.STRIPE,
+        reference=reference,
+        status=status,
+        amount=amount,
+        currency=_currency(obj),
+        occurred_at=_EPOCH + dt.timedelta(seconds=header.created),
+    )

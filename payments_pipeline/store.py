@@ -1,0 +1,871 @@
+"""Table definitions and every SQL statement of the product (SQLAlchemy 2 Core).
+
+Each function takes a `Connection` and keyword-only arguments and returns frozen rows or a decision
+taken from a row count. Callers own the transaction (`engine.begin()`). Every state change that
+decides who does the work is a conditional UPDATE whose WHERE repeats the condition it claims on, so
+two callers can never both win: the database serialises them and the loser sees 0 rows.
+
+Timestamps are naive UTC with microseconds, always bound from Python (`models.utcnow()`), never
+`CURRENT_TIMESTAMP`: SQLite compares them as text, which is only ordered if every value has the same
+format, and MariaDB needs `DATETIME(6)` to keep the microseconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import ColumnElement, Connection, Engine, event, func
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+from .models import (
+    EventRef,
+    EventStatus,
+    Payment,
+    PaymentStatus,
+    Provider,
+    SweepOutcome,
+    SweepReason,
+    SweepStatus,
+    WebhookEvent,
+)
+
+T = TypeVar("T")
+
+metadata = sa.MetaData()
+
+TS = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+PAYLOAD = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+
+webhook_events = sa.Table(
+    "webhook_events",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("provider_event_id", sa.String(255), nullable=False),
+    sa.Column("event_type", sa.String(255), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("payload", PAYLOAD, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    # attempts at the last replay: the retry budget is `attempts - attempts_base`, so `attempts`
+    # (the fencing token) never goes down and a stale worker can never match a later attempt.
+    sa.Column("attempts_base", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("dispatched_at", TS),
+    sa.Column("processing_started_at", TS),
+    sa.Column("processed_at", TS),
+    sa.Column("next_attempt_at", TS),
+    sa.Column("last_error", sa.String(500)),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.UniqueConstraint("provider", "provider_event_id", name="uq_webhook_events_provider_event"),
+    sa.Index("ix_webhook_events_status_dispatched_at", "status", "dispatched_at"),
+    sa.Index("ix_webhook_events_status_processing_started_at", "status", "processing_started_at"),
+    sa.Index("ix_webhook_events_created_at", "created_at"),
+    sa.Index("ix_webhook_events_updated_at", "updated_at"),
+)
+
+payments = sa.Table(
+    "payments",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("reference", sa.String(255), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("amount", sa.BigInteger),
+    sa.Column("currency", sa.String(8)),
+    sa.Column("last_event_id", ID),
+    sa.Column("last_event_at", TS),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.UniqueConstraint("provider", "reference", name="uq_payments_provider_reference"),
+)
+
+# One row per effect applied to `payments`; the unique event id makes a second application of the
+# same event impossible even if every other guard failed, and gives the soak its proof.
+payment_ledger = sa.Table(
+    "payment_ledger",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("webhook_event_id", ID, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("reference", sa.String(255), nullable=False),
+    sa.Column("from_status", sa.String(16)),
+    sa.Column("to_status", sa.String(16), nullable=False),
+    sa.Column("applied_at", TS, nullable=False),
+    sa.UniqueConstraint("webhook_event_id", name="uq_payment_ledger_event"),
+)
+
+sweep_runs = sa.Table(
+    "sweep_runs",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("started_at", TS, nullable=False),
+    sa.Column("finished_at", TS),
+    sa.Column("trigger", sa.String(16), nullable=False),
+    sa.Column("dagster_run_id", sa.String(64)),
+    sa.Column("minutes", sa.Integer, nullable=False),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("scanned", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("dispatched", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("skipped", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("expired", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error", sa.String(500)),
+    sa.Index("ix_sweep_runs_started_at", "started_at"),
+)
+
+sweep_events = sa.Table(
+    "sweep_events",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("sweep_id", ID, sa.ForeignKey("sweep_runs.id"), nullable=False),
+    sa.Column("event_id", ID, nullable=False),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Index("ix_sweep_events_sweep_id", "sweep_id"),
+    sa.Index("ix_sweep_events_event_id", "event_id"),
+)
+
+E = webhook_events.c
+
+
+# --- engines -----------------------------------------------------------------------------------
+
+
+def normalize_url(url: str) -> str:
+    """Map bare scheme names onto the drivers we ship (psycopg 3, PyMySQL)."""
+    for bare, full in (
+        ("postgres://", "postgresql+psycopg://"),
+        ("postgresql://", "postgresql+psycopg://"),
+        ("mysql://", "mysql+pymysql://"),
+        ("mariadb://", "mariadb+pymysql://"),
+    ):
+        if url.startswith(bare):
+            return full + url[len(bare) :]
+    return url
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine set up for our claims on each backend.
+
+    SQLite: WAL, a busy timeout, and `BEGIN IMMEDIATE` so a transaction takes the write lock before
+    it reads (two deferred transactions that both read then write would deadlock with
+    "database is locked"). MySQL/MariaDB: READ COMMITTED, so range conditions take no gap locks.
+    """
+    url = normalize_url(url)
+    backend = sa.make_url(url).get_backend_name()
+    if backend == "sqlite":
+        kwargs.setdefault("connect_args", {}).setdefault("timeout", 60)
+    elif backend in {"mysql", "mariadb"}:
+        kwargs.setdefault("isolation_level", "READ COMMITTED")
+    kwargs.setdefault("pool_pre_ping", True)
+    engine = sa.create_engine(url, **kwargs)
+    if backend == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        if engine.url.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _is_mysql(conn: Connection) -> bool:
+    return conn.dialect.name in {"mysql", "mariadb"}
+
+
+_MYSQL_DUPLICATE_KEY = 1062
+
+
+def _insert_if_absent(conn: Connection, table: sa.Table, values: dict[str, Any]) -> bool:
+    """INSERT that does nothing when a unique key already exists; True when a row was inserted.
+
+    Never read-then-insert. PostgreSQL and SQLite: ON CONFLICT DO NOTHING. MySQL/MariaDB: a plain
+    INSERT whose duplicate-key error (1062) is caught: InnoDB rolls back only that statement.
+    (ON DUPLICATE KEY UPDATE cannot be used: with CLIENT_FOUND_ROWS, which SQLAlchemy always sets,
+    a no-op duplicate reports 1 row like an insert; INSERT IGNORE would also swallow data errors.)
+    """
+    name = conn.dialect.name
+    if name in {"mysql", "mariadb"}:
+        try:
+            conn.execute(sa.insert(table).values(**values))
+        except sa.exc.IntegrityError as exc:
+            if getattr(exc.orig, "args", (None,))[0] == _MYSQL_DUPLICATE_KEY:
+                return False
+            raise
+        return True
+    if name == "postgresql":
+        stmt: Any = postgresql.insert(table).on_conflict_do_nothing()
+    elif name == "sqlite":
+        stmt = sqlite.insert(table).on_conflict_do_nothing()
+    else:
+        raise NotImplementedError(f"unsupported database backend {name!r}")
+    # RETURNING rather than rowcount: with implicit RETURNING the drivers' rowcounts differ.
+    return conn.execute(stmt.values(**values).returning(table.c.id)).first() is not None
+
+
+# --- webhook events: reading ---------------------------------------------------------------------
+
+
+def _event_from_row(row: Any) -> WebhookEvent:
+    return WebhookEvent(
+        id=row.id,
+        provider=Provider(row.provider),
+        provider_event_id=row.provider_event_id,
+        event_type=row.event_type,
+        status=EventStatus(row.status),
+        payload=row.payload,
+        attempts=row.attempts,
+        attempts_base=row.attempts_base,
+        dispatched_at=row.dispatched_at,
+        processing_started_at=row.processing_started_at,
+        processed_at=row.processed_at,
+        next_attempt_at=row.next_attempt_at,
+        last_error=row.last_error,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _ref_from_row(row: Any) -> EventRef:
+    return EventRef(
+        id=row.id,
+        provider=Provider(row.provider),
+        provider_event_id=row.provider_event_id,
+        event_type=row.event_type,
+    )
+
+
+_REF_COLUMNS = (E.id, E.provider, E.provider_event_id, E.event_type)
+
+
+def get_event(conn: Connection, *, event_id: int) -> WebhookEvent | None:
+    """One event by id, payload included."""
+    row = conn.execute(sa.select(webhook_events).where(E.id == event_id)).first()
+    return _event_from_row(row) if row else None
+
+
+def get_event_by_key(
+    conn: Connection, *, provider: Provider, provider_event_id: str
+) -> WebhookEvent | None:
+    """One event by its provider key (the gate's unique key)."""
+    row = conn.execute(
+        sa.select(webhook_events).where(
+            E.provider == provider.value, E.provider_event_id == provider_event_id
+        )
+    ).first()
+    return _event_from_row(row) if row else None
+
+
+def get_event_refs(conn: Connection, *, event_ids: Sequence[int]) -> list[EventRef]:
+    """The loggable fields of several events, in id order."""
+    if not event_ids:
+        return []
+    rows = conn.execute(sa.select(*_REF_COLUMNS).where(E.id.in_(event_ids)).order_by(E.id))
+    return [_ref_from_row(r) for r in rows]
+
+
+# --- webhook events: the gate --------------------------------------------------------------------
+
+
+def insert_event_if_new(
+    conn: Connection,
+    *,
+    provider: Provider,
+    provider_event_id: str,
+    event_type: str,
+    payload: str,
+    now: dt.datetime,
+) -> bool:
+    """Record a delivery unless (provider, provider_event_id) exists; True when it inserted."""
+    return _insert_if_absent(
+        conn,
+        webhook_events,
+        {
+            "provider": provider.value,
+            "provider_event_id": provider_event_id,
+            "event_type": event_type,
+            "status": EventStatus.RECEIVED.value,
+            "payload": payload,
+            "attempts": 0,
+            "attempts_base": 0,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+
+
+def claim_undispatched(conn: Connection, *, event_id: int, now: dt.datetime) -> bool:
+    """Gate claim 1: hand the event on only if nobody ever has (dispatched_at IS NULL)."""
+    result = conn.execute(
+        sa.update(webhook_events)
+        .where(E.id == event_id, E.dispatched_at.is_(None), E.status != EventStatus.PROCESSED.value)
+        .values(dispatched_at=now, updated_at=now)
+    )
+    return bool(result.rowcount == 1)
+
+
+def _failed_ready(now: dt.datetime, stuck_before: dt.datetime) -> ColumnElement[bool]:
+    return sa.and_(
+        E.status == EventStatus.FAILED.value,
+        sa.or_(E.dispatched_at.is_(None), E.dispatched_at < stuck_before),
+        sa.or_(E.next_attempt_at.is_(None), E.next_attempt_at <= now),
+    )
+
+
+def claim_failed_for_redispatch(
+    conn: Connection, *, event_id: int, now: dt.datetime, stuck_before: dt.datetime
+) -> bool:
+    """Gate claim 2: a failed event last dispatched before `stuck_before`, its backoff over."""
+    result = conn.execute(
+        sa.update(webhook_events)
+        .where(E.id == event_id, _failed_ready(now, stuck_before))
+        .values(dispatched_at=now, updated_at=now)
+    )
+    return bool(result.rowcount == 1)
+
+
+# --- webhook events: processing ------------------------------------------------------------------
+
+_CLAIMABLE = (EventStatus.RECEIVED.value, EventStatus.FAILED.value)
+
+
+def claim_for_processing(
+    conn: Connection, *, event_id: int, now: dt.datetime, max_attempts: int
+) -> int | None:
+    """Start an attempt; returns its number (the fencing token), None if someone else has it."""
+    result = conn.execute(
+        sa.update(webhook_events)
+        .where(
+            E.id == event_id,
+            E.status.in_(_CLAIMABLE),
+            E.attempts - E.attempts_base < max_attempts,
+        )
+        .values(
+            status=EventStatus.PROCESSING.value,
+            attempts=E.attempts + 1,
+            processing_started_at=now,
+            processed_at=None,
+            updated_at=now,
+        )
+    )
+    if result.rowcount != 1:
+        return None
+    # We hold the row lock until commit, so this reads our own attempt number.
+    return int(conn.execute(sa.select(E.attempts).where(E.id == event_id)).scalar_one())
+
+
+def mark_exhausted_dead(
+    conn: Connection, *, event_id: int, now: dt.datetime, max_attempts: int
+) -> bool:
+    """Bury an event whose retry budget is spent without a recorded failure (worker crashes)."""
+    result = conn.execute(
+        sa.update(webhook_events)
+        .where(
+            E.id == event_id,
+            E.status.in_(_CLAIMABLE),
+            E.attempts - E.attempts_base >= max_attempts,
+        )
+        .values(
+            status=EventStatus.DEAD.value,
+            last_error=f"gave up after {max_attempts} attempts without completing",
+            updated_at=now,
+        )
+    )
+    return bool(result.rowcount == 1)
+
+
+def _fence(event_id: int, attempt: int) -> ColumnElement[bool]:
+    return sa.and_(
+        E.id == event_id, E.status == EventStatus.PROCESSING.value, E.attempts == attempt
+    )
+
+
+def mark_processed(conn: Connection, *, event_id: int, attempt: int, now: dt.datetime) -> bool:
+    """Fenced: only the attempt that still owns the row may mark it processed."""
+    result = conn.execute(
+        sa.update(webhook_events)
+        .where(_fence(event_id, attempt))
+        .values(
+            status=EventStatus.PROCESSED.value,
+            processed_at=now,
+            next_attempt_at=None,
+            last_error=None,
+            updated_at=now,
+        )
+    )
+    return bool(result.rowcount == 1)
+
+
+def mark_failed(
+    conn: Connection,
+    *,
+    event_id: int,
+    attempt: int,
+    now: dt.datetime,
+    error: str,
+    next_attempt_at: dt.datetime | None,
+    dead: bool,
+) -> bool:
+    """Fenced: record a failed attempt (`failed` with a backoff, or `dead`)."""
+    result = conn.execute(
+        sa.update(webhook_events)
+        .where(_fence(event_id, attempt))
+        .values(
+            status=(EventStatus.DEAD if dead else EventStatus.FAILED).value,
+            last_error=error[:500],
+            next_attempt_at=None if dead else next_attempt_at,
+            updated_at=now,
+        )
+    )
+    return bool(result.rowcount == 1)
+
+
+def requeue_for_replay(
+    conn: Connection, *, event_ids: Sequence[int], now: dt.datetime
+) -> list[int]:
+    """Send `dead`/`processed` events round again: a fresh retry budget, dispatched now."""
+    if not event_ids:
+        return []
+    cond = sa.and_(
+        E.id.in_(event_ids), E.status.in_((EventStatus.DEAD.value, EventStatus.PROCESSED.value))
+    )
+    values = {
+        "status": EventStatus.RECEIVED.value,
+        "attempts_base": E.attempts,
+        "dispatched_at": now,
+        "next_attempt_at": None,
+        "last_error": None,
+        "updated_at": now,
+    }
+    return _update_returning_ids(conn, cond, values)
+
+
+# --- webhook events: the sweep -------------------------------------------------------------------
+
+
+def stuck_condition(
+    reason: SweepReason,
+    *,
+    now: dt.datetime,
+    stuck_before: dt.datetime,
+    stalled_before: dt.datetime,
+) -> ColumnElement[bool]:
+    """The WHERE clause of one sweep reason; the claim repeats it verbatim."""
+    if reason is SweepReason.DISPATCHED_AT_NULL:
+        return sa.and_(E.status == EventStatus.RECEIVED.value, E.dispatched_at.is_(None))
+    if reason is SweepReason.DISPATCH_LOST:
+        return sa.and_(E.status == EventStatus.RECEIVED.value, E.dispatched_at < stuck_before)
+    if reason is SweepReason.FAILED_OLD:
+        return _failed_ready(now, stuck_before)
+    if reason is SweepReason.PROCESSING_STALLED:
+        return sa.and_(
+            E.status == EventStatus.PROCESSING.value, E.processing_started_at < stalled_before
+        )
+    raise ValueError(f"unknown sweep reason {reason!r}")
+
+
+def _claim_values(reason: SweepReason, now: dt.datetime) -> dict[str, Any]:
+    values: dict[str, Any] = {"dispatched_at": now, "updated_at": now}
+    if reason is SweepReason.PROCESSING_STALLED:
+        # Back to `received` in the same statement: the stale worker's fenced commit now finds
+        # its attempt gone, and the next processing claim can take the row.
+        values |= {"status": EventStatus.RECEIVED.value, "processing_started_at": None}
+    return values
+
+
+def select_stuck(
+    conn: Connection,
+    *,
+    condition: ColumnElement[bool],
+    providers: Sequence[Provider],
+    created_after: dt.datetime,
+) -> list[EventRef]:
+    """Candidates of one reason inside the age window, in id order (the scan)."""
+    rows = conn.execute(
+        sa.select(*_REF_COLUMNS)
+        .where(
+            condition,
+            E.provider.in_([p.value for p in providers]),
+            E.created_at >= created_after,
+        )
+        .order_by(E.id)
+    )
+    return [_ref_from_row(r) for r in rows]
+
+
+def count_expired(
+    conn: Connection,
+    *,
+    conditions: Sequence[ColumnElement[bool]],
+    providers: Sequence[Provider],
+    created_after: dt.datetime,
+) -> dict[Provider, int]:
+    """Stuck rows older than the window, per provider: never touched, always counted."""
+    rows = conn.execute(
+        sa.select(E.provider, func.count())
+        .where(
+            sa.or_(*conditions),
+            E.provider.in_([p.value for p in providers]),
+            E.created_at < created_after,
+        )
+        .group_by(E.provider)
+    )
+    return {Provider(p): int(n) for p, n in rows}
+
+
+def claim_stuck(
+    conn: Connection,
+    *,
+    reason: SweepReason,
+    event_ids: Sequence[int],
+    condition: Any,
+    now: dt.datetime,
+) -> list[int]:
+    """Claim a batch of candidates of one reason in one statement; returns the ids this call won.
+
+    Rows locked by a concurrent claim are skipped (SKIP LOCKED), never waited on: the other sweep
+    owns them. A row whose state moved since the scan no longer matches the repeated condition.
+    """
+    if not event_ids:
+        return []
+    return _update_returning_ids(
+        conn, sa.and_(E.id.in_(event_ids), condition), _claim_values(reason, now)
+    )
+
+
+def _update_returning_ids(
+    conn: Connection, condition: ColumnElement[bool], values: dict[str, Any]
+) -> list[int]:
+    locked = sa.select(E.id).where(condition).with_for_update(skip_locked=True)
+    if _is_mysql(conn):
+        # MariaDB has no UPDATE ... RETURNING and refuses a subquery on the updated table: lock
+        # the matching rows first, then update exactly those (still repeating the condition).
+        # Through the primary key only: through a secondary index InnoDB also locks, for a moment,
+        # rows it then filters out, and a concurrent sweep's SKIP LOCKED would skip rows that
+        # nobody claims (seen in test_four_concurrent_sweeps_dispatch_each_event_once).
+        by_pk = locked.with_hint(webhook_events, "FORCE INDEX (PRIMARY)", "mysql").with_hint(
+            webhook_events, "FORCE INDEX (PRIMARY)", "mariadb"
+        )
+        ids = list(conn.execute(by_pk).scalars())
+        if ids:
+            conn.execute(sa.update(webhook_events).where(E.id.in_(ids), condition).values(**values))
+        return sorted(ids)
+    # PostgreSQL and SQLite (>= 3.35): one statement. SQLite has no row locks (and renders no
+    # FOR UPDATE); BEGIN IMMEDIATE already serialises its writers.
+    result = conn.execute(
+        sa.update(webhook_events)
+        .where(E.id.in_(locked.scalar_subquery()), condition)
+        .values(**values)
+        .returning(E.id)
+    )
+    return sorted(result.scalars())
+
+
+# --- payments ------------------------------------------------------------------------------------
+
+P = payments.c
+
+
+def _payment_from_row(row: Any) -> Payment:
+    return Payment(
+        id=row.id,
+        provider=Provider(row.provider),
+        reference=row.reference,
+        status=PaymentStatus(row.status),
+        amount=row.amount,
+        currency=row.currency,
+        last_event_id=row.last_event_id,
+        last_event_at=row.last_event_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def get_payment(conn: Connection, *, provider: Provider, reference: str) -> Payment | None:
+    row = conn.execute(
+        sa.select(payments).where(P.provider == provider.value, P.reference == reference)
+    ).first()
+    return _payment_from_row(row) if row else None
+
+
+def list_payments(conn: Connection) -> list[Payment]:
+    return [_payment_from_row(r) for r in conn.execute(sa.select(payments).order_by(P.id))]
+
+
+def insert_payment_if_absent(
+    conn: Connection,
+    *,
+    provider: Provider,
+    reference: str,
+    status: PaymentStatus,
+    amount: int | None,
+    currency: str | None,
+    event_id: int,
+    event_at: dt.datetime | None,
+    now: dt.datetime,
+) -> bool:
+    """First event for a payment creates it; True when this call inserted."""
+    return _insert_if_absent(
+        conn,
+        payments,
+        {
+            "provider": provider.value,
+            "reference": reference,
+            "status": status.value,
+            "amount": amount,
+            "currency": currency,
+            "last_event_id": event_id,
+            "last_event_at": event_at,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+
+
+def update_payment_if_unchanged(
+    conn: Connection,
+    *,
+    seen: Payment,
+    status: PaymentStatus,
+    amount: int | None,
+    currency: str | None,
+    event_id: int,
+    event_at: dt.datetime | None,
+    now: dt.datetime,
+) -> bool:
+    """Compare-and-set: apply only if the row still holds what the decision was made on."""
+    unchanged = sa.and_(
+        P.id == seen.id,
+        P.status == seen.status.value,
+        P.last_event_id.is_(None)
+        if seen.last_event_id is None
+        else P.last_event_id == seen.last_event_id,
+    )
+    result = conn.execute(
+        sa.update(payments)
+        .where(unchanged)
+        .values(
+            status=status.value,
+            amount=seen.amount if amount is None else amount,
+            currency=seen.currency if currency is None else currency,
+            last_event_id=event_id,
+            last_event_at=event_at,
+            updated_at=now,
+        )
+    )
+    return bool(result.rowcount == 1)
+
+
+def insert_ledger_entry(
+    conn: Connection,
+    *,
+    event_id: int,
+    attempt: int,
+    provider: Provider,
+    reference: str,
+    from_status: PaymentStatus | None,
+    to_status: PaymentStatus,
+    now: dt.datetime,
+) -> None:
+    """Record one applied effect; a second one for the same event violates the unique key."""
+    conn.execute(
+        sa.insert(payment_ledger).values(
+            webhook_event_id=event_id,
+            attempt=attempt,
+            provider=provider.value,
+            reference=reference,
+            from_status=from_status.value if from_status else None,
+            to_status=to_status.value,
+            applied_at=now,
+        )
+    )
+
+
+def ledger_has_event(conn: Connection, *, event_id: int) -> bool:
+    row = conn.execute(
+        sa.select(payment_ledger.c.id).where(payment_ledger.c.webhook_event_id == event_id)
+    ).first()
+    return row is not None
+
+
+# --- sweep audit ---------------------------------------------------------------------------------
+
+
+def insert_sweep_run(
+    conn: Connection,
+    *,
+    started_at: dt.datetime,
+    trigger: str,
+    dagster_run_id: str | None,
+    minutes: int,
+    provider: str,
+) -> int:
+    result = conn.execute(
+        sa.insert(sweep_runs).values(
+            started_at=started_at,
+            trigger=trigger,
+            dagster_run_id=dagster_run_id,
+            minutes=minutes,
+            provider=provider,
+            status=SweepStatus.RUNNING.value,
+        )
+    )
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def finish_sweep_run(
+    conn: Connection,
+    *,
+    sweep_id: int,
+    finished_at: dt.datetime,
+    status: SweepStatus,
+    scanned: int = 0,
+    dispatched: int = 0,
+    skipped: int = 0,
+    expired: int = 0,
+    error: str | None = None,
+) -> None:
+    conn.execute(
+        sa.update(sweep_runs)
+        .where(sweep_runs.c.id == sweep_id)
+        .values(
+            finished_at=finished_at,
+            status=status.value,
+            scanned=scanned,
+            dispatched=dispatched,
+            skipped=skipped,
+            expired=expired,
+            error=None if error is None else error[:500],
+        )
+    )
+
+
+def insert_sweep_events(
+    conn: Connection, *, sweep_id: int, rows: Iterable[tuple[int, str, SweepOutcome]]
+) -> None:
+    """The per-event audit (reason: a `SweepReason` or `replay`), one multi-row INSERT."""
+    values = [
+        {"sweep_id": sweep_id, "event_id": i, "reason": str(r), "outcome": o.value}
+        for i, r, o in rows
+    ]
+    if values:
+        conn.execute(sa.insert(sweep_events), values)
+
+
+def set_sweep_event_outcome(
+    conn: Connection, *, sweep_id: int, event_ids: Sequence[int], outcome: SweepOutcome
+) -> None:
+    if event_ids:
+        conn.execute(
+            sa.update(sweep_events)
+            .where(sweep_events.c.sweep_id == sweep_id, sweep_events.c.event_id.in_(event_ids))
+            .values(outcome=outcome.value)
+        )
+
+
+def running_sweep_ids(conn: Connection) -> list[int]:
+    rows = conn.execute(
+        sa.select(sweep_runs.c.id).where(sweep_runs.c.status == SweepStatus.RUNNING.value)
+    )
+    return list(rows.scalars())
+
+
+# --- status --------------------------------------------------------------------------------------
+
+
+def count_by_provider_status(conn: Connection) -> dict[tuple[str, str], int]:
+    rows = conn.execute(
+        sa.select(E.provider, E.status, func.count()).group_by(E.provider, E.status)
+    )
+    return {(p, s): int(n) for p, s, n in rows}
+
+
+def oldest_created_at(
+    conn: Connection, *, condition: ColumnElement[bool]
+) -> dict[str, dt.datetime]:
+    """Per provider, the creation time of the oldest row matching `condition`."""
+    rows = conn.execute(
+        sa.select(E.provider, func.min(E.created_at)).where(condition).group_by(E.provider)
+    )
+    return {p: t for p, t in rows if t is not None}
+
+
+def list_event_refs(
+    conn: Connection, *, status: EventStatus, limit: int
+) -> list[tuple[EventRef, str | None]]:
+    rows = conn.execute(
+        sa.select(*_REF_COLUMNS, E.last_error)
+        .where(E.status == status.value)
+        .order_by(E.id)
+        .limit(limit)
+    )
+    return [(_ref_from_row(r), r.last_error) for r in rows]
+
+
+# --- transactions --------------------------------------------------------------------------------
+
+# MySQL 1213 deadlock, 1205 lock wait timeout; PostgreSQL 40001 serialization, 40P01 deadlock.
+_RETRYABLE_MYSQL = {1213, 1205}
+_RETRYABLE_PG = {"40001", "40P01"}
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """A transaction the database rolled back to break a lock cycle: safe to run again whole."""
+    orig = getattr(exc, "orig", None)
+    if orig is None:
+        return False
+    if getattr(orig, "sqlstate", None) in _RETRYABLE_PG:
+        return True
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
+    return bool(args) and args[0] in _RETRYABLE_MYSQL
+
+
+def in_transaction(engine: Engine, work: Callable[[Connection], T], *, attempts: int = 5) -> T:
+    """Run `work` in one transaction, again from scratch if the database broke a deadlock."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with engine.begin() as conn:
+                return work(conn)
+        except sa.exc.DBAPIError as exc:
+            if attempt == attempts or not is_retryable(exc):
+                raise
+    raise AssertionError("unreachable")
+
+
+def insert_events(conn: Connection, *, rows: Sequence[dict[str, Any]]) -> None:
+    """Bulk-insert event rows in any state (the demo, fixtures of benchmarks): one multi-row
+    INSERT. Missing columns take the defaults of a fresh delivery."""
+    if not rows:
+        return
+    now = rows[0].get("created_at")
+    defaults = {
+        "status": EventStatus.RECEIVED.value,
+        "attempts": 0,
+        "attempts_base": 0,
+        "dispatched_at": None,
+        "processing_started_at": None,
+        "processed_at": None,
+        "next_attempt_at": None,
+        "last_error": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+    conn.execute(sa.insert(webhook_events), [defaults | row for row in rows])

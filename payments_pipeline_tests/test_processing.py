@@ -1,0 +1,322 @@
+"""Processing: the claim, the attempt fence, backoff, dead, unknown types, payments effects."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from payments_pipeline import gate, store
+from payments_pipeline.handlers import HandlerContext, HandlerRegistry, default_registry
+from payments_pipeline.models import (
+    EventStatus,
+    PaymentStatus,
+    ProcessOutcome,
+    Provider,
+    SweepReason,
+)
+from payments_pipeline.processing import (
+    PermanentEventError,
+    backoff,
+    complete_attempt,
+    process_event,
+    start_attempt,
+)
+from payments_pipeline.replay import replay_events
+from payments_pipeline.sweep import SweepParams, run_sweep
+
+from .conftest import EventFactory
+from .helpers import (
+    RecordingDispatcher,
+    ago,
+    fetch_event,
+    make_settings,
+    monetbil_payload,
+    stripe_payload,
+)
+
+
+def _payment(engine: Engine, provider: Provider, reference: str):
+    with engine.connect() as conn:
+        return store.get_payment(conn, provider=provider, reference=reference)
+
+
+def _ledger_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(sa.select(sa.func.count()).select_from(store.payment_ledger)).scalar_one()
+        )
+
+
+def _failing_registry(exc: Exception) -> HandlerRegistry:
+    registry = HandlerRegistry()
+
+    def boom(ctx: HandlerContext) -> None:
+        raise exc
+
+    registry.register(Provider.STRIPE, "payment_intent.succeeded", boom)
+    return registry
+
+
+def test_processing_applies_the_payment_once(engine: Engine, event_factory: EventFactory) -> None:
+    settings = make_settings(engine)
+    event_id = event_factory(
+        Provider.STRIPE, payload=stripe_payload("evt_a", reference="pi_a", amount=4200)
+    )
+    assert (
+        process_event(engine, event_id, settings=settings, registry=default_registry())
+        is ProcessOutcome.PROCESSED
+    )
+    # A second processing of the same event is not claimable: processed is final.
+    assert (
+        process_event(engine, event_id, settings=settings, registry=default_registry())
+        is ProcessOutcome.NOT_CLAIMED
+    )
+    payment = _payment(engine, Provider.STRIPE, "pi_a")
+    assert payment is not None
+    assert (payment.status, payment.amount, payment.currency) == (
+        PaymentStatus.SUCCEEDED,
+        4200,
+        "eur",
+    )
+    event = fetch_event(engine, event_id)
+    assert event.status is EventStatus.PROCESSED and event.attempts == 1 and event.processed_at
+    assert _ledger_count(engine) == 1
+
+
+def test_monetbil_success_then_duplicate(engine: Engine) -> None:
+    settings = make_settings(engine)
+    results = [
+        gate.receive(
+            engine,
+            provider="monetbil",
+            provider_event_id="tx_9",
+            event_type="payment.success",
+            payload=monetbil_payload("tx_9", "1", payment_ref="order-9", amount="2500"),
+            minutes=10,
+        )
+        for _ in range(2)
+    ]
+    assert [r.should_dispatch for r in results] == [True, False]
+    process_event(engine, results[0].event.id, settings=settings, registry=default_registry())
+    payment = _payment(engine, Provider.MONETBIL, "order-9")
+    assert (
+        payment is not None and payment.status is PaymentStatus.SUCCEEDED and payment.amount == 2500
+    )
+    again = gate.receive(
+        engine,
+        provider="monetbil",
+        provider_event_id="tx_9",
+        event_type="payment.success",
+        payload=monetbil_payload("tx_9"),
+        minutes=10,
+    )
+    assert again.outcome.value == "already_processed"
+
+
+def test_unknown_event_type_is_processed_without_effect(
+    engine: Engine, event_factory: EventFactory
+) -> None:
+    event_id = event_factory(
+        Provider.STRIPE, event_type="customer.created", payload='{"id": "evt_c"}'
+    )
+    outcome = process_event(
+        engine, event_id, settings=make_settings(engine), registry=default_registry()
+    )
+    assert outcome is ProcessOutcome.PROCESSED
+    assert _ledger_count(engine) == 0
+    with engine.connect() as conn:
+        assert store.list_payments(conn) == []
+
+
+def test_failure_backs_off_then_dies(engine: Engine, event_factory: EventFactory) -> None:
+    settings = make_settings(engine, max_attempts=3, stuck_requeue_minutes=10)
+    registry = _failing_registry(RuntimeError("upstream timeout"))
+    event_id = event_factory(Provider.STRIPE)
+    delays = []
+    for expected in (ProcessOutcome.FAILED, ProcessOutcome.FAILED, ProcessOutcome.DEAD):
+        assert process_event(engine, event_id, settings=settings, registry=registry) is expected
+        event = fetch_event(engine, event_id)
+        if event.next_attempt_at:
+            delays.append(event.next_attempt_at - event.updated_at)
+        assert event.last_error == "RuntimeError: upstream timeout"
+    assert delays == [dt.timedelta(minutes=10), dt.timedelta(minutes=20)]
+    event = fetch_event(engine, event_id)
+    assert (
+        event.status is EventStatus.DEAD and event.attempts == 3 and event.next_attempt_at is None
+    )
+    # Dead is final for processing: no claim.
+    assert (
+        process_event(engine, event_id, settings=settings, registry=registry)
+        is ProcessOutcome.NOT_CLAIMED
+    )
+
+
+def test_backoff_doubles_and_caps() -> None:
+    assert [backoff(n, minutes=10, cap_minutes=60).total_seconds() / 60 for n in range(1, 6)] == [
+        10,
+        20,
+        40,
+        60,
+        60,
+    ]
+
+
+def test_permanent_error_is_dead_at_once(engine: Engine, event_factory: EventFactory) -> None:
+    event_id = event_factory(Provider.STRIPE)
+    registry = _failing_registry(PermanentEventError("unknown account"))
+    assert (
+        process_event(engine, event_id, settings=make_settings(engine), registry=registry)
+        is ProcessOutcome.DEAD
+    )
+
+
+def test_malformed_payload_is_dead_at_once(engine: Engine, event_factory: EventFactory) -> None:
+    event_id = event_factory(Provider.STRIPE, payload="{not json")
+    outcome = process_event(
+        engine, event_id, settings=make_settings(engine), registry=default_registry()
+    )
+    assert outcome is ProcessOutcome.DEAD
+    assert "not json" not in (fetch_event(engine, event_id).last_error or "")
+
+
+def test_worker_crashes_exhaust_the_budget(engine: Engine, event_factory: EventFactory) -> None:
+    """A poison event that kills its worker every time ends dead instead of looping forever."""
+    settings = make_settings(engine, max_attempts=2)
+    event_id = event_factory(Provider.STRIPE, status=EventStatus.RECEIVED, attempts=2)
+    assert (
+        process_event(engine, event_id, settings=settings, registry=default_registry())
+        is ProcessOutcome.NOT_CLAIMED
+    )
+    event = fetch_event(engine, event_id)
+    assert event.status is EventStatus.DEAD and "gave up after 2 attempts" in (
+        event.last_error or ""
+    )
+
+
+def test_stale_worker_cannot_commit_after_a_stall_is_reclaimed(
+    engine: Engine, event_factory: EventFactory
+) -> None:
+    settings = make_settings(engine, processing_timeout_minutes=30)
+    event_id = event_factory(
+        Provider.STRIPE, payload=stripe_payload("evt_s", reference="pi_s", amount=100)
+    )
+    stale = start_attempt(engine, event_id, settings=settings, now=ago(hours=1))
+    assert stale is not None and stale.number == 1
+    # The sweep sees it stalled and moves it back to received in the claiming UPDATE.
+    summary = run_sweep(engine, SweepParams(processing_timeout_minutes=30), RecordingDispatcher())
+    assert [e.reason for e in summary.events] == [SweepReason.PROCESSING_STALLED]
+    # A fresh worker takes it (attempt 2), applying a different amount via its own handler.
+    registry = default_registry()
+    assert (
+        process_event(engine, event_id, settings=settings, registry=registry)
+        is ProcessOutcome.PROCESSED
+    )
+    # The stale worker wakes up and tries to commit: fenced out, its effects roll back.
+    marker = HandlerRegistry()
+
+    def write_bogus(ctx: HandlerContext) -> None:
+        ctx.conn.execute(sa.update(store.payments).values(amount=-1))
+
+    marker.register(Provider.STRIPE, "payment_intent.succeeded", write_bogus)
+    assert (
+        complete_attempt(engine, stale, settings=settings, registry=marker) is ProcessOutcome.STALE
+    )
+    payment = _payment(engine, Provider.STRIPE, "pi_s")
+    assert payment is not None and payment.amount == 100
+    event = fetch_event(engine, event_id)
+    assert event.status is EventStatus.PROCESSED and event.attempts == 2
+
+
+def test_out_of_order_refund_before_success_ends_refunded(engine: Engine) -> None:
+    settings = make_settings(engine)
+    refund = stripe_payload("evt_r", "charge.refunded", reference="pi_o", created=1_700_000_100)
+    success = stripe_payload(
+        "evt_ok", "payment_intent.succeeded", reference="pi_o", created=1_700_000_000
+    )
+    for key, etype, body in (
+        ("evt_r", "charge.refunded", refund),
+        ("evt_ok", "payment_intent.succeeded", success),
+    ):
+        r = gate.receive(
+            engine,
+            provider="stripe",
+            provider_event_id=key,
+            event_type=etype,
+            payload=body,
+            minutes=10,
+        )
+        assert (
+            process_event(engine, r.event.id, settings=settings, registry=default_registry())
+            is ProcessOutcome.PROCESSED
+        )
+    payment = _payment(engine, Provider.STRIPE, "pi_o")
+    assert payment is not None and payment.status is PaymentStatus.REFUNDED
+    assert _ledger_count(engine) == 1  # the late success had nothing left to do
+
+
+def test_older_failure_never_overwrites_newer_success(engine: Engine) -> None:
+    settings = make_settings(engine)
+    newer_ok = stripe_payload(
+        "evt_2", "payment_intent.succeeded", reference="pi_f", created=1_700_000_200
+    )
+    older_fail = stripe_payload(
+        "evt_1", "payment_intent.payment_failed", reference="pi_f", created=1_700_000_100
+    )
+    for key, etype, body in (
+        ("evt_2", "payment_intent.succeeded", newer_ok),
+        ("evt_1", "payment_intent.payment_failed", older_fail),
+    ):
+        r = gate.receive(
+            engine,
+            provider="stripe",
+            provider_event_id=key,
+            event_type=etype,
+            payload=body,
+            minutes=10,
+        )
+        process_event(engine, r.event.id, settings=settings, registry=default_registry())
+    payment = _payment(engine, Provider.STRIPE, "pi_f")
+    assert payment is not None and payment.status is PaymentStatus.SUCCEEDED
+
+
+def test_replay_of_processed_event_never_applies_twice(
+    engine: Engine, event_factory: EventFactory
+) -> None:
+    settings = make_settings(engine, max_attempts=2)
+    event_id = event_factory(Provider.STRIPE, payload=stripe_payload("evt_p", reference="pi_p"))
+    process_event(engine, event_id, settings=settings, registry=default_registry())
+    dead_id = event_factory(Provider.STRIPE, status=EventStatus.DEAD, attempts=2)
+    fresh_id = event_factory(Provider.STRIPE)
+    dispatcher = RecordingDispatcher()
+    result = replay_events(engine, [event_id, dead_id, fresh_id, 999_999], dispatcher, minutes=10)
+    assert sorted(r.id for r in result.replayed) == sorted([event_id, dead_id])
+    assert result.refused == (fresh_id, 999_999)
+    for ref in dispatcher.events:
+        assert (
+            process_event(engine, ref.id, settings=settings, registry=default_registry())
+            is ProcessOutcome.PROCESSED
+        )
+    assert _ledger_count(engine) == 2  # the replayed processed event added nothing
+    dead = fetch_event(engine, dead_id)
+    assert dead.attempts == 3 and dead.status is EventStatus.PROCESSED  # budget renewed, token kept
+    with engine.connect() as conn:
+        audit = conn.execute(
+            sa.select(store.sweep_events.c.event_id, store.sweep_events.c.reason)
+        ).all()
+    assert sorted(audit) == sorted([(event_id, "replay"), (dead_id, "replay")])
+
+
+@pytest.mark.parametrize("provider", ["stripe", "monetbil"])
+def test_gate_rejects_bad_keys(sqlite_engine: Engine, provider: str) -> None:
+    with pytest.raises(ValueError, match="provider_event_id"):
+        gate.receive(
+            sqlite_engine,
+            provider=provider,
+            provider_event_id="x" * 256,
+            event_type="t",
+            payload="",
+            minutes=10,
+        )

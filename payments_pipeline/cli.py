@@ -1,0 +1,311 @@
+"""`payments-pipeline`: the command-line door onto the core.
+
+Every failure an operator can cause (bad flag, unknown provider, unreachable or unmigrated
+database) ends in one line on stderr starting with `error:` and a non-zero exit, before anything is
+written. Logs go to stderr, so `--json` output on stdout stays machine-readable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from . import migrations, store
+from .config import ConfigError, Settings, load_settings
+from .dispatch import InlineDispatcher
+from .models import PROVIDERS, EventStatus, SweepReason, utcnow
+from .processing import short_error
+from .replay import replay_events
+from .sweep import SweepParamError, SweepParams, SweepSummary, run_sweep
+
+log = logging.getLogger("payments_pipeline")
+
+
+class CliError(Exception):
+    """A one-line, user-facing failure (exit 1)."""
+
+
+def _redact(url: str) -> str:
+    try:
+        return sa.make_url(store.normalize_url(url)).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparsable URL>"
+
+
+def open_database(settings: Settings, *, require_migrated: bool = True) -> Engine:
+    """An engine that has answered once (and is at the migration head, unless told otherwise)."""
+    try:
+        engine = store.make_engine(settings.database_url)
+    except (sa.exc.ArgumentError, ImportError, ValueError) as exc:
+        raise CliError(f"PAYMENTS_DATABASE_URL is not a usable database URL: {exc}") from None
+    try:
+        current = migrations.current_revision(engine)
+    except sa.exc.DBAPIError as exc:
+        engine.dispose()
+        raise CliError(
+            f"database unreachable at {_redact(settings.database_url)}: {short_error(exc)}"
+        ) from None
+    if require_migrated and current != migrations.head_revision():
+        engine.dispose()
+        raise CliError(
+            f"database at {_redact(settings.database_url)} is not migrated "
+            f"(at {current or 'nothing'}, head is {migrations.head_revision()}): "
+            "run `payments-pipeline db upgrade`"
+        )
+    return engine
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="Logs go to stderr.",
+)
+@click.pass_context
+def cli(ctx: click.Context, log_level: str) -> None:
+    """Exactly-once payment webhooks: atomic dispatch gate and requeue sweep."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if log_level != "debug":
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+    ctx.obj = load_settings()
+
+
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(settings: Settings) -> None:
+    """Run the migrations to head."""
+    engine = open_database(settings, require_migrated=False)
+    try:
+        migrations.upgrade(engine)
+        click.echo(
+            f"database at {_redact(settings.database_url)} is at {migrations.head_revision()}"
+        )
+    finally:
+        engine.dispose()
+
+
+def _validate_sweep_options(settings: Settings, minutes: int | None, provider: str) -> SweepParams:
+    return SweepParams.from_settings(settings, minutes=minutes, provider=provider.lower())
+
+
+@cli.command("requeue-stuck-webhooks")
+@click.option(
+    "--minutes",
+    type=int,
+    default=None,
+    help="Stuck threshold (default: PAYMENTS_STUCK_REQUEUE_MINUTES, 10).",
+)
+@click.option("--provider", default="all", show_default=True, help="all, stripe or monetbil.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.option("--dry-run", is_flag=True, help="Scan and report; claim and write nothing.")
+@click.pass_obj
+def requeue_stuck_webhooks(
+    settings: Settings, minutes: int | None, provider: str, as_json: bool, dry_run: bool
+) -> None:
+    """One sweep: find stuck events, claim them atomically, dispatch them again."""
+    params = _validate_sweep_options(settings, minutes, provider)
+    engine = open_database(settings)
+    try:
+        summary = run_sweep(engine, params, InlineDispatcher(engine, settings), dry_run=dry_run)
+    finally:
+        engine.dispose()
+    _print_summary(summary, as_json)
+
+
+def _print_summary(summary: SweepSummary, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(summary.as_json(), indent=2))
+    else:
+        click.echo(summary.render_text())
+
+
+def _age(delta: dt.timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days}d {hours}h"
+    return f"{hours}h {minutes}m" if hours else f"{minutes}m {rest % 60}s"
+
+
+def collect_status(engine: Engine, settings: Settings) -> dict[str, Any]:
+    """Counts by provider and status, oldest stuck event per provider, dead events."""
+    now = utcnow()
+    stuck_before = now - dt.timedelta(minutes=settings.stuck_requeue_minutes)
+    stalled_before = now - dt.timedelta(minutes=settings.processing_timeout_minutes)
+    stuck = sa.or_(
+        *(
+            store.stuck_condition(
+                r, now=now, stuck_before=stuck_before, stalled_before=stalled_before
+            )
+            for r in SweepReason
+        )
+    )
+    with engine.connect() as conn:
+        counts = store.count_by_provider_status(conn)
+        oldest = store.oldest_created_at(conn, condition=stuck)
+        dead = store.list_event_refs(conn, status=EventStatus.DEAD, limit=20)
+    providers = sorted({p.value for p in PROVIDERS} | {p for p, _ in counts})
+    return {
+        "counts": {
+            p: {s.value: counts.get((p, s.value), 0) for s in EventStatus} for p in providers
+        },
+        "oldest_stuck": {
+            p: {"created_at": t.isoformat() + "Z", "age_seconds": int((now - t).total_seconds())}
+            for p, t in sorted(oldest.items())
+        },
+        "dead": {
+            "count": sum(counts.get((p, EventStatus.DEAD.value), 0) for p in providers),
+            "events": [
+                {
+                    "id": ref.id,
+                    "provider": ref.provider.value,
+                    "provider_event_id": ref.provider_event_id,
+                    "event_type": ref.event_type,
+                    "last_error": err,
+                }
+                for ref, err in dead
+            ],
+        },
+    }
+
+
+@cli.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_obj
+def status(settings: Settings, as_json: bool) -> None:
+    """Counts by provider and status, the oldest stuck event, dead events."""
+    engine = open_database(settings)
+    try:
+        report = collect_status(engine, settings)
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    statuses = [s.value for s in EventStatus]
+    click.echo(f"{'provider':<10}" + "".join(f"{s:>12}" for s in statuses))
+    for provider, row in report["counts"].items():
+        click.echo(f"{provider:<10}" + "".join(f"{row[s]:>12}" for s in statuses))
+    if report["oldest_stuck"]:
+        for provider, info in report["oldest_stuck"].items():
+            age = _age(dt.timedelta(seconds=info["age_seconds"]))
+            click.echo(f"oldest stuck {provider} event: created {age} ago")
+    else:
+        click.echo("no stuck events")
+    click.echo(f"dead events: {report['dead']['count']}")
+    for ev in report["dead"]["events"]:
+        ref = f"#{ev['id']} {ev['provider']} {ev['provider_event_id']} {ev['event_type']}"
+        click.echo(f"  {ref}: {ev['last_error']}")
+
+
+@cli.command("replay")
+@click.argument("event_ids", nargs=-1, type=int, required=True)
+@click.pass_obj
+def replay(settings: Settings, event_ids: Sequence[int]) -> None:
+    """Send dead or processed events round again (audited in sweep_runs/sweep_events)."""
+    engine = open_database(settings)
+    try:
+        result = replay_events(
+            engine,
+            event_ids,
+            InlineDispatcher(engine, settings),
+            minutes=settings.stuck_requeue_minutes,
+        )
+    finally:
+        engine.dispose()
+    for ref in result.replayed:
+        click.echo(
+            f"replayed #{ref.id} {ref.provider.value} {ref.provider_event_id} ({ref.event_type})"
+        )
+    for event_id in result.refused:
+        click.echo(f"not replayed #{event_id}: unknown, or not dead/processed")
+    click.echo(f"audit: sweep #{result.sweep_id}")
+    if result.refused:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command("demo")
+@click.option(
+    "--directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo"),
+    show_default=True,
+    help="Where the demo database goes (replaced on every run).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the sweep summary as JSON.")
+@click.pass_obj
+def demo(settings: Settings, directory: Path, as_json: bool) -> None:
+    """Create a local SQLite database with stuck events of both providers and run one sweep."""
+    from .demo import create_demo_database
+
+    engine, path = create_demo_database(directory)
+    demo_settings = Settings(database_url=str(engine.url), max_attempts=settings.max_attempts)
+    try:
+        summary = run_sweep(
+            engine,
+            SweepParams.from_settings(demo_settings),
+            InlineDispatcher(engine, demo_settings),
+        )
+    finally:
+        engine.dispose()
+    _print_summary(summary, as_json)
+    if not as_json:
+        click.echo(f"\ndemo database: {path.resolve()}")
+        click.echo(
+            f"inspect it: PAYMENTS_DATABASE_URL=sqlite:///{path.resolve()} payments-pipeline status"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: turns every expected failure into one `error:` line and an exit code."""
+    try:
+        # With standalone_mode=False click returns an Exit's code instead of raising it.
+        code = cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="payments-pipeline",
+            standalone_mode=False,
+        )
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        return 1
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except (ConfigError, SweepParamError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    except CliError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 1
+    except sa.exc.DBAPIError as exc:
+        click.echo(f"error: database error: {short_error(exc)}", err=True)
+        return 1
+    return code if isinstance(code, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

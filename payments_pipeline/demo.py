@@ -1,0 +1,146 @@
+"""`payments-pipeline demo`: a local SQLite database holding stuck events of both providers.
+
+It seeds one event per stuck reason and provider, a fresh in-flight event the sweep must leave
+alone, an already-processed one, and one stuck event older than the 7-day window (counted as
+`expired`, never touched), so a first sweep shows every line of its summary.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from sqlalchemy import Engine
+
+from . import migrations, store
+from .models import EventStatus, Provider, utcnow
+
+DEMO_DIR = "demo"
+DEMO_DB = "payments.sqlite3"
+
+
+def stripe_event(event_id: str, event_type: str, reference: str, amount: int, created: int) -> str:
+    """A Stripe event body shaped like the API's (only the fields our handlers read)."""
+    if event_type == "charge.refunded":
+        obj: dict[str, Any] = {
+            "id": f"ch_{reference[3:]}",
+            "object": "charge",
+            "payment_intent": reference,
+            "amount": amount,
+            "amount_refunded": amount,
+            "currency": "eur",
+        }
+    else:
+        obj = {"id": reference, "object": "payment_intent", "amount": amount, "currency": "eur"}
+    return json.dumps(
+        {
+            "id": event_id,
+            "object": "event",
+            "type": event_type,
+            "created": created,
+            "livemode": False,
+            "data": {"object": obj},
+        }
+    )
+
+
+def monetbil_notification(transaction_id: str, status: str, payment_ref: str, amount: int) -> str:
+    """A Monetbil notification body (form fields; the demo does not sign it)."""
+    return urlencode(
+        {
+            "amount": str(amount),
+            "currency": "XAF",
+            "payment_ref": payment_ref,
+            "service": "demo-service",
+            "status": status,
+            "transaction_id": transaction_id,
+        }
+    )
+
+
+def demo_rows(now: dt.datetime) -> list[dict[str, Any]]:
+    def ago(**kw: float) -> dt.datetime:
+        return now - dt.timedelta(**kw)
+
+    created = int((now - dt.timedelta(hours=1)).replace(tzinfo=dt.UTC).timestamp())
+    rows: list[dict[str, Any]] = []
+    specs: list[tuple[str, dict[str, Any]]] = [
+        # (suffix, state columns): one of each sweep reason, then what must not move
+        ("null", {"created_at": ago(minutes=30)}),
+        ("lost", {"dispatched_at": ago(minutes=25), "created_at": ago(minutes=26)}),
+        (
+            "failed",
+            {
+                "status": EventStatus.FAILED.value,
+                "attempts": 1,
+                "dispatched_at": ago(minutes=40),
+                "next_attempt_at": ago(minutes=30),
+                "last_error": "TimeoutError: upstream",
+                "created_at": ago(minutes=41),
+            },
+        ),
+        (
+            "stalled",
+            {
+                "status": EventStatus.PROCESSING.value,
+                "attempts": 1,
+                "dispatched_at": ago(hours=2),
+                "processing_started_at": ago(hours=2),
+                "created_at": ago(hours=2),
+            },
+        ),
+        ("fresh", {"dispatched_at": ago(minutes=1), "created_at": ago(minutes=1)}),
+        (
+            "done",
+            {
+                "status": EventStatus.PROCESSED.value,
+                "attempts": 1,
+                "dispatched_at": ago(minutes=50),
+                "processed_at": ago(minutes=49),
+                "created_at": ago(minutes=50),
+            },
+        ),
+        ("ancient", {"created_at": ago(days=9)}),
+    ]
+    for n, (suffix, state) in enumerate(specs, start=1):
+        ref = f"pi_demo{n}"
+        rows.append(
+            {
+                "provider": Provider.STRIPE.value,
+                "provider_event_id": f"evt_demo_{suffix}",
+                "event_type": "payment_intent.succeeded",
+                "payload": stripe_event(
+                    f"evt_demo_{suffix}", "payment_intent.succeeded", ref, 1000 * n, created
+                ),
+                "updated_at": now,
+                **state,
+            }
+        )
+        tx = f"tx_demo_{suffix}"
+        rows.append(
+            {
+                "provider": Provider.MONETBIL.value,
+                "provider_event_id": tx,
+                "event_type": "payment.success",
+                "payload": monetbil_notification(tx, "1", f"order-demo-{n}", 500 * n),
+                "updated_at": now,
+                **state,
+            }
+        )
+    return rows
+
+
+def create_demo_database(directory: Path) -> tuple[Engine, Path]:
+    """A fresh, migrated demo database under `directory` (replaced if it exists)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / DEMO_DB
+    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        leftover.unlink(missing_ok=True)
+    engine = store.make_engine(f"sqlite:///{path.resolve()}")
+    migrations.upgrade(engine)
+    rows = demo_rows(utcnow())
+    store.in_transaction(engine, lambda conn: store.insert_events(conn, rows=rows))
+    return engine, path

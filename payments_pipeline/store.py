@@ -64,7 +64,6 @@ webhook_events = sa.Table(
     sa.Index("ix_webhook_events_status_dispatched_at", "status", "dispatched_at"),
     sa.Index("ix_webhook_events_status_processing_started_at", "status", "processing_started_at"),
     sa.Index("ix_webhook_events_created_at", "created_at"),
-    sa.Index("ix_webhook_events_updated_at", "updated_at"),
 )
 
 payments = sa.Table(
@@ -118,15 +117,15 @@ sweep_runs = sa.Table(
     sa.Index("ix_sweep_runs_started_at", "started_at"),
 )
 
+# One row per event a sweep (or replay) touched. Keyed by (sweep_id, event_id): a sweep sees an
+# event once, and a surrogate id would be one more index to write per audited event.
 sweep_events = sa.Table(
     "sweep_events",
     metadata,
-    sa.Column("id", ID, primary_key=True, autoincrement=True),
-    sa.Column("sweep_id", ID, sa.ForeignKey("sweep_runs.id"), nullable=False),
-    sa.Column("event_id", ID, nullable=False),
+    sa.Column("sweep_id", ID, sa.ForeignKey("sweep_runs.id"), primary_key=True),
+    sa.Column("event_id", ID, primary_key=True, autoincrement=False),
     sa.Column("reason", sa.String(32), nullable=False),
     sa.Column("outcome", sa.String(16), nullable=False),
-    sa.Index("ix_sweep_events_sweep_id", "sweep_id"),
     sa.Index("ix_sweep_events_event_id", "event_id"),
 )
 
@@ -442,9 +441,7 @@ def requeue_for_replay(
     """Send `dead`/`processed` events round again: a fresh retry budget, dispatched now."""
     if not event_ids:
         return []
-    cond = sa.and_(
-        E.id.in_(event_ids), E.status.in_((EventStatus.DEAD.value, EventStatus.PROCESSED.value))
-    )
+    cond = E.status.in_((EventStatus.DEAD.value, EventStatus.PROCESSED.value))
     values = {
         "status": EventStatus.RECEIVED.value,
         "attempts_base": E.attempts,
@@ -453,7 +450,7 @@ def requeue_for_replay(
         "last_error": None,
         "updated_at": now,
     }
-    return _update_returning_ids(conn, cond, values)
+    return _update_ids_returning(conn, event_ids, cond, values)
 
 
 # --- webhook events: the sweep -------------------------------------------------------------------
@@ -544,15 +541,51 @@ def claim_stuck(
     """
     if not event_ids:
         return []
-    return _update_returning_ids(
-        conn, sa.and_(E.id.in_(event_ids), condition), _claim_values(reason, now)
-    )
+    return _update_ids_returning(conn, event_ids, condition, _claim_values(reason, now))
 
 
-def _update_returning_ids(
-    conn: Connection, condition: ColumnElement[bool], values: dict[str, Any]
+def _ids_array(name: str, ids: Sequence[int]) -> Any:
+    """One PostgreSQL array parameter instead of one bound parameter per id."""
+    return sa.bindparam(name, value=list(ids), type_=postgresql.ARRAY(sa.BigInteger))
+
+
+def _update_ids_returning(
+    conn: Connection,
+    event_ids: Sequence[int],
+    condition: ColumnElement[bool],
+    values: dict[str, Any],
 ) -> list[int]:
-    locked = sa.select(E.id).where(condition).with_for_update(skip_locked=True)
+    """UPDATE the rows among `event_ids` that match `condition` and that no concurrent
+    transaction holds; return the ids updated. One claim, whatever the backend."""
+    if conn.dialect.name == "postgresql":
+        # The locking SELECT is a MATERIALIZED CTE over `id = ANY(array)`: one primary-key probe
+        # per id. As `IN (SELECT ... FOR UPDATE SKIP LOCKED)` the planner misjudged the row count
+        # and chose a nested-loop semi join that re-ran the subquery per row: 0.2 s per 2,000-id
+        # batch, 6 s per 1,000-id batch (benchmarks/sweep_benchmark.py, EXPLAIN ANALYZE).
+        locked = (
+            sa.select(E.id)
+            .where(E.id == sa.any_(_ids_array("claim_ids", event_ids)), condition)
+            .with_for_update(skip_locked=True)
+            .cte("locked")
+            .prefix_with("MATERIALIZED")
+        )
+        result = conn.execute(
+            sa.update(webhook_events)
+            .where(E.id == locked.c.id, condition)
+            .values(**values)
+            .returning(E.id)
+        )
+        return sorted(result.scalars())
+    if conn.dialect.name == "sqlite":
+        # No row locks (and no FOR UPDATE): BEGIN IMMEDIATE already serialises SQLite's writers.
+        result = conn.execute(
+            sa.update(webhook_events)
+            .where(E.id.in_(event_ids), condition)
+            .values(**values)
+            .returning(E.id)
+        )
+        return sorted(result.scalars())
+    locked = sa.select(E.id).where(E.id.in_(event_ids), condition).with_for_update(skip_locked=True)
     if _is_mysql(conn):
         # MariaDB has no UPDATE ... RETURNING and refuses a subquery on the updated table: lock
         # the matching rows first, then update exactly those (still repeating the condition).
@@ -566,15 +599,7 @@ def _update_returning_ids(
         if ids:
             conn.execute(sa.update(webhook_events).where(E.id.in_(ids), condition).values(**values))
         return sorted(ids)
-    # PostgreSQL and SQLite (>= 3.35): one statement. SQLite has no row locks (and renders no
-    # FOR UPDATE); BEGIN IMMEDIATE already serialises its writers.
-    result = conn.execute(
-        sa.update(webhook_events)
-        .where(E.id.in_(locked.scalar_subquery()), condition)
-        .values(**values)
-        .returning(E.id)
-    )
-    return sorted(result.scalars())
+    raise NotImplementedError(f"unsupported database backend {conn.dialect.name!r}")
 
 
 # --- payments ------------------------------------------------------------------------------------
@@ -761,13 +786,42 @@ def finish_sweep_run(
 def insert_sweep_events(
     conn: Connection, *, sweep_id: int, rows: Iterable[tuple[int, str, SweepOutcome]]
 ) -> None:
-    """The per-event audit (reason: a `SweepReason` or `replay`), one multi-row INSERT."""
-    values = [
-        {"sweep_id": sweep_id, "event_id": i, "reason": str(r), "outcome": o.value}
-        for i, r, o in rows
-    ]
-    if values:
-        conn.execute(sa.insert(sweep_events), values)
+    """The per-event audit (reason: a `SweepReason` or `replay`), one statement per batch."""
+    rows = list(rows)
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        # One INSERT ... SELECT over unnest(arrays): executemany would send one row per statement.
+        u = (
+            sa.func.unnest(
+                _ids_array("audit_ids", [i for i, _, _ in rows]),
+                sa.bindparam(
+                    "audit_reasons", [str(r) for _, r, _ in rows], postgresql.ARRAY(sa.Text)
+                ),
+                sa.bindparam(
+                    "audit_outcomes", [o.value for _, _, o in rows], postgresql.ARRAY(sa.Text)
+                ),
+            )
+            .table_valued("event_id", "reason", "outcome")
+            .render_derived(name="audit")
+        )
+        conn.execute(
+            sa.insert(sweep_events).from_select(
+                ["sweep_id", "event_id", "reason", "outcome"],
+                sa.select(
+                    sa.literal(sweep_id, sa.BigInteger), u.c.event_id, u.c.reason, u.c.outcome
+                ),
+            )
+        )
+        return
+    # PyMySQL folds an executemany INSERT into multi-row VALUES; SQLite runs it in-process.
+    conn.execute(
+        sa.insert(sweep_events),
+        [
+            {"sweep_id": sweep_id, "event_id": i, "reason": str(r), "outcome": o.value}
+            for i, r, o in rows
+        ],
+    )
 
 
 def set_sweep_event_outcome(

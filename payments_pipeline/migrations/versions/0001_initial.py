@@ -55,7 +55,6 @@ def upgrade() -> None:
         ["status", "processing_started_at"],
     )
     op.create_index("ix_webhook_events_created_at", "webhook_events", ["created_at"])
-    op.create_index("ix_webhook_events_updated_at", "webhook_events", ["updated_at"])
 
     op.create_table(
         "payments",
@@ -105,13 +104,11 @@ def upgrade() -> None:
 
     op.create_table(
         "sweep_events",
-        sa.Column("id", ID, primary_key=True, autoincrement=True),
-        sa.Column("sweep_id", ID, sa.ForeignKey("sweep_runs.id"), nullable=False),
-        sa.Column("event_id", ID, nullable=False),
+        sa.Column("sweep_id", ID, sa.ForeignKey("sweep_runs.id"), primary_key=True),
+        sa.Column("event_id", ID, primary_key=True, autoincrement=False),
         sa.Column("reason", sa.String(32), nullable=False),
         sa.Column("outcome", sa.String(16), nullable=False),
     )
-    op.create_index("ix_sweep_events_sweep_id", "sweep_events", ["sweep_id"])
     op.create_index("ix_sweep_events_event_id", "sweep_events", ["event_id"])
 
 

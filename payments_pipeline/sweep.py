@@ -14,7 +14,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine
 
@@ -79,8 +79,9 @@ class SweepParams:
         return PROVIDERS if self.provider == ALL else (Provider(self.provider),)
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
+    """An event and the reason it is stuck (a NamedTuple: a sweep builds 100,000s of them)."""
+
     event: EventRef
     reason: SweepReason
 
@@ -154,8 +155,7 @@ class Counts:
         }
 
 
-@dataclass(frozen=True)
-class EventOutcome:
+class EventOutcome(NamedTuple):
     event: EventRef
     reason: SweepReason
     outcome: SweepOutcome
@@ -282,16 +282,20 @@ def begin_sweep(
 
 
 def _scan(conn: Connection, scan: Scan) -> tuple[Candidate, ...]:
-    found: dict[int, Candidate] = {}
-    for reason in SweepReason:  # the conditions are disjoint; the dict guards anyway
+    # The four conditions are disjoint by status (and by dispatched_at for the two `received`
+    # ones), so an event is a candidate for one reason at most.
+    found = [
+        Candidate(ref, reason)
+        for reason in SweepReason
         for ref in store.select_stuck(
             conn,
             condition=scan.condition(reason),
             providers=scan.params.providers,
             created_after=scan.created_after,
-        ):
-            found.setdefault(ref.id, Candidate(ref, reason))
-    return tuple(found[i] for i in sorted(found))
+        )
+    ]
+    found.sort(key=lambda c: c.event.id)
+    return tuple(found)
 
 
 def _batches(items: Sequence[Candidate], size: int) -> Iterator[Sequence[Candidate]]:

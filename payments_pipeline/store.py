@@ -926,3 +926,26 @@ def insert_events(conn: Connection, *, rows: Sequence[dict[str, Any]]) -> None:
         "updated_at": now,
     }
     conn.execute(sa.insert(webhook_events), [defaults | row for row in rows])
+
+
+# --- worker ----------------------------------------------------------------------------------------
+
+
+def select_dispatched(conn: Connection, *, limit: int) -> list[int]:
+    """Events handed on and not started since (the worker's queue), oldest hand-off first.
+
+    `dispatched_at` newer than `processing_started_at` means a claim happened after the last
+    attempt began: a first dispatch, a sweep's re-claim of a failed or stalled event, a replay.
+    Served by the (status, dispatched_at) index; the processing claim decides who runs each.
+    """
+    rows = conn.execute(
+        sa.select(E.id)
+        .where(
+            E.status.in_(_CLAIMABLE),
+            E.dispatched_at.is_not(None),
+            sa.or_(E.processing_started_at.is_(None), E.processing_started_at < E.dispatched_at),
+        )
+        .order_by(E.dispatched_at)
+        .limit(limit)
+    )
+    return list(rows.scalars())

@@ -1,0 +1,120 @@
+"""`payments-pipeline worker`: processing in separate processes, with the table as the queue.
+
+A claim (gate or sweep) stamps `dispatched_at`; an event whose `dispatched_at` is newer than the
+start of its last attempt is therefore *handed on and not yet started*: it is the queued job. With
+`QueueDispatcher` the gate and the sweep do nothing more than that claim, and any number of worker
+processes pick such rows and process them (`processing.process_event`, whose conditional claim
+decides which worker runs it). Nothing is lost with a worker: a worker killed mid-event leaves a
+`processing` row that the sweep re-claims as `processing_stalled`, and its fenced commit can never
+land afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+
+from sqlalchemy import Engine
+
+from . import store
+from .config import Settings
+from .handlers import HandlerRegistry, default_registry
+from .models import EventRef, ProcessOutcome
+from .processing import process_event, short_error
+
+log = logging.getLogger(__name__)
+
+
+class QueueDispatcher:
+    """Dispatch = the claim already made: the row waits in the table for a worker."""
+
+    def dispatch(self, event: EventRef) -> None:
+        return None
+
+
+@dataclass
+class WorkerStats:
+    polls: int = 0
+    outcomes: Counter[ProcessOutcome] = field(default_factory=Counter)
+
+    @property
+    def processed(self) -> int:
+        return self.outcomes[ProcessOutcome.PROCESSED]
+
+
+class Worker:
+    """Polls for dispatched events and processes them, one at a time, until stopped."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        *,
+        registry: HandlerRegistry | None = None,
+        batch: int = 50,
+        poll_interval: float = 0.5,
+    ) -> None:
+        if batch < 1 or poll_interval <= 0:
+            raise ValueError("batch must be >= 1 and poll_interval > 0")
+        self.engine = engine
+        self.settings = settings
+        self.registry = registry or default_registry()
+        self.batch = batch
+        self.poll_interval = poll_interval
+        self.stats = WorkerStats()
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Finish the current event, then return from `run` (SIGTERM/SIGINT call this)."""
+        self._stop.set()
+
+    def run_once(self) -> int:
+        """Process one batch of dispatched events; returns how many were found."""
+        with self.engine.connect() as conn:
+            ids = store.select_dispatched(conn, limit=self.batch)
+        self.stats.polls += 1
+        for event_id in ids:
+            if self._stop.is_set():
+                break
+            outcome = process_event(
+                self.engine, event_id, settings=self.settings, registry=self.registry
+            )
+            self.stats.outcomes[outcome] += 1
+        return len(ids)
+
+    def run(self, *, until: Callable[[], bool] | None = None) -> WorkerStats:
+        """Poll until stopped; a database error is logged and retried after a pause, so a
+        restarted database or a cut connection does not end the worker."""
+        while not self._stop.is_set() and not (until and until()):
+            try:
+                found = self.run_once()
+            except Exception as exc:  # keep polling: the next poll reconnects (pool_pre_ping)
+                log.warning("worker poll failed: %s", short_error(exc))
+                found = 0
+            if found < self.batch:
+                self._stop.wait(self.poll_interval)
+        return self.stats
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum: int, _frame: FrameType | None) -> None:
+            log.info("worker stopping (signal %s): finishing the current event", signum)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+
+def drain(engine: Engine, settings: Settings, *, registry: HandlerRegistry | None = None) -> int:
+    """Process every dispatched event now, in this thread (tests, and the soak's settle phase)."""
+    worker = Worker(engine, settings, registry=registry)
+    total = 0
+    while (found := worker.run_once()) > 0:
+        total += found
+        time.sleep(0)
+    return total

@@ -1,0 +1,107 @@
+"""Worker processes with the table as the queue."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from payments_pipeline import gate, store
+from payments_pipeline.handlers import HandlerContext, HandlerRegistry
+from payments_pipeline.models import EventStatus, PaymentStatus, ProcessOutcome, Provider
+from payments_pipeline.sweep import SweepParams, run_sweep
+from payments_pipeline.worker import QueueDispatcher, Worker, drain
+
+from .conftest import EventFactory
+from .helpers import ago, fetch_event, make_settings, stripe_payload
+
+
+def _receive(engine: Engine, key: str, **payload: object) -> int:
+    result = gate.receive(
+        engine,
+        provider="stripe",
+        provider_event_id=key,
+        event_type="payment_intent.succeeded",
+        payload=stripe_payload(key, **payload),  # type: ignore[arg-type]
+        minutes=10,
+        dispatcher=QueueDispatcher(),
+    )
+    assert result.should_dispatch
+    return result.event.id
+
+
+def test_claimed_events_are_the_queue(engine: Engine, event_factory: EventFactory) -> None:
+    settings = make_settings(engine)
+    queued = _receive(engine, "evt_q", reference="pi_q")
+    undispatched = event_factory(Provider.STRIPE)  # received, never claimed: the sweep's job
+    assert drain(engine, settings) == 1
+    assert fetch_event(engine, queued).status is EventStatus.PROCESSED
+    assert fetch_event(engine, undispatched).status is EventStatus.RECEIVED
+    assert drain(engine, settings) == 0  # processed rows leave the queue
+
+
+def test_a_failed_event_waits_for_its_redispatch(engine: Engine) -> None:
+    settings = make_settings(engine)
+    event_id = _receive(engine, "evt_f")
+    failing = HandlerRegistry()
+
+    def boom(ctx: HandlerContext) -> None:
+        raise TimeoutError("bank down")
+
+    failing.register(Provider.STRIPE, "payment_intent.succeeded", boom)
+    worker = Worker(engine, settings, registry=failing)
+    assert worker.run_once() == 1 and worker.stats.outcomes == {ProcessOutcome.FAILED: 1}
+    assert worker.run_once() == 0  # not queued again by itself
+    with engine.begin() as conn:  # backoff over and handed on long ago: failed_old
+        conn.execute(
+            sa.update(store.webhook_events).values(
+                dispatched_at=ago(minutes=30),
+                processing_started_at=ago(minutes=29),
+                next_attempt_at=ago(minutes=1),
+            )
+        )
+    assert run_sweep(engine, SweepParams(), QueueDispatcher()).total.dispatched == 1
+    assert drain(engine, settings) == 1
+    event = fetch_event(engine, event_id)
+    assert event.status is EventStatus.PROCESSED and event.attempts == 2
+
+
+def test_a_worker_killed_mid_event_is_recovered_by_the_sweep(engine: Engine) -> None:
+    settings = make_settings(engine, processing_timeout_minutes=1)
+    event_id = _receive(engine, "evt_k", reference="pi_k", amount=700)
+    url = engine.url.render_as_string(hide_password=False)
+    cmd = [sys.executable, "-m", "payments_pipeline_tests.slow_worker", url]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "in-handler"
+        finally:
+            proc.kill()  # SIGKILL: no cleanup, mid-transaction
+            proc.wait(timeout=30)
+    event = fetch_event(engine, event_id)
+    assert event.status is EventStatus.PROCESSING and event.attempts == 1
+    with engine.connect() as conn:  # its payment write died with its transaction
+        assert store.get_payment(conn, provider=Provider.STRIPE, reference="pi_k") is None
+    with engine.begin() as conn:
+        conn.execute(sa.update(store.webhook_events).values(processing_started_at=ago(minutes=2)))
+    summary = run_sweep(engine, SweepParams(processing_timeout_minutes=1), QueueDispatcher())
+    assert [e.reason.value for e in summary.events] == ["processing_stalled"]
+    assert drain(engine, settings) == 1
+    event = fetch_event(engine, event_id)
+    assert event.status is EventStatus.PROCESSED and event.attempts == 2
+    with engine.connect() as conn:
+        payment = store.get_payment(conn, provider=Provider.STRIPE, reference="pi_k")
+        ledger = conn.execute(
+            sa.select(sa.func.count()).select_from(store.payment_ledger)
+        ).scalar_one()
+    assert (
+        payment is not None and payment.status is PaymentStatus.SUCCEEDED and payment.amount == 700
+    )
+    assert ledger == 1
+
+
+def test_worker_stops_when_asked(sqlite_engine: Engine) -> None:
+    worker = Worker(sqlite_engine, make_settings(sqlite_engine), poll_interval=0.01)
+    stats = worker.run(until=lambda: worker.stats.polls >= 3)
+    assert stats.polls == 3 and stats.processed == 0

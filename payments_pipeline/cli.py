@@ -118,13 +118,42 @@ def _validate_sweep_options(settings: Settings, minutes: int | None, provider: s
 @click.option("--provider", default="all", show_default=True, help="all, stripe or monetbil.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("--dry-run", is_flag=True, help="Scan and report; claim and write nothing.")
+@click.option(
+    "--no-dagster",
+    is_flag=True,
+    help="Run the core sweep directly even when DAGSTER_HOME is set (no Dagster run).",
+)
 @click.pass_obj
 def requeue_stuck_webhooks(
-    settings: Settings, minutes: int | None, provider: str, as_json: bool, dry_run: bool
+    settings: Settings,
+    minutes: int | None,
+    provider: str,
+    as_json: bool,
+    dry_run: bool,
+    no_dagster: bool,
 ) -> None:
-    """One sweep: find stuck events, claim them atomically, dispatch them again."""
+    """One sweep: find stuck events, claim them atomically, dispatch them again.
+
+    With DAGSTER_HOME set, the sweep runs as the Dagster job `requeue_stuck_webhooks` in this
+    process, so it shows in the UI like any other run (a dry run writes nothing, not even a run).
+    """
     params = _validate_sweep_options(settings, minutes, provider)
     engine = open_database(settings)
+    if settings.dagster_home and not (dry_run or no_dagster):
+        engine.dispose()
+        from .defs.launch import LaunchError, run_sweep_job
+
+        try:
+            summary = run_sweep_job(
+                Path(settings.dagster_home),
+                database_url=settings.database_url,
+                params=params,
+                log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+            )
+        except LaunchError as exc:
+            raise CliError(str(exc)) from None
+        _print_summary(summary, as_json)
+        return
     try:
         summary = run_sweep(engine, params, InlineDispatcher(engine, settings), dry_run=dry_run)
     finally:
@@ -257,25 +286,84 @@ def replay(settings: Settings, event_ids: Sequence[int]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the sweep summary as JSON.")
 @click.pass_obj
 def demo(settings: Settings, directory: Path, as_json: bool) -> None:
-    """Create a local SQLite database with stuck events of both providers and run one sweep."""
+    """Create a local SQLite database with stuck events of both providers and run one sweep.
+
+    The sweep runs as the Dagster job, in this process, on the Dagster home
+    `<directory>/dagster_home` (the repo's dagster_home/dagster.yaml; its run history is kept).
+    """
+    from .defs.launch import LaunchError, prepare_demo_home, run_sweep_job, ui_command
     from .demo import create_demo_database
 
     engine, path = create_demo_database(directory)
-    demo_settings = Settings(database_url=str(engine.url), max_attempts=settings.max_attempts)
+    engine.dispose()
+    database_url = f"sqlite:///{path.resolve()}"
+    demo_settings = Settings(database_url=database_url, max_attempts=settings.max_attempts)
     try:
-        summary = run_sweep(
-            engine,
-            SweepParams.from_settings(demo_settings),
-            InlineDispatcher(engine, demo_settings),
+        home = prepare_demo_home(directory)
+        summary = run_sweep_job(
+            home,
+            database_url=database_url,
+            params=SweepParams.from_settings(demo_settings),
+            log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
         )
-    finally:
-        engine.dispose()
+    except LaunchError as exc:
+        raise CliError(str(exc)) from None
     _print_summary(summary, as_json)
     if not as_json:
         click.echo(f"\ndemo database: {path.resolve()}")
         click.echo(
             f"inspect it: PAYMENTS_DATABASE_URL=sqlite:///{path.resolve()} payments-pipeline status"
         )
+        click.echo(f"see the run in the Dagster UI: {ui_command(home, database_url)}")
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes."
+)
+@click.option(
+    "--dispatch",
+    type=click.Choice(["inline", "queue", "none"]),
+    default=None,
+    help="inline (default, PAYMENTS_RECEIVER_DISPATCH): process claimed events after answering; "
+    "queue: claim only, `payments-pipeline worker` processes take them from the table; "
+    "none: claim only, the sweep processes them later (to measure the door alone).",
+)
+@click.option("--access-log/--no-access-log", default=True, show_default=True)
+@click.option(
+    "--forwarded-allow-ips",
+    default=None,
+    help="Proxies trusted for X-Forwarded-For/-Proto (default 127.0.0.1).",
+)
+@click.pass_obj
+def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    workers: int,
+    dispatch: str | None,
+    access_log: bool,
+    forwarded_allow_ips: str | None,
+) -> None:
+    """The HTTP receiver: signed Stripe and Monetbil deliveries through the gate."""
+    from .http import server
+
+    open_database(settings).dispose()  # unreachable or unmigrated: one line, before listening
+    try:
+        server.serve(
+            settings,
+            host=host,
+            port=port,
+            workers=workers,
+            dispatch=dispatch,
+            access_log=access_log,
+            forwarded_allow_ips=forwarded_allow_ips,
+            log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(),
+        )
+    except server.ServeError as exc:
+        raise CliError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 DEFAULT_DATABASE_FILE = "payments.sqlite3"
 MAX_AGE_DAYS = 7
+RECEIVER_DISPATCH_MODES = ("inline", "queue", "none")
 
 
 class ConfigError(ValueError):
@@ -39,6 +40,16 @@ class Settings:
     # Monetbil's checkPayment confirmation: off unless a URL is configured (no silent network call).
     monetbil_check_payment_url: str | None = None
     dagster_home: str | None = None
+    # --- receiver (`payments-pipeline serve`) ---
+    # Larger bodies are refused with 413 while the stream is read, never buffered whole.
+    max_body_bytes: int = 256 * 1024
+    # `inline`: process each claimed event in the server process, after the response went out.
+    # `queue`: claim only; `payments-pipeline worker` processes pick claimed rows from the table.
+    # `none`: claim only (measuring the door alone); the sweep later finds them as dispatch_lost.
+    receiver_dispatch: str = "inline"
+    # Threads that process claimed events after the response; a bounded queue feeds them.
+    dispatch_threads: int = 4
+    monetbil_check_payment_timeout_seconds: int = 10
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -65,6 +76,16 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """The variable's value if it is one of `choices` (the first is the default)."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return choices[0]
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the environment (or `env`, for tests) into `Settings`."""
     env = os.environ if env is None else env
@@ -80,4 +101,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         monetbil_service_secret=env.get("MONETBIL_SERVICE_SECRET") or None,
         monetbil_check_payment_url=env.get("MONETBIL_CHECK_PAYMENT_URL") or None,
         dagster_home=env.get("DAGSTER_HOME") or None,
+        max_body_bytes=_int(env, "PAYMENTS_MAX_BODY_BYTES", 256 * 1024),
+        receiver_dispatch=_choice(env, "PAYMENTS_RECEIVER_DISPATCH", RECEIVER_DISPATCH_MODES),
+        dispatch_threads=_int(env, "PAYMENTS_DISPATCH_THREADS", 4),
+        monetbil_check_payment_timeout_seconds=_int(env, "MONETBIL_CHECK_PAYMENT_TIMEOUT", 10),
     )

@@ -1,10 +1,15 @@
 """The receive-side atomic dispatch gate (seed: WebhookController, patch 4.2).
 
-A delivery is recorded once (insert-or-ignore on the provider key) and handed on only by the one
-caller whose conditional UPDATE changed exactly one row. The insert commits on its own before the
-claims run: on MySQL a caller that lost the insert race holds a shared lock on the duplicate key
-until its transaction ends, and two such callers claiming in the same transaction would deadlock.
-A crash between the two transactions leaves `dispatched_at` NULL, which the sweep recovers.
+A delivery is recorded once and handed on only by the one caller whose write decided it:
+
+- a new event is inserted already claimed (`dispatched_at = now`) by an insert-or-ignore on the
+  provider key: exactly one inserter wins, in one statement (the seed's insert + claim 1, fused);
+- a duplicate delivery then runs the seed's claims, each a conditional UPDATE whose row count
+  decides: claim 1 (`dispatched_at IS NULL`, rows inserted unclaimed by older code or by hand),
+  claim 2 (failed long enough ago, backoff over).
+The duplicate's claims run in a second transaction, after the insert's has ended: on MySQL a caller
+that lost the insert race holds a shared lock on the duplicate key until its transaction ends, and
+two such callers claiming in that same transaction would deadlock.
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ def receive(
         raise ValueError("minutes must be at least 1")
     at = now or utcnow()
 
-    created = store.in_transaction(
+    new_id = store.in_transaction(
         engine,
         lambda conn: store.insert_event_if_new(
             conn,
@@ -70,26 +75,34 @@ def receive(
             event_type=event_type,
             payload=payload,
             now=at,
+            claim=True,
         ),
     )
+    if new_id is not None:
+        ref = EventRef(new_id, provider, provider_event_id, event_type)
+        return _decided(ReceiveResult(ref, GateOutcome.DISPATCHED, created=True), dispatcher)
 
     def claim(conn: Connection) -> tuple[EventRef, GateOutcome]:
-        event = store.get_event_by_key(conn, provider=provider, provider_event_id=provider_event_id)
-        assert event is not None, "the row was committed above"
-        ref = EventRef(event.id, event.provider, event.provider_event_id, event.event_type)
-        if event.status is EventStatus.PROCESSED:
+        found = store.get_event_state(conn, provider=provider, provider_event_id=provider_event_id)
+        assert found is not None, "the insert above conflicted with this committed row"
+        ref, status = found
+        if status is EventStatus.PROCESSED:
             return ref, GateOutcome.ALREADY_PROCESSED
-        if store.claim_undispatched(conn, event_id=event.id, now=at):
+        if store.claim_undispatched(conn, event_id=ref.id, now=at):
             return ref, GateOutcome.DISPATCHED
         stuck_before = at - dt.timedelta(minutes=minutes)
         if store.claim_failed_for_redispatch(
-            conn, event_id=event.id, now=at, stuck_before=stuck_before
+            conn, event_id=ref.id, now=at, stuck_before=stuck_before
         ):
             return ref, GateOutcome.REDISPATCHED
         return ref, GateOutcome.RECEIVED
 
     ref, outcome = store.in_transaction(engine, claim)
-    result = ReceiveResult(event=ref, outcome=outcome, created=created)
+    return _decided(ReceiveResult(ref, outcome, created=False), dispatcher)
+
+
+def _decided(result: ReceiveResult, dispatcher: Dispatcher | None) -> ReceiveResult:
+    ref, outcome = result.event, result.outcome
     log.info(
         "webhook received provider=%s provider_event_id=%s event_type=%s outcome=%s",
         ref.provider.value,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -162,6 +163,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     elif backend in {"mysql", "mariadb"}:
         kwargs.setdefault("isolation_level", "READ COMMITTED")
     kwargs.setdefault("pool_pre_ping", True)
+    # Bound parameters are payloads and secrets: never part of an exception message or a log.
+    kwargs.setdefault("hide_parameters", True)
     engine = sa.create_engine(url, **kwargs)
     if backend == "sqlite":
         _configure_sqlite(engine)
@@ -191,8 +194,8 @@ def _is_mysql(conn: Connection) -> bool:
 _MYSQL_DUPLICATE_KEY = 1062
 
 
-def _insert_if_absent(conn: Connection, table: sa.Table, values: dict[str, Any]) -> bool:
-    """INSERT that does nothing when a unique key already exists; True when a row was inserted.
+def _insert_if_absent(conn: Connection, table: sa.Table, values: dict[str, Any]) -> int | None:
+    """INSERT that does nothing when a unique key already exists; the new id, or None.
 
     Never read-then-insert. PostgreSQL and SQLite: ON CONFLICT DO NOTHING. MySQL/MariaDB: a plain
     INSERT whose duplicate-key error (1062) is caught: InnoDB rolls back only that statement.
@@ -202,12 +205,12 @@ def _insert_if_absent(conn: Connection, table: sa.Table, values: dict[str, Any])
     name = conn.dialect.name
     if name in {"mysql", "mariadb"}:
         try:
-            conn.execute(sa.insert(table).values(**values))
+            result = conn.execute(sa.insert(table).values(**values))
         except sa.exc.IntegrityError as exc:
             if getattr(exc.orig, "args", (None,))[0] == _MYSQL_DUPLICATE_KEY:
-                return False
+                return None
             raise
-        return True
+        return int(result.lastrowid)
     if name == "postgresql":
         stmt: Any = postgresql.insert(table).on_conflict_do_nothing()
     elif name == "sqlite":
@@ -215,7 +218,7 @@ def _insert_if_absent(conn: Connection, table: sa.Table, values: dict[str, Any])
     else:
         raise NotImplementedError(f"unsupported database backend {name!r}")
     # RETURNING rather than rowcount: with implicit RETURNING the drivers' rowcounts differ.
-    return conn.execute(stmt.values(**values).returning(table.c.id)).first() is not None
+    return conn.execute(stmt.values(**values).returning(table.c.id)).scalar()
 
 
 # --- webhook events: reading ---------------------------------------------------------------------
@@ -291,8 +294,13 @@ def insert_event_if_new(
     event_type: str,
     payload: str,
     now: dt.datetime,
-) -> bool:
-    """Record a delivery unless (provider, provider_event_id) exists; True when it inserted."""
+    claim: bool = False,
+) -> int | None:
+    """Record a delivery unless (provider, provider_event_id) exists; the new id, or None.
+
+    With `claim`, the row is inserted already dispatched (`dispatched_at = now`): the unique key
+    lets exactly one inserter win, so the insert *is* claim 1 for a new event, in one statement.
+    """
     return _insert_if_absent(
         conn,
         webhook_events,
@@ -304,10 +312,25 @@ def insert_event_if_new(
             "payload": payload,
             "attempts": 0,
             "attempts_base": 0,
+            "dispatched_at": now if claim else None,
             "created_at": now,
             "updated_at": now,
         },
     )
+
+
+def get_event_state(
+    conn: Connection, *, provider: Provider, provider_event_id: str
+) -> tuple[EventRef, EventStatus] | None:
+    """What the gate decides on for a duplicate delivery: id, type and status, not the payload."""
+    row = conn.execute(
+        sa.select(*_REF_COLUMNS, E.status).where(
+            E.provider == provider.value, E.provider_event_id == provider_event_id
+        )
+    ).first()
+    if row is None:
+        return None
+    return EventRef(row[0], _PROVIDER[row[1]], row[2], row[3]), EventStatus(row[4])
 
 
 def claim_undispatched(conn: Connection, *, event_id: int, now: dt.datetime) -> bool:
@@ -345,15 +368,26 @@ def claim_failed_for_redispatch(
 _CLAIMABLE = (EventStatus.RECEIVED.value, EventStatus.FAILED.value)
 
 
+def _dispatched_since_last_attempt() -> ColumnElement[bool]:
+    """No attempt yet, or a claim stamped `dispatched_at` after the last attempt started."""
+    return sa.or_(E.processing_started_at.is_(None), E.processing_started_at < E.dispatched_at)
+
+
 def claim_for_processing(
     conn: Connection, *, event_id: int, now: dt.datetime, max_attempts: int
 ) -> int | None:
-    """Start an attempt; returns its number (the fencing token), None if someone else has it."""
+    """Start an attempt; returns its number (the fencing token), None if someone else has it.
+
+    Only an event handed on since its last attempt began can start one (`_dispatched_since`): a
+    worker holding a stale batch, or a duplicate dispatch, cannot retry a failed event before a
+    claim (gate claim 2, the sweep, a replay) has re-dispatched it, i.e. before its backoff.
+    """
     result = conn.execute(
         sa.update(webhook_events)
         .where(
             E.id == event_id,
             E.status.in_(_CLAIMABLE),
+            _dispatched_since_last_attempt(),
             E.attempts - E.attempts_base < max_attempts,
         )
         .values(
@@ -379,6 +413,7 @@ def mark_exhausted_dead(
         .where(
             E.id == event_id,
             E.status.in_(_CLAIMABLE),
+            _dispatched_since_last_attempt(),
             E.attempts - E.attempts_base >= max_attempts,
         )
         .values(
@@ -649,7 +684,7 @@ def insert_payment_if_absent(
     now: dt.datetime,
 ) -> bool:
     """First event for a payment creates it; True when this call inserted."""
-    return _insert_if_absent(
+    return None is not _insert_if_absent(
         conn,
         payments,
         {
@@ -928,7 +963,121 @@ def insert_events(conn: Connection, *, rows: Sequence[dict[str, Any]]) -> None:
     conn.execute(sa.insert(webhook_events), [defaults | row for row in rows])
 
 
-# --- worker ----------------------------------------------------------------------------------------
+# --- receiver ------------------------------------------------------------------------------------
+
+
+def ping(conn: Connection) -> None:
+    """Raise unless the database answers and holds our table (the receiver's /healthz).
+
+    Reads no row: a database that accepts connections but was never migrated would fail every
+    delivery, so it must not look healthy either.
+    """
+    conn.execute(sa.select(E.id).where(sa.false())).all()
+
+
+# --- sensor --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StuckCount:
+    """How many events of one provider became stuck for one reason, and the highest id."""
+
+    provider: Provider
+    reason: SweepReason
+    count: int
+    max_id: int
+
+
+def _became_stuck(
+    reason: SweepReason,
+    *,
+    now: dt.datetime,
+    since: dt.datetime | None,
+    minutes: int,
+    timeout_minutes: int,
+    grace: dt.timedelta,
+) -> ColumnElement[bool]:
+    """Stuck at `now` but not yet at `since`: a range on the column an index leads with.
+
+    `dispatched_at_null` counts only after `grace`: the gate inserts new events already claimed,
+    but a row written unclaimed (older code, a bulk import, a hand fix) may be claimed in a moment
+    by the gate's claim 1; the grace keeps the sensor from asking a sweep for it too early.
+    """
+    wait = dt.timedelta(minutes=minutes)
+    if reason is SweepReason.FAILED_OLD:  # few rows: every failed row waits out a backoff
+        ready = _failed_ready(now, now - wait)
+        if since is None:
+            return ready
+        return sa.and_(ready, sa.not_(_failed_ready(since, since - wait)))
+    column, status, delay = {
+        SweepReason.DISPATCHED_AT_NULL: (E.created_at, EventStatus.RECEIVED, grace),
+        SweepReason.DISPATCH_LOST: (E.dispatched_at, EventStatus.RECEIVED, wait),
+        SweepReason.PROCESSING_STALLED: (
+            E.processing_started_at,
+            EventStatus.PROCESSING,
+            dt.timedelta(minutes=timeout_minutes),
+        ),
+    }[reason]
+    cond = sa.and_(E.status == status.value, column < now - delay)
+    if reason is SweepReason.DISPATCHED_AT_NULL:
+        cond = sa.and_(cond, E.dispatched_at.is_(None))
+    return cond if since is None else sa.and_(cond, column >= since - delay)
+
+
+def count_newly_stuck(
+    conn: Connection,
+    *,
+    now: dt.datetime,
+    since: dt.datetime | None,
+    minutes: int,
+    timeout_minutes: int,
+    created_after: dt.datetime,
+    grace: dt.timedelta = dt.timedelta(minutes=1),
+) -> list[StuckCount]:
+    """Events that became stuck in `(since, now]` (every stuck one when `since` is None), per
+    provider and reason: the sensor's one query, in one round trip.
+
+    Each branch is a range on an index's leading columns ((status, dispatched_at),
+    (status, processing_started_at)), so the cost follows the rows found, not the table.
+    """
+    parts = [
+        sa.select(
+            sa.literal(reason.value, sa.String(32)).label("reason"),
+            E.provider,
+            func.count().label("n"),
+            func.max(E.id).label("max_id"),
+        )
+        .where(
+            _became_stuck(
+                reason,
+                now=now,
+                since=since,
+                minutes=minutes,
+                timeout_minutes=timeout_minutes,
+                grace=grace,
+            ),
+            E.created_at >= created_after,
+        )
+        .group_by(E.provider)
+        for reason in SweepReason
+    ]
+    return [
+        StuckCount(Provider(row.provider), SweepReason(row.reason), int(row.n), int(row.max_id))
+        for row in conn.execute(sa.union_all(*parts))
+    ]
+
+
+def count_dead_events(conn: Connection, *, providers: Sequence[Provider]) -> dict[Provider, int]:
+    """Dead events per provider (a Dagster check); served by the indexes led by `status`."""
+    rows = conn.execute(
+        sa.select(E.provider, func.count())
+        .where(E.status == EventStatus.DEAD.value, E.provider.in_([p.value for p in providers]))
+        .group_by(E.provider)
+    )
+    return {Provider(p): int(n) for p, n in rows}
+
+
+# --- worker --------------------------------------------------------------------------------------
 
 
 def select_dispatched(conn: Connection, *, limit: int) -> list[int]:
@@ -943,7 +1092,7 @@ def select_dispatched(conn: Connection, *, limit: int) -> list[int]:
         .where(
             E.status.in_(_CLAIMABLE),
             E.dispatched_at.is_not(None),
-            sa.or_(E.processing_started_at.is_(None), E.processing_started_at < E.dispatched_at),
+            _dispatched_since_last_attempt(),
         )
         .order_by(E.dispatched_at)
         .limit(limit)

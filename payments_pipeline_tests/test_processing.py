@@ -131,12 +131,40 @@ def test_unknown_event_type_is_processed_without_effect(
         assert store.list_payments(conn) == []
 
 
+def _redispatch_after_backoff(engine: Engine, event_id: int) -> None:
+    """Time-travel past the backoff, then let a provider retry hit the gate's claim 2."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(store.webhook_events)
+            .where(store.webhook_events.c.id == event_id)
+            .values(
+                dispatched_at=ago(minutes=90),
+                processing_started_at=ago(minutes=89),
+                next_attempt_at=ago(minutes=1),
+            )
+        )
+    event = fetch_event(engine, event_id)
+    again = gate.receive(
+        engine,
+        provider=event.provider,
+        provider_event_id=event.provider_event_id,
+        event_type=event.event_type,
+        payload=event.payload,
+        minutes=10,
+    )
+    assert again.outcome.value == "redispatched"
+
+
 def test_failure_backs_off_then_dies(engine: Engine, event_factory: EventFactory) -> None:
     settings = make_settings(engine, max_attempts=3, stuck_requeue_minutes=10)
     registry = _failing_registry(RuntimeError("upstream timeout"))
     event_id = event_factory(Provider.STRIPE)
     delays = []
-    for expected in (ProcessOutcome.FAILED, ProcessOutcome.FAILED, ProcessOutcome.DEAD):
+    for n, expected in enumerate(
+        (ProcessOutcome.FAILED, ProcessOutcome.FAILED, ProcessOutcome.DEAD)
+    ):
+        if n:
+            _redispatch_after_backoff(engine, event_id)
         assert process_event(engine, event_id, settings=settings, registry=registry) is expected
         event = fetch_event(engine, event_id)
         if event.next_attempt_at:
@@ -151,6 +179,30 @@ def test_failure_backs_off_then_dies(engine: Engine, event_factory: EventFactory
     assert (
         process_event(engine, event_id, settings=settings, registry=registry)
         is ProcessOutcome.NOT_CLAIMED
+    )
+
+
+def test_a_failed_event_is_not_retried_without_a_new_dispatch(
+    engine: Engine, event_factory: EventFactory
+) -> None:
+    """A second worker holding the id from a stale batch, or a duplicate dispatch, must not start
+    attempt 2 before a claim re-dispatched the event (after its backoff)."""
+    settings = make_settings(engine)
+    registry = _failing_registry(RuntimeError("upstream timeout"))
+    event_id = event_factory(Provider.STRIPE, dispatched_at=ago(seconds=1))
+    assert (
+        process_event(engine, event_id, settings=settings, registry=registry)
+        is ProcessOutcome.FAILED
+    )
+    assert (
+        process_event(engine, event_id, settings=settings, registry=registry)
+        is ProcessOutcome.NOT_CLAIMED
+    )
+    assert fetch_event(engine, event_id).attempts == 1
+    _redispatch_after_backoff(engine, event_id)
+    assert (
+        process_event(engine, event_id, settings=settings, registry=default_registry())
+        is ProcessOutcome.PROCESSED
     )
 
 

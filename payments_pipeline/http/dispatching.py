@@ -1,0 +1,134 @@
+"""Processing after the response: a bounded queue in front of a few worker threads.
+
+The receiver answers as soon as the gate has committed its claim; the claimed event is put on this
+queue by a Starlette background task (which runs once the response has been sent), and worker
+threads hand it to the `Dispatcher`. Whatever goes wrong from there (the dispatcher raises, the
+queue is full, the process dies or is stopped with events still queued) leaves the row exactly as
+a lost hand-off leaves it: `received` with `dispatched_at` set, which the sweep recovers as
+`dispatch_lost` once `minutes` have passed. So nothing here needs to be durable, only bounded: a
+burst larger than the queue costs latency for those events, never memory without limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+from payments_pipeline.dispatch import Dispatcher
+from payments_pipeline.models import EventRef
+from payments_pipeline.processing import short_error
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CAPACITY = 10_000
+
+
+class DispatchQueue:
+    """Hands claimed events to `dispatcher` on `threads` threads, at most `capacity` waiting."""
+
+    def __init__(
+        self, dispatcher: Dispatcher, *, threads: int, capacity: int = DEFAULT_CAPACITY
+    ) -> None:
+        if threads < 1 or capacity < 1:
+            raise ValueError("threads and capacity must be at least 1")
+        self.dispatcher = dispatcher
+        self._threads_wanted = threads
+        self._queue: queue.Queue[EventRef | None] = queue.Queue(maxsize=capacity)
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._closed = False
+
+    def start(self) -> None:
+        """Start the workers (idempotent; the first `offer` also starts them)."""
+        with self._lock:
+            if self._threads or self._closed:
+                return
+            for n in range(self._threads_wanted):
+                # Daemon: a dispatcher stuck forever must not keep the process alive at shutdown;
+                # its event is recovered by the sweep like any lost hand-off.
+                thread = threading.Thread(target=self._work, name=f"dispatch-{n}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def offer(self, event: EventRef) -> bool:
+        """Queue `event` for dispatch without waiting; False if it was left for the sweep."""
+        if self._closed:
+            log.warning(
+                "receiver is stopping: event id=%s provider=%s provider_event_id=%s left for the "
+                "sweep (dispatch_lost)",
+                event.id,
+                event.provider.value,
+                event.provider_event_id,
+            )
+            return False
+        self.start()
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            log.warning(
+                "dispatch queue full (%s): event id=%s provider=%s provider_event_id=%s left for "
+                "the sweep (dispatch_lost)",
+                self._queue.maxsize,
+                event.id,
+                event.provider.value,
+                event.provider_event_id,
+            )
+            return False
+        return True
+
+    async def submit(self, event: EventRef) -> None:
+        """The background task's target: async so that queueing takes no threadpool hop."""
+        self.offer(event)
+
+    def _work(self) -> None:
+        while True:
+            event = self._queue.get()
+            try:
+                if event is None or self._stop.is_set():
+                    return  # `close` wakes each worker with a None; a stop leaves the rest queued
+                self.dispatcher.dispatch(event)
+            except Exception as exc:
+                assert event is not None
+                log.error(
+                    "dispatch failed id=%s provider=%s provider_event_id=%s: %s; the sweep "
+                    "recovers it as dispatch_lost",
+                    event.id,
+                    event.provider.value,
+                    event.provider_event_id,
+                    short_error(exc),
+                )
+            finally:
+                self._queue.task_done()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until every queued event has been handed on; False if `timeout` ran out first."""
+        deadline = time.monotonic() + timeout
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._queue.all_tasks_done.wait(left)
+        return True
+
+    def close(self, timeout: float) -> int:
+        """Stop taking events, let the workers finish the queue for up to `timeout` seconds, then
+        stop them. Returns how many events were left queued (the sweep recovers them)."""
+        with self._lock:
+            self._closed = True
+        self.wait_idle(timeout)
+        self._stop.set()
+        left = self._queue.qsize()
+        for _ in self._threads:
+            try:
+                self._queue.put_nowait(None)
+            except queue.Full:  # every worker is stuck in a dispatch; they are daemons
+                break
+        for thread in self._threads:
+            thread.join(timeout=1.0)
+        if left:
+            log.warning("stopped with %s event(s) not dispatched: the sweep recovers them", left)
+        return left

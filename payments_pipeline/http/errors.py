@@ -1,0 +1,52 @@
+"""How the receiver says no: one exception, one JSON shape, one status code per kind of problem.
+
+A provider only sees the status code and the body, so both must say plainly what was wrong. The
+`detail` comes from messages that never carry a secret, a signature or the payload
+(`providers.errors`), or from the fixed texts written here.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from starlette.responses import JSONResponse
+
+# Seconds a provider should wait before retrying a delivery we could not record (503).
+RETRY_AFTER_SECONDS = 10
+
+
+class ErrorCode(StrEnum):
+    INVALID_SIGNATURE = "invalid_signature"  # 400: bad, missing or stale signature; no secret set
+    MALFORMED_PAYLOAD = "malformed_payload"  # 400
+    NOT_FOUND = "not_found"  # 404
+    UNKNOWN_PROVIDER = "unknown_provider"  # 404
+    METHOD_NOT_ALLOWED = "method_not_allowed"  # 405
+    PAYMENT_NOT_CONFIRMED = "payment_not_confirmed"  # 409: Monetbil's checkPayment disagrees
+    PAYLOAD_TOO_LARGE = "payload_too_large"  # 413
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"  # 415
+    INTERNAL_ERROR = "internal_error"  # 500: a bug; never expected
+    DATABASE_UNAVAILABLE = "database_unavailable"  # 503: nothing recorded, the provider retries
+    CONFIRMATION_UNAVAILABLE = "confirmation_unavailable"  # 503: checkPayment did not answer
+
+
+def error_response(
+    status: int, error: ErrorCode, detail: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The one error body every refusal uses: `{"error": <code>, "detail": <one line>}`."""
+    if status == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS), **(headers or {})}
+    return JSONResponse({"error": error.value, "detail": detail}, status, headers=headers)
+
+
+class Refusal(Exception):
+    """A delivery we answer with an error before anything is stored."""
+
+    def __init__(self, status: int, error: ErrorCode, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+    def response(self) -> JSONResponse:
+        headers = {"Connection": "close"} if self.status == 413 else None
+        return error_response(self.status, self.error, self.detail, headers)

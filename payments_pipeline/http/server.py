@@ -1,0 +1,104 @@
+"""`payments-pipeline serve`: checks that make a bad start fail in one line, then uvicorn.
+
+uvicorn runs `receiver.create_app_from_environment` as a factory, in this process (one worker) or
+in `workers` spawned processes that each build their own app, engine and dispatch queue. Spawned
+processes only inherit the environment, so the options that shape the app (`--dispatch`) are
+passed to them as the environment variables `config.load_settings` reads.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+
+import uvicorn
+
+from payments_pipeline.config import Settings
+
+from .logs import uvicorn_log_config
+
+log = logging.getLogger(__name__)
+
+APP_FACTORY = "payments_pipeline.receiver:create_app_from_environment"
+
+
+class ServeError(Exception):
+    """The server cannot start; the message is the one line the operator sees."""
+
+
+def unconfigured_providers(settings: Settings) -> list[str]:
+    """One warning per provider whose deliveries will all be refused (400) for lack of a secret."""
+    warnings = []
+    if not settings.stripe_webhook_secrets:
+        warnings.append(
+            "STRIPE_WEBHOOK_SECRET is not set: /webhooks/stripe refuses every delivery (400)"
+        )
+    if not settings.monetbil_service_secret:
+        warnings.append(
+            "MONETBIL_SERVICE_SECRET is not set: /webhooks/monetbil refuses every delivery (400)"
+        )
+    return warnings
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Bind once and let go, so a taken port is one clear line instead of uvicorn's exit later."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise ServeError(f"cannot listen on {host}:{port}: {reason}") from None
+
+
+def serve(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    dispatch: str | None,
+    access_log: bool,
+    forwarded_allow_ips: str | None,
+    log_level: str,
+) -> None:
+    """Run the receiver until interrupted. Raises `ServeError` before starting if it cannot work."""
+    if workers < 1:
+        raise ServeError(f"--workers must be at least 1, got {workers}")
+    unconfigured = unconfigured_providers(settings)
+    if len(unconfigured) == 2:
+        raise ServeError(
+            "no provider is configured: set STRIPE_WEBHOOK_SECRET and/or MONETBIL_SERVICE_SECRET"
+        )
+    for warning in unconfigured:
+        log.warning(warning)
+    check_can_listen(host, port)
+    if dispatch is not None:
+        os.environ["PAYMENTS_RECEIVER_DISPATCH"] = dispatch  # for the worker processes
+    log.info(
+        "receiver listening on http://%s:%s (workers=%s, dispatch=%s, max body %s bytes)",
+        host,
+        port,
+        workers,
+        dispatch or settings.receiver_dispatch,
+        settings.max_body_bytes,
+    )
+    uvicorn.run(
+        APP_FACTORY,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=uvicorn_log_config(log_level),
+        access_log=access_log,
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
+        server_header=False,
+    )

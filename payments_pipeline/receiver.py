@@ -1,0 +1,269 @@
+"""The HTTP receiver: providers deliver webhooks here, the gate records and claims them.
+
+`create_app(settings)` returns the Starlette app that `payments-pipeline serve` runs on uvicorn:
+
+- `POST /webhooks/stripe`, `POST|GET /webhooks/monetbil`: read and verify the delivery
+  (`http.webhooks`), run `gate.receive`, answer 200 with the gate's outcome. The response goes out
+  once the gate has committed; a claimed event is then queued for processing
+  (`http.dispatching`), so processing never holds the provider's connection. Anything that goes
+  wrong after the response is the `dispatch_lost` case the sweep recovers.
+- `GET /healthz`: 200 when the database answers, 503 otherwise.
+
+Every refusal is a JSON `{"error", "detail"}` with a status code that tells the provider whether
+to retry (`docs/receiver.md` has the table); nothing is stored before the gate, and no response or
+log line carries a payload, a signature or a secret. The app holds no SQL: it calls the providers,
+the gate and `store.ping`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import anyio
+import sqlalchemy as sa
+from sqlalchemy import Engine
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from . import gate, store
+from .config import Settings, load_settings
+from .dispatch import Dispatcher, InlineDispatcher
+from .gate import ReceiveResult
+from .http.dispatching import DispatchQueue
+from .http.errors import ErrorCode, Refusal, error_response
+from .http.logs import install_access_log_redaction
+from .http.webhooks import Delivery, confirm_monetbil, read_monetbil, read_stripe
+from .models import PROVIDERS, Provider
+from .processing import short_error
+
+log = logging.getLogger(__name__)
+
+# Threads (and pooled connections) that may run gate transactions at once, per process: enough to
+# keep a worker busy while each waits on round trips to a remote database. On a local one the GIL,
+# not this number, is the limit (docs/perf-receiver.md).
+DATABASE_THREADS = 16
+HEALTH_THREADS = 2
+HEALTH_TIMEOUT_SECONDS = 3.0
+# On shutdown, how long queued events may still be handed on before the rest is left to the sweep.
+DRAIN_SECONDS = 10.0
+
+Reader = Callable[[Request, Settings], Awaitable[Delivery]]
+ALLOWED_METHODS: dict[str, tuple[str, ...]] = {
+    Provider.STRIPE.value: ("POST",),
+    # Monetbil's query-string variant arrives as a GET (its SDK reads it with parse_str).
+    Provider.MONETBIL.value: ("GET", "POST"),
+}
+
+
+class Receiver:
+    """The endpoints' shared state: settings, engine, database thread limit, dispatch queue."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        queue: DispatchQueue | None,
+        *,
+        owns_engine: bool,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.queue = queue
+        self._owns_engine = owns_engine
+        self._limiters: dict[str, anyio.CapacityLimiter] = {}
+
+    def _limiter(self, name: str, tokens: int) -> anyio.CapacityLimiter:
+        # Created on first use: an anyio limiter needs the running event loop to exist.
+        if name not in self._limiters:
+            self._limiters[name] = anyio.CapacityLimiter(tokens)
+        return self._limiters[name]
+
+    async def stripe(self, request: Request) -> Response:
+        return await self._deliver(request, Provider.STRIPE, read_stripe)
+
+    async def monetbil(self, request: Request) -> Response:
+        return await self._deliver(request, Provider.MONETBIL, read_monetbil)
+
+    async def unknown_provider(self, request: Request) -> Response:
+        served = ", ".join(p.value for p in PROVIDERS)
+        name = str(request.path_params.get("provider", ""))[:64]
+        if name in ALLOWED_METHODS:  # a known provider reached with the wrong method
+            allowed = ALLOWED_METHODS[name]
+            return error_response(
+                405,
+                ErrorCode.METHOD_NOT_ALLOWED,
+                f"/webhooks/{name} accepts {' or '.join(allowed)}",
+                {"Allow": ", ".join(allowed)},
+            )
+        return error_response(
+            404,
+            ErrorCode.UNKNOWN_PROVIDER,
+            f"unknown provider {name!r}: this receiver serves {served}",
+        )
+
+    async def healthz(self, request: Request) -> Response:
+        ok = False
+        with anyio.move_on_after(HEALTH_TIMEOUT_SECONDS):
+            try:
+                # Its own two threads: pings stuck on a hung database neither pile up nor take
+                # the threads deliveries need.
+                await anyio.to_thread.run_sync(
+                    self._ping,
+                    limiter=self._limiter("health", HEALTH_THREADS),
+                    abandon_on_cancel=True,
+                )
+                ok = True
+            except sa.exc.SQLAlchemyError as exc:
+                log.warning("health check: database unavailable: %s", _database_error(exc))
+        if ok:
+            return JSONResponse({"status": "ok"})
+        return error_response(503, ErrorCode.DATABASE_UNAVAILABLE, "the database does not answer")
+
+    def _ping(self) -> None:
+        with self.engine.connect() as conn:
+            store.ping(conn)
+
+    async def _deliver(self, request: Request, provider: Provider, reader: Reader) -> Response:
+        try:
+            delivery = await reader(request, self.settings)
+            await confirm_monetbil(delivery, self.settings)
+            result = await anyio.to_thread.run_sync(
+                functools.partial(self._receive, delivery),
+                limiter=self._limiter("gate", DATABASE_THREADS),
+            )
+        except Refusal as refusal:
+            _log_refusal(provider, refusal, request)
+            return refusal.response()
+        except sa.exc.SQLAlchemyError as exc:
+            log.error(
+                "webhook not recorded provider=%s: database unavailable: %s",
+                provider.value,
+                _database_error(exc),
+            )
+            return error_response(
+                503, ErrorCode.DATABASE_UNAVAILABLE, "the delivery could not be recorded; retry"
+            )
+        except Exception as exc:  # a bug: answer without a traceback that could quote the body
+            log.error(
+                "webhook failed provider=%s: unexpected %s", provider.value, type(exc).__name__
+            )
+            return error_response(500, ErrorCode.INTERNAL_ERROR, "unexpected error; retry later")
+        background = None
+        if result.should_dispatch and self.queue is not None:
+            background = BackgroundTask(self.queue.submit, result.event)
+        return JSONResponse(
+            {"outcome": result.outcome.value, "event_id": result.event.id},
+            background=background,
+        )
+
+    def _receive(self, delivery: Delivery) -> ReceiveResult:
+        try:
+            return gate.receive(
+                self.engine,
+                provider=delivery.provider,
+                provider_event_id=delivery.provider_event_id,
+                event_type=delivery.event_type,
+                payload=delivery.payload,
+                minutes=self.settings.stuck_requeue_minutes,
+            )
+        except ValueError as exc:  # the gate's own key checks; the readers check them first
+            raise Refusal(400, ErrorCode.MALFORMED_PAYLOAD, str(exc)) from None
+
+    def close(self) -> None:
+        """Let queued events be handed on (up to `DRAIN_SECONDS`), then release the engine."""
+        if self.queue is not None:
+            self.queue.close(DRAIN_SECONDS)
+        if self._owns_engine:
+            self.engine.dispose()
+
+
+def _database_error(exc: BaseException) -> str:
+    """Connection failures keep the driver's first line (it names the host or the file); any other
+    database error only its type: a data error's message can quote the value it refused."""
+    connection_kinds = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+    if isinstance(exc, connection_kinds):
+        return short_error(exc)
+    inner = getattr(exc, "orig", None) or exc
+    return type(inner).__name__
+
+
+def _log_refusal(provider: Provider, refusal: Refusal, request: Request) -> None:
+    client = request.client.host if request.client else "-"
+    log.warning(
+        "webhook refused provider=%s client=%s status=%s error=%s: %s",
+        provider.value,
+        client,
+        refusal.status,
+        refusal.error.value,
+        refusal.detail,
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 (no route, wrong method), in our JSON shape."""
+    assert isinstance(exc, HTTPException)
+    code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(
+        exc.status_code, ErrorCode.MALFORMED_PAYLOAD
+    )
+    return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+
+def create_app(
+    settings: Settings, engine: Engine | None = None, dispatcher: Dispatcher | None = None
+) -> Starlette:
+    """The receiver app. Without `engine` it opens (and at shutdown disposes of) its own on
+    `settings.database_url`; without `dispatcher` claimed events are processed in this process
+    (`InlineDispatcher`), or only claimed when `settings.receiver_dispatch` is `queue` or `none`."""
+    owns_engine = engine is None
+    if engine is None:
+        engine = store.make_engine(
+            settings.database_url,
+            # No pre-ping (one round trip per request): a connection the database dropped fails
+            # that one request with 503, the provider retries, and SQLAlchemy discards the pool.
+            pool_pre_ping=False,
+            pool_size=DATABASE_THREADS + HEALTH_THREADS + settings.dispatch_threads,
+            max_overflow=0,
+        )
+    queue = None  # `--dispatch none`: claims are left as they are, for the sweep
+    if dispatcher is None and settings.receiver_dispatch == "inline":
+        dispatcher = InlineDispatcher(engine, settings)
+    if dispatcher is not None:
+        queue = DispatchQueue(dispatcher, threads=settings.dispatch_threads)
+    receiver = Receiver(settings, engine, queue, owns_engine=owns_engine)
+    install_access_log_redaction()
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if queue is not None:
+            queue.start()
+        yield
+        await anyio.to_thread.run_sync(receiver.close)
+
+    app = Starlette(
+        routes=[
+            Route("/webhooks/stripe", receiver.stripe, methods=ALLOWED_METHODS["stripe"]),
+            Route("/webhooks/monetbil", receiver.monetbil, methods=ALLOWED_METHODS["monetbil"]),
+            Route(
+                "/webhooks/{provider}",
+                receiver.unknown_provider,
+                methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            ),
+            Route("/healthz", receiver.healthz, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.receiver = receiver
+    return app
+
+
+def create_app_from_environment() -> Starlette:
+    """uvicorn's factory (`serve`, every worker process): settings from the environment."""
+    return create_app(load_settings())

@@ -1,0 +1,212 @@
+"""What the receiver tests share: a synchronous client for the ASGI app, signed deliveries, row
+counts, a real uvicorn server in a thread, and dispatchers that count, block or fail."""
+
+from __future__ import annotations
+
+import functools
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlencode
+
+import anyio.from_thread
+import httpx
+import sqlalchemy as sa
+import uvicorn
+from sqlalchemy import Engine
+from starlette.applications import Starlette
+
+from payments_pipeline import store
+from payments_pipeline.models import EventRef
+from payments_pipeline.providers import monetbil, stripe
+
+STRIPE_SECRET = "whsec_test_current_0123456789"
+STRIPE_OLD_SECRET = "whsec_test_previous_9876543210"
+MONETBIL_SECRET = "monetbil-service-secret-4242"
+JSON_HEADERS = {"content-type": "application/json"}
+FORM_HEADERS = {"content-type": "application/x-www-form-urlencoded"}
+
+
+class Client:
+    """A synchronous client for the app over `httpx.ASGITransport`, lifespan included.
+
+    Starlette's own TestClient warns (and warnings are errors in this suite), so this runs the
+    app's lifespan and an `httpx.AsyncClient` on an anyio blocking portal instead.
+    """
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+
+    def __enter__(self) -> Client:
+        self._portal_cm = anyio.from_thread.start_blocking_portal()
+        self._portal = self._portal_cm.__enter__()
+        self._portal.call(self._start)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._portal.call(self._stop)
+        finally:
+            self._portal_cm.__exit__(None, None, None)
+
+    async def _start(self) -> None:
+        self._lifespan = self.app.router.lifespan_context(self.app)
+        await self._lifespan.__aenter__()
+        self._http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app), base_url="http://testserver"
+        )
+
+    async def _stop(self) -> None:
+        await self._http.aclose()
+        await self._lifespan.__aexit__(None, None, None)
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return self._portal.call(functools.partial(self._http.request, method, url, **kwargs))
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def wait_dispatched(self, timeout: float = 15.0) -> None:
+        """Block until every claimed event has been handed to the dispatcher (and it returned)."""
+        queue = self.app.state.receiver.queue
+        assert queue is None or queue.wait_idle(timeout), "dispatch queue did not drain"
+
+
+def stripe_event(event_id: str, *, reference: str = "pi_1", amount: int = 1500) -> str:
+    """A Stripe event body, as Stripe sends it (compact JSON, a recent `created`)."""
+    return json.dumps(
+        {
+            "id": event_id,
+            "object": "event",
+            "type": "payment_intent.succeeded",
+            "created": int(time.time()),
+            "data": {
+                "object": {
+                    "id": reference,
+                    "object": "payment_intent",
+                    "amount": amount,
+                    "currency": "eur",
+                }
+            },
+        },
+        separators=(",", ":"),
+    )
+
+
+def stripe_headers(
+    body: str, *, secret: str = STRIPE_SECRET, timestamp: int | None = None
+) -> dict[str, str]:
+    return {**JSON_HEADERS, "stripe-signature": stripe.sign_payload(body, secret, timestamp)}
+
+
+def monetbil_fields(
+    transaction_id: str, status: str = "1", *, secret: str = MONETBIL_SECRET, **extra: str
+) -> dict[str, str]:
+    """A signed Monetbil notification's fields (the shape its notify.php reads)."""
+    fields = {
+        "service": "svc_key",
+        "transaction_id": transaction_id,
+        "transaction_uuid": f"uuid-{transaction_id}",
+        "msisdn": "237670000000",
+        "amount": "500",
+        "fee": "10",
+        "status": status,
+        "message": "Paiement réussi !",
+        "currency": "XAF",
+        "payment_ref": f"order-{transaction_id}",
+        "item_ref": "item-1",
+        "user": "42",
+        **extra,
+    }
+    return monetbil.sign_fields(fields, secret)
+
+
+def form(fields: dict[str, str]) -> str:
+    return urlencode(fields)
+
+
+def count_events(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(sa.select(sa.func.count()).select_from(store.webhook_events)).scalar_one()
+        )
+
+
+def count_ledger(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(sa.select(sa.func.count()).select_from(store.payment_ledger)).scalar_one()
+        )
+
+
+class CountingDispatcher:
+    """Counts hand-offs, then passes them on (to a real dispatcher, if given)."""
+
+    def __init__(self, inner: Any = None) -> None:
+        self.inner = inner
+        self.events: list[EventRef] = []
+        self._lock = threading.Lock()
+
+    def dispatch(self, event: EventRef) -> None:
+        with self._lock:
+            self.events.append(event)
+        if self.inner is not None:
+            self.inner.dispatch(event)
+
+
+class BlockingDispatcher:
+    """Holds every hand-off until `release` is set: shows what happens while processing runs."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.done: list[EventRef] = []
+
+    def dispatch(self, event: EventRef) -> None:
+        self.started.set()
+        assert self.release.wait(30), "never released"
+        self.done.append(event)
+
+
+class CrashingDispatcher:
+    """The process's processing dies right after the response went out."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def dispatch(self, event: EventRef) -> None:
+        self.calls += 1
+        raise RuntimeError("worker died before processing started")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def running_server(app: Starlette) -> Iterator[str]:
+    """A real uvicorn server for `app` on a free 127.0.0.1 port, in a thread; yields its URL."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "uvicorn did not stop"

@@ -1,0 +1,149 @@
+"""`/webhooks/monetbil`: form notifications and the query-string variant, verified by `sign`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine
+
+from payments_pipeline import store
+from payments_pipeline.models import EventStatus, PaymentStatus, Provider
+from payments_pipeline.providers import monetbil
+
+from ..helpers import RecordingDispatcher, fetch_event
+from .conftest import ClientFactory
+from .support import FORM_HEADERS, MONETBIL_SECRET, Client, count_events, form, monetbil_fields
+
+URL = "/webhooks/monetbil"
+
+
+def test_form_notification_is_recorded_then_processed(client: Client, engine: Engine) -> None:
+    body = form(monetbil_fields("tx_form", amount="2500"))
+    response = client.post(URL, content=body, headers=FORM_HEADERS)
+    assert response.status_code == 200 and response.json()["outcome"] == "dispatched"
+    client.wait_dispatched()
+    event = fetch_event(engine, response.json()["event_id"])
+    assert (event.provider, event.provider_event_id) == (Provider.MONETBIL, "tx_form")
+    assert event.event_type == "payment.success"
+    assert event.payload == body  # the raw form body as received
+    assert event.status is EventStatus.PROCESSED
+    with engine.connect() as conn:
+        payment = store.get_payment(conn, provider=Provider.MONETBIL, reference="order-tx_form")
+    assert payment is not None and payment.status is PaymentStatus.SUCCEEDED
+    assert payment.amount == 2500
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_query_string_variant_stores_the_canonical_form(
+    client: Client, engine: Engine, method: str
+) -> None:
+    fields = monetbil_fields(f"tx_query_{method}", status="0")
+    response = client.request(method, f"{URL}?{form(fields)}")
+    assert response.status_code == 200 and response.json()["outcome"] == "dispatched"
+    client.wait_dispatched()
+    event = fetch_event(engine, response.json()["event_id"])
+    assert event.event_type == "payment.failed"
+    assert event.payload == monetbil.canonical_payload(fields)
+    assert monetbil.parse_form(event.payload) == fields  # re-verifiable from what is stored
+    monetbil.verify_signature(monetbil.parse_form(event.payload), MONETBIL_SECRET)
+
+
+def test_a_form_body_is_read_alone_like_monetbils_post_handler(
+    client: Client, engine: Engine
+) -> None:
+    body = form(monetbil_fields("tx_body_wins"))
+    response = client.post(f"{URL}?route=notify&token=xyz", content=body, headers=FORM_HEADERS)
+    assert response.status_code == 200
+    assert fetch_event(engine, response.json()["event_id"]).payload == body
+
+
+def test_test_mode_statuses_map_to_the_same_event_types(client: Client, engine: Engine) -> None:
+    for status, event_type in (
+        ("7", "payment.success"),
+        ("8", "payment.failed"),
+        ("9", "payment.cancelled"),
+    ):
+        body = form(monetbil_fields(f"tx_test_{status}", status=status))
+        response = client.post(URL, content=body, headers=FORM_HEADERS)
+        assert fetch_event(engine, response.json()["event_id"]).event_type == event_type
+
+
+def _refusals() -> Iterator[tuple[str, str, str, dict[str, str], bytes, int, str]]:
+    good = monetbil_fields("tx_refused")
+    body = form(good).encode()
+    yield (
+        "bad sign",
+        "POST",
+        URL,
+        FORM_HEADERS,
+        form({**good, "sign": "0" * 32}).encode(),
+        400,
+        ("invalid_signature"),
+    )
+    tampered = form({**good, "amount": "1"}).encode()
+    yield "tampered amount", "POST", URL, FORM_HEADERS, tampered, 400, "invalid_signature"
+    unsigned = form({k: v for k, v in good.items() if k != "sign"}).encode()
+    yield "missing sign", "POST", URL, FORM_HEADERS, unsigned, 400, "invalid_signature"
+    wrong = form(monetbil_fields("tx_refused", secret="another-secret")).encode()
+    yield "other service's secret", "POST", URL, FORM_HEADERS, wrong, 400, "invalid_signature"
+    query_bad = f"{URL}?{form({**good, 'sign': 'f' * 32})}"
+    yield "bad sign in query string", "GET", query_bad, {}, b"", 400, "invalid_signature"
+    unknown = form(monetbil_fields("tx_refused", status="3")).encode()
+    yield "unknown status (signed)", "POST", URL, FORM_HEADERS, unknown, 400, "malformed_payload"
+    no_id = form(monetbil.sign_fields({"status": "1", "amount": "5"}, MONETBIL_SECRET)).encode()
+    yield "no transaction_id", "POST", URL, FORM_HEADERS, no_id, 400, "malformed_payload"
+    yield "repeated field", "POST", URL, FORM_HEADERS, body + b"&status=1", 400, "malformed_payload"
+    yield "not UTF-8", "POST", URL, FORM_HEADERS, body + b"&x=%ff", 400, "malformed_payload"
+    nul = form(monetbil_fields("tx_refused", message="a\x00b")).replace("%00", "\x00").encode()
+    yield "raw NUL byte (signed)", "POST", URL, FORM_HEADERS, nul, 400, "malformed_payload"
+    yield "nothing at all", "POST", URL, FORM_HEADERS, b"", 400, "malformed_payload"
+    yield "GET without query", "GET", URL, {}, b"", 400, "malformed_payload"
+    multipart = {"content-type": "multipart/form-data; boundary=x"}
+    yield "multipart", "POST", URL, multipart, body, 415, "unsupported_media_type"
+    as_json = {"content-type": "application/json"}
+    yield "JSON content type", "POST", URL, as_json, body, 415, "unsupported_media_type"
+    yield "no content type", "POST", URL, {}, body, 415, "unsupported_media_type"
+    yield "PUT", "PUT", URL, FORM_HEADERS, body, 405, "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "headers", "content", "status", "error"),
+    [pytest.param(*case[1:], id=case[0]) for case in _refusals()],
+)
+def test_bad_input_is_refused_and_nothing_is_stored(
+    make_client: ClientFactory,
+    engine: Engine,
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    content: bytes,
+    status: int,
+    error: str,
+) -> None:
+    dispatcher = RecordingDispatcher()
+    client = make_client(dispatcher)
+    response = client.request(method, url, content=content, headers=headers)
+    assert response.status_code == status
+    assert response.json()["error"] == error and response.json()["detail"]
+    assert count_events(engine) == 0
+    client.wait_dispatched()
+    assert dispatcher.events == []
+
+
+def test_no_secret_configured_refuses_every_notification(
+    make_client: ClientFactory, engine: Engine
+) -> None:
+    client = make_client(monetbil_service_secret=None)
+    response = client.post(URL, content=form(monetbil_fields("tx_x")), headers=FORM_HEADERS)
+    assert response.status_code == 400
+    assert response.json()["detail"] == "no Monetbil service secret is configured"
+    assert count_events(engine) == 0
+
+
+def test_body_over_the_limit(make_client: ClientFactory, engine: Engine) -> None:
+    client = make_client(max_body_bytes=1024)
+    body = form(monetbil_fields("tx_big", message="x" * 2000))
+    response = client.post(URL, content=body, headers=FORM_HEADERS)
+    assert response.status_code == 413
+    assert count_events(engine) == 0

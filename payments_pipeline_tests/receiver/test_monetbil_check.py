@@ -1,0 +1,153 @@
+"""Monetbil's checkPayment confirmation, against a fake checkPayment on 127.0.0.1.
+
+Off unless `MONETBIL_CHECK_PAYMENT_URL` is set; when set, a success notification is only recorded
+once Monetbil's API confirms it, and a confirmation that cannot be had is a 503 (retry later).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+from sqlalchemy import Engine
+
+from payments_pipeline.providers.monetbil_check import ConfirmationUnavailable, check_payment
+
+from .conftest import ClientFactory
+from .support import FORM_HEADERS, count_events, form, free_port, monetbil_fields
+
+URL = "/webhooks/monetbil"
+
+
+class FakeCheckPayment:
+    """Answers POST paymentId=... with `answer` (status, body); remembers what it was asked."""
+
+    def __init__(self) -> None:
+        self.answer: tuple[int, bytes] = (200, b"{}")
+        self.delay = 0.0
+        self.asked: list[dict[str, list[str]]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                fake.asked.append(parse_qs(self.rfile.read(length).decode()))
+                time.sleep(fake.delay)
+                status, body = fake.answer
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/payment/v1/checkPayment"
+
+    def transaction(self, status: int, testmode: int = 0) -> None:
+        self.answer = (
+            200,
+            json.dumps({"transaction": {"status": status, "testmode": testmode}}).encode(),
+        )
+
+
+@pytest.fixture
+def fake_check() -> Iterator[FakeCheckPayment]:
+    fake = FakeCheckPayment()
+    thread = threading.Thread(target=fake.server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield fake
+    fake.server.shutdown()
+    fake.server.server_close()
+
+
+def _post(make_client: ClientFactory, fake: FakeCheckPayment, tx: str, status: str = "1") -> Any:
+    client = make_client(
+        monetbil_check_payment_url=fake.url, monetbil_check_payment_timeout_seconds=1
+    )
+    return client.post(URL, content=form(monetbil_fields(tx, status=status)), headers=FORM_HEADERS)
+
+
+@pytest.mark.parametrize("api_status", [1, 7])
+def test_confirmed_success_is_accepted(
+    make_client: ClientFactory, engine: Engine, fake_check: FakeCheckPayment, api_status: int
+) -> None:
+    fake_check.transaction(api_status, testmode=int(api_status == 7))
+    response = _post(make_client, fake_check, "tx_confirmed")
+    assert response.status_code == 200 and response.json()["outcome"] == "dispatched"
+    assert fake_check.asked == [{"paymentId": ["tx_confirmed"]}]
+    assert count_events(engine) == 1
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        json.dumps({"transaction": {"status": 0, "testmode": 0}}).encode(),
+        json.dumps({"transaction": {"status": -1}}).encode(),
+        json.dumps({"message": "payment not found"}).encode(),
+        json.dumps({"transaction": {"status": "bogus"}}).encode(),
+    ],
+    ids=["failed", "cancelled", "unknown payment", "unreadable status"],
+)
+def test_success_the_api_does_not_confirm_is_refused_unstored(
+    make_client: ClientFactory, engine: Engine, fake_check: FakeCheckPayment, answer: bytes
+) -> None:
+    fake_check.answer = (200, answer)
+    response = _post(make_client, fake_check, "tx_unconfirmed")
+    assert response.status_code == 409
+    assert response.json()["error"] == "payment_not_confirmed"
+    assert count_events(engine) == 0
+
+
+@pytest.mark.parametrize(
+    ("answer", "delay"),
+    [((500, b"oops"), 0.0), ((200, b"<html>"), 0.0), ((200, b"{}"), 1.5)],
+    ids=["http 500", "not JSON", "timeout"],
+)
+def test_unavailable_confirmation_is_503_so_monetbil_retries(
+    make_client: ClientFactory,
+    engine: Engine,
+    fake_check: FakeCheckPayment,
+    answer: tuple[int, bytes],
+    delay: float,
+) -> None:
+    fake_check.answer, fake_check.delay = answer, delay
+    response = _post(make_client, fake_check, "tx_later")
+    assert response.status_code == 503 and response.headers["retry-after"]
+    assert response.json()["error"] == "confirmation_unavailable"
+    assert count_events(engine) == 0
+
+
+def test_unreachable_api_is_503(make_client: ClientFactory, engine: Engine) -> None:
+    url = f"http://127.0.0.1:{free_port()}/checkPayment"  # nothing listens there
+    client = make_client(monetbil_check_payment_url=url)
+    response = client.post(URL, content=form(monetbil_fields("tx_down")), headers=FORM_HEADERS)
+    assert response.status_code == 503
+    assert count_events(engine) == 0
+
+
+@pytest.mark.parametrize("status", ["0", "-1"])
+def test_failures_and_cancellations_need_no_confirmation(
+    make_client: ClientFactory, engine: Engine, fake_check: FakeCheckPayment, status: str
+) -> None:
+    fake_check.answer = (500, b"must not be asked")
+    response = _post(make_client, fake_check, f"tx_no_money_{status}", status=status)
+    assert response.status_code == 200
+    assert fake_check.asked == []
+
+
+def test_check_payment_reads_status_and_testmode(fake_check: FakeCheckPayment) -> None:
+    fake_check.transaction(7, testmode=1)
+    check = check_payment(fake_check.url, "tx_1", timeout=2)
+    assert (check.status, check.testmode, check.confirms_success) == ("7", True, True)
+    fake_check.answer = (404, b"")
+    with pytest.raises(ConfirmationUnavailable, match="HTTP 404"):
+        check_payment(fake_check.url, "tx_1", timeout=2)

@@ -34,6 +34,13 @@ def _error_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("error:")]
 
 
+@pytest.fixture(autouse=True)
+def _no_dagster_home(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests pin the core path: a DAGSTER_HOME leaking from the shell must not reroute
+    them through Dagster (payments_pipeline_tests/defs/ tests that path with its own home)."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+
+
 @pytest.fixture
 def db_env(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Engine:
     monkeypatch.setenv("PAYMENTS_DATABASE_URL", _url(engine))

@@ -1,0 +1,128 @@
+"""Materialization metadata: what makes a run's page the audit of its sweep.
+
+Counts are plain `int`s (Dagster plots numeric metadata across materializations), one per
+provider the sweep covered and one per reason, zeros included, so every plot has a point per run.
+Event lists are previews capped at `PREVIEW_ROWS`, with the total stated: the complete list is
+`sweep_events` (one row per event, written in the claim's own transaction).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+
+from ..models import ProcessOutcome, Provider, SweepOutcome, SweepReason
+from ..sweep import Candidate, ClaimResult, DispatchResult, Scan, SweepSummary
+from .tables import summary_tables, table
+
+PREVIEW_ROWS = 50
+_EVENT_COLUMNS = (
+    ("id", "int"),
+    ("provider", "string"),
+    ("provider_event_id", "string"),
+    ("event_type", "string"),
+    ("reason", "string"),
+    ("outcome", "string"),
+)
+
+
+def breakdown(
+    verb: str, candidates: Sequence[Candidate], providers: Sequence[Provider]
+) -> dict[str, int]:
+    """`verb` in total, per provider covered and per reason: `found`, `found_stripe`, ..."""
+    by_provider = Counter(c.event.provider for c in candidates)
+    by_reason = Counter(c.reason for c in candidates)
+    counts = {verb: len(candidates)}
+    counts |= {f"{verb}_{p.value}": by_provider[p] for p in providers}
+    counts |= {f"{verb}_{r.value}": by_reason[r] for r in SweepReason}
+    return counts
+
+
+def events_preview(
+    rows: Sequence[tuple[Candidate, str]], *, sweep_id: int | None, label: str = "events"
+) -> dict[str, Any]:
+    """The first `PREVIEW_ROWS` events (by id) with their outcome, and a line saying how many."""
+    ordered = sorted(rows, key=lambda row: row[0].event.id)
+    shown = [
+        {
+            "id": c.event.id,
+            "provider": c.event.provider.value,
+            "provider_event_id": c.event.provider_event_id,
+            "event_type": c.event.event_type,
+            "reason": c.reason.value,
+            "outcome": outcome,
+        }
+        for c, outcome in ordered[:PREVIEW_ROWS]
+    ]
+    note = f"{len(shown)} of {len(ordered)} shown (lowest ids first)"
+    if sweep_id is not None:
+        note += f"; all of them: sweep_events where sweep_id = {sweep_id}"
+    return {label: table(shown, _EVENT_COLUMNS), f"{label}_shown": dg.MetadataValue.text(note)}
+
+
+def scan_metadata(scan: Scan) -> dict[str, Any]:
+    """What the scan found: the parameters, candidates per provider and reason, the expired."""
+    providers = scan.params.providers
+    return {
+        "sweep_id": scan.sweep_id,
+        "trigger": scan.trigger.value,
+        "minutes": scan.params.minutes,
+        "provider": scan.params.provider,
+        "stuck_before": dg.MetadataValue.text(f"{scan.stuck_before.isoformat()}Z"),
+        "created_after": dg.MetadataValue.text(f"{scan.created_after.isoformat()}Z"),
+        **breakdown("found", scan.candidates, providers),
+        "expired": sum(scan.expired.values()),
+        **{f"expired_{p.value}": scan.expired.get(p, 0) for p in providers},
+        **events_preview([(c, "found") for c in scan.candidates], sweep_id=scan.sweep_id),
+    }
+
+
+def claim_metadata(scan: Scan, claim: ClaimResult) -> dict[str, Any]:
+    providers = scan.params.providers
+    rows = [(c, "claimed") for c in claim.claimed] + [(c, "skipped") for c in claim.skipped]
+    return {
+        **breakdown("claimed", claim.claimed, providers),
+        **breakdown("skipped", claim.skipped, providers),
+        "skipped_why": dg.MetadataValue.text(
+            "skipped: the row changed after the scan, or another sweep holds it"
+        ),
+        **events_preview(rows, sweep_id=scan.sweep_id),
+    }
+
+
+def dispatch_metadata(
+    scan: Scan, dispatch: DispatchResult, outcomes: Mapping[ProcessOutcome, int]
+) -> dict[str, Any]:
+    """Dispatched and failed per provider and reason, and what inline processing made of them."""
+    providers = scan.params.providers
+    failed = SweepOutcome.DISPATCH_FAILED.value
+    rows = [(c, "dispatched") for c in dispatch.dispatched] + [(c, failed) for c in dispatch.failed]
+    return {
+        **breakdown("dispatched", dispatch.dispatched, providers),
+        **breakdown(failed, dispatch.failed, providers),
+        **{f"processing_{o.value}": outcomes.get(o, 0) for o in ProcessOutcome},
+        **events_preview(rows, sweep_id=scan.sweep_id),
+    }
+
+
+def summary_metadata(summary: SweepSummary, dispatch: DispatchResult) -> dict[str, Any]:
+    """The seed's totals, per provider too, the two pandas-shaped tables and the events."""
+    return {
+        "sweep_id": summary.sweep_id,
+        **summary.total.as_dict(),
+        "dispatch_failed": len(dispatch.failed),
+        **{
+            f"{p.value}_{name}": n
+            for p, counts in summary.providers.items()
+            for name, n in counts.as_dict().items()
+        },
+        "duration_seconds": (summary.finished_at - summary.started_at).total_seconds(),
+        **summary_tables(summary),
+        **events_preview(
+            [(Candidate(e.event, e.reason), e.outcome.value) for e in summary.events],
+            sweep_id=summary.sweep_id,
+        ),
+    }

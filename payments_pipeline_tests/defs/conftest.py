@@ -1,0 +1,119 @@
+"""Fixtures for the Dagster code location: instances, a database URL in the environment, and one
+helper that runs the job in process the way every door does (run config, tags)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from payments_pipeline import store
+from payments_pipeline.definitions import defs
+from payments_pipeline.defs.launch import prepare_demo_home
+from payments_pipeline.defs.resources import sweep_run_config
+
+# Environment the code location reads; each test starts from the documented defaults.
+_ENV = (
+    "DAGSTER_HOME",
+    "PAYMENTS_DATABASE_URL",
+    "PAYMENTS_STUCK_REQUEUE_ENABLED",
+    "PAYMENTS_STUCK_REQUEUE_MINUTES",
+    "PAYMENTS_PROCESSING_TIMEOUT_MINUTES",
+    "PAYMENTS_MAX_ATTEMPTS",
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+def url_of(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def db_env(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Engine:
+    """`engine`'s database as PAYMENTS_DATABASE_URL, which `payments_db` reads through EnvVar."""
+    monkeypatch.setenv("PAYMENTS_DATABASE_URL", url_of(engine))
+    return engine
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    """In memory: fast, for runs whose instance is not what the test is about."""
+    with dg.DagsterInstance.ephemeral() as inst:
+        yield inst
+
+
+@pytest.fixture(scope="session")
+def _persistent_instance(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dg.DagsterInstance]:
+    folder = str(tmp_path_factory.mktemp("instance"))
+    with dg.instance_for_test(temp_dir=folder, set_dagster_home=False) as inst:
+        yield inst
+
+
+@pytest.fixture
+def persistent_instance(_persistent_instance: dg.DagsterInstance) -> dg.DagsterInstance:
+    """SQLite-backed (schedule and sensor contexts need a persistent instance), emptied of runs
+    for each test: creating its storage costs about a second, so the session shares one."""
+    _persistent_instance.wipe()
+    return _persistent_instance
+
+
+@pytest.fixture
+def dagster_home(tmp_path: Path) -> Path:
+    """A persistent (SQLite) Dagster home with the shipped instance config."""
+    return prepare_demo_home(tmp_path)
+
+
+def execute_sweep(
+    instance: dg.DagsterInstance,
+    *,
+    provider: str = "all",
+    minutes: int = 10,
+    tags: dict[str, str] | None = None,
+    run_config: dict[str, object] | None = None,
+) -> dg.ExecuteInProcessResult:
+    """One run of `requeue_stuck_webhooks`, as a launch with a run-config override would do."""
+    job = defs.resolve_job_def("requeue_stuck_webhooks")
+    return job.execute_in_process(
+        run_config=run_config or sweep_run_config(minutes=minutes, provider=provider),
+        instance=instance,
+        tags=tags,
+        raise_on_error=False,
+    )
+
+
+def sweep_rows(engine: Engine) -> list[sa.Row[tuple[object, ...]]]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.select(store.sweep_runs).order_by(store.sweep_runs.c.id)))
+
+
+def add_run(instance: dg.DagsterInstance, status: dg.DagsterRunStatus, job: str) -> str:
+    """A run record in `status`, as the UI, the daemon or another CLI would have left it."""
+    # A queued run must name the code location it will be launched from; Dagster builds that
+    # origin in the webserver/daemon and has no public constructor for it.
+    from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteRepositoryOrigin
+
+    repository = RemoteRepositoryOrigin(
+        RegisteredCodeLocationOrigin("payments_pipeline"), "__repository__"
+    )
+    run_id = str(uuid.uuid4())
+    instance.add_run(
+        dg.DagsterRun(
+            job_name=job,
+            run_id=run_id,
+            status=status,
+            remote_job_origin=repository.get_job_origin(job),
+        )
+    )
+    return run_id

@@ -1,0 +1,104 @@
+"""`defs` loads, and every name the design fixes resolves to what it promises."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import get_args
+
+import dagster as dg
+import pytest
+
+from payments_pipeline.config import load_settings
+from payments_pipeline.definitions import defs
+from payments_pipeline.defs.resources import ProviderChoice, SweepSettings
+from payments_pipeline.defs.tags import trigger_from_tags
+from payments_pipeline.models import SweepTrigger
+from payments_pipeline.sweep import PROVIDER_CHOICES
+
+REPO = Path(__file__).resolve().parents[2]
+ASSETS = [
+    "stuck_webhook_events",
+    "claimed_webhook_events",
+    "dispatched_webhook_events",
+    "requeue_sweep_summary",
+]
+
+
+def test_defs_resolve_every_job_schedule_sensor_and_asset() -> None:
+    dg.Definitions.validate_loadable(defs)
+    job = defs.resolve_job_def("requeue_stuck_webhooks")
+    assert job.executor_def is dg.in_process_executor
+    assert job.tags["payments_pipeline/sweep"] == "requeue"
+    schedule = defs.resolve_schedule_def("requeue_stuck_webhooks_every_5_minutes")
+    assert schedule.cron_schedule == "*/5 * * * *" and schedule.job_name == job.name
+    sensor = defs.resolve_sensor_def("webhook_events_sensor")
+    assert sensor.minimum_interval_seconds == 30 and sensor.job_name == job.name
+    keys = defs.resolve_all_asset_keys()
+    assert {k.to_user_string() for k in keys} == set(ASSETS)
+    graph = defs.resolve_asset_graph()
+    for upstream, asset in itertools.pairwise(ASSETS):
+        node = graph.get(dg.AssetKey(asset))
+        assert node.group_name == "webhook_requeue"
+        assert node.parent_keys == {dg.AssetKey(upstream)}
+    checks = {k.name for k in graph.asset_check_keys}
+    assert checks == {"no_expired_stuck_events", "no_dead_events", "every_claim_dispatched"}
+
+
+def test_the_job_runs_the_checks_too() -> None:
+    job = defs.resolve_job_def("requeue_stuck_webhooks")
+    selected = job.asset_layer.asset_graph.asset_check_keys
+    assert {k.name for k in selected} == {
+        "no_expired_stuck_events",
+        "no_dead_events",
+        "every_claim_dispatched",
+    }
+
+
+def test_provider_choices_match_the_core() -> None:
+    assert set(get_args(ProviderChoice)) == set(PROVIDER_CHOICES)
+    params = SweepSettings(minutes=3, provider="stripe").params(load_settings({}))
+    assert params.minutes == 3 and [p.value for p in params.providers] == ["stripe"]
+
+
+def test_trigger_comes_from_the_tags_dagster_sets() -> None:
+    assert trigger_from_tags({"dagster/schedule_name": "s"}) is SweepTrigger.SCHEDULE
+    assert trigger_from_tags({"dagster/sensor_name": "s"}) is SweepTrigger.SENSOR
+    assert trigger_from_tags({"payments_pipeline/trigger": "cli"}) is SweepTrigger.CLI
+    assert trigger_from_tags({"payments_pipeline/trigger": "api"}) is SweepTrigger.API
+    assert trigger_from_tags({"payments_pipeline/trigger": "cron?"}) is SweepTrigger.UI
+    assert trigger_from_tags({"dagster/backfill": "b"}) is SweepTrigger.UI
+
+
+@pytest.mark.slow
+def test_dagster_definitions_validate_passes_on_the_workspace(tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("dagster")
+    proc = subprocess.run(
+        [str(exe), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO,
+        env=os.environ | {"DAGSTER_HOME": str(tmp_path)},  # else a temporary home in the repo
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "All code locations passed validation." in proc.stderr + proc.stdout
+
+
+def test_nothing_outside_defs_imports_dagster() -> None:
+    package = REPO / "payments_pipeline"
+    offenders = [
+        str(path.relative_to(REPO))
+        for path in package.rglob("*.py")
+        if "defs" not in path.relative_to(package).parts
+        and path.name != "definitions.py"
+        and any(
+            line.strip().startswith(("import dagster", "from dagster"))
+            for line in path.read_text().splitlines()
+        )
+    ]
+    assert offenders == []

@@ -1,0 +1,217 @@
+"""End to end: `dagster dev` on a temporary Dagster home, a launch through the webserver's GraphQL
+API with a per-provider override (the launchpad's `launchRun` mutation), the run queued, dequeued
+by the daemon and executed, and its materialization metadata read back over GraphQL.
+
+Everything it starts runs in its own process group, terminated at the end whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+
+from payments_pipeline.defs.launch import REPO, prepare_demo_home
+from payments_pipeline.models import EventStatus, Provider
+
+from ..conftest import EventFactory
+from ..helpers import ago, fetch_event
+from .conftest import sweep_rows, url_of
+
+SELECTOR = {
+    "repositoryLocationName": "payments_pipeline",
+    "repositoryName": "__repository__",
+    "jobName": "requeue_stuck_webhooks",
+}
+LAUNCH = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on PythonError { message }
+  }
+}"""
+RUN = """
+query Run($runId: ID!) {
+  runOrError(runId: $runId) {
+    ... on Run {
+      status
+      tags { key value }
+      assetMaterializations {
+        assetKey { path }
+        metadataEntries {
+          label
+          __typename
+          ... on IntMetadataEntry { intValue }
+          ... on TableMetadataEntry { table { records } }
+        }
+      }
+    }
+  }
+}"""
+REPOSITORY = """
+query Repo($selector: RepositorySelector!) {
+  repositoryOrError(repositorySelector: $selector) {
+    ... on Repository {
+      jobs { name }
+      schedules { name cronSchedule }
+      sensors { name }
+      assetNodes { assetKey { path } groupName }
+    }
+  }
+}"""
+
+
+def _sigint_default() -> None:
+    """`dagster dev` maps SIGTERM onto its SIGINT handler, and a job started in the background by
+    a non-interactive shell inherits SIGINT ignored: restore it, so SIGTERM stops it cleanly."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Dagit:
+    """A GraphQL client for the webserver, with a deadline on every wait."""
+
+    def __init__(self, port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+        self.url = f"http://127.0.0.1:{port}/graphql"
+        self.process = process
+        self.log = log
+
+    def query(self, query: str, **variables: Any) -> dict[str, Any]:
+        response = httpx.post(self.url, json={"query": query, "variables": variables}, timeout=30)
+        response.raise_for_status()
+        body = response.json()
+        assert "errors" not in body, body
+        return dict(body["data"])
+
+    def wait(self, what: str, seconds: float, probe: Any) -> Any:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"dagster dev exited early:\n{self.log.read_text()[-3000:]}")
+            try:
+                found = probe()
+            except httpx.HTTPError:
+                found = None
+            if found:
+                return found
+            time.sleep(0.5)
+        pytest.fail(f"timed out waiting for {what}:\n{self.log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def dagster_dev(db_env: Engine, tmp_path: Path) -> Iterator[Dagit]:
+    port = _free_port()
+    home = prepare_demo_home(tmp_path)
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "PAYMENTS_DATABASE_URL": url_of(db_env),
+        "PAYMENTS_STUCK_REQUEUE_ENABLED": "false",  # no schedule or sensor ticks in this test
+    }
+    log = tmp_path / "dagster-dev.log"
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [dagster, "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: webserver, daemon, code servers
+            preexec_fn=_sigint_default,
+        )
+    try:
+        yield Dagit(port, process, log)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):  # children that outlived their parent
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_launch_from_the_webserver_with_a_provider_override(
+    dagster_dev: Dagit, db_env: Engine, event_factory: EventFactory
+) -> None:
+    stripe = event_factory(Provider.STRIPE, dispatched_at=ago(minutes=30))
+    monetbil = event_factory(Provider.MONETBIL, dispatched_at=ago(minutes=30))
+    selector = {k: v for k, v in SELECTOR.items() if k != "jobName"}
+    repo = dagster_dev.wait(
+        "the code location",
+        120,
+        lambda: dagster_dev.query(REPOSITORY, selector=selector)["repositoryOrError"].get("jobs"),
+    )
+    data = dagster_dev.query(REPOSITORY, selector=selector)["repositoryOrError"]
+    assert "requeue_stuck_webhooks" in {j["name"] for j in repo}
+    assert data["schedules"] == [
+        {"name": "requeue_stuck_webhooks_every_5_minutes", "cronSchedule": "*/5 * * * *"}
+    ]
+    assert data["sensors"] == [{"name": "webhook_events_sensor"}]
+    assert {n["groupName"] for n in data["assetNodes"]} == {"webhook_requeue"}
+
+    def launch(provider: str) -> dict[str, Any]:
+        params = {
+            "selector": SELECTOR,
+            "runConfigData": {
+                "resources": {"sweep": {"config": {"minutes": 10, "provider": provider}}}
+            },
+        }
+        return dict(dagster_dev.query(LAUNCH, params=params)["launchRun"])
+
+    refused = launch("paypal")
+    assert refused["__typename"] == "RunConfigValidationInvalid", refused
+    launched = launch("monetbil")
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+
+    def finished() -> dict[str, Any] | None:
+        run = dagster_dev.query(RUN, runId=run_id)["runOrError"]
+        return dict(run) if run["status"] in {"SUCCESS", "FAILURE", "CANCELED"} else None
+
+    run = dagster_dev.wait(f"run {run_id}", 120, finished)
+    assert run["status"] == "SUCCESS", run
+    assert {"key": "payments_pipeline/sweep", "value": "requeue"} in run["tags"]
+    metadata = {
+        m["assetKey"]["path"][0]: {e["label"]: e for e in m["metadataEntries"]}
+        for m in run["assetMaterializations"]
+    }
+    summary = metadata["requeue_sweep_summary"]
+    assert summary["dispatched"]["intValue"] == 1
+    assert summary["monetbil_dispatched"]["intValue"] == 1 and "stripe_dispatched" not in summary
+    (event,) = [json.loads(r) for r in summary["events"]["table"]["records"]]
+    assert (event["id"], event["reason"], event["outcome"]) == (
+        monetbil,
+        "dispatch_lost",
+        "dispatched",
+    )
+    assert metadata["stuck_webhook_events"]["found_monetbil"]["intValue"] == 1
+
+    assert fetch_event(db_env, monetbil).status is EventStatus.PROCESSED
+    assert fetch_event(db_env, stripe).status is EventStatus.RECEIVED
+    (row,) = sweep_rows(db_env)
+    assert (row.trigger, row.provider, row.dagster_run_id) == ("ui", "monetbil", run_id)

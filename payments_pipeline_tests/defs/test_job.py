@@ -1,0 +1,177 @@
+"""The job in process: per-provider overrides, the audit row, metadata, config refusal, failures."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+from sqlalchemy import Engine
+
+from payments_pipeline.defs import assets
+from payments_pipeline.defs.resources import sweep_run_config
+from payments_pipeline.models import EventStatus, Provider, SweepStatus
+
+from ..conftest import EventFactory
+from ..helpers import ago, fetch_event
+from .conftest import execute_sweep, sweep_rows, url_of
+
+
+def _materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, object]]:
+    return {
+        e.materialization.asset_key.to_user_string(): dict(e.materialization.metadata)
+        for e in result.get_asset_materialization_events()
+    }
+
+
+@pytest.mark.parametrize(("chosen", "other"), [("stripe", "monetbil"), ("monetbil", "stripe")])
+def test_provider_override_moves_only_that_providers_events(
+    db_env: Engine,
+    event_factory: EventFactory,
+    instance: dg.DagsterInstance,
+    chosen: str,
+    other: str,
+) -> None:
+    mine = event_factory(chosen, dispatched_at=ago(minutes=30))  # dispatch_lost
+    theirs = event_factory(other)  # dispatched_at_null
+    result = execute_sweep(instance, provider=chosen, minutes=10)
+    assert result.success
+    assert fetch_event(db_env, mine).status is EventStatus.PROCESSED
+    untouched = fetch_event(db_env, theirs)
+    assert untouched.status is EventStatus.RECEIVED and untouched.dispatched_at is None
+    summary = result.output_for_node("requeue_sweep_summary")
+    assert [p.value for p in summary.providers] == [chosen]
+    assert summary.total.dispatched == 1
+    (row,) = sweep_rows(db_env)
+    assert (row.provider, row.minutes, row.status, row.trigger) == (chosen, 10, "succeeded", "ui")
+    assert row.dagster_run_id == result.run_id and row.dispatched == 1
+
+
+def test_payments_db_can_be_given_in_run_config(
+    engine: Engine, event_factory: EventFactory, instance: dg.DagsterInstance
+) -> None:
+    event_id = event_factory(Provider.MONETBIL)
+    config = sweep_run_config(minutes=10, provider="all")
+    config["resources"]["payments_db"] = {"config": {"url": url_of(engine)}}
+    result = execute_sweep(instance, run_config=config, tags={"payments_pipeline/trigger": "api"})
+    assert result.success and fetch_event(engine, event_id).status is EventStatus.PROCESSED
+    assert sweep_rows(engine)[0].trigger == "api"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_metadata_tells_what_the_sweep_found_claimed_dispatched_and_why(
+    db_env: Engine, event_factory: EventFactory, instance: dg.DagsterInstance
+) -> None:
+    for _ in range(55):
+        event_factory(Provider.STRIPE)
+    event_factory(Provider.MONETBIL, status=EventStatus.FAILED, dispatched_at=ago(minutes=30))
+    event_factory(Provider.MONETBIL, created_at=ago(days=9))  # expired
+    result = execute_sweep(instance)
+    assert result.success
+    meta = _materializations(result)
+    assert list(meta) == assets_in_order()
+    found = meta["stuck_webhook_events"]
+    expected = {
+        "found": 56,
+        "found_stripe": 55,
+        "found_monetbil": 1,
+        "found_dispatched_at_null": 55,
+        "found_failed_old": 1,
+        "found_dispatch_lost": 0,
+        "expired": 1,
+        "expired_monetbil": 1,
+    }
+    for key, value in expected.items():
+        assert found[key] == dg.IntMetadataValue(value), key
+    assert meta["claimed_webhook_events"]["claimed"] == dg.IntMetadataValue(56)
+    dispatched = meta["dispatched_webhook_events"]
+    assert dispatched["dispatched_failed_old"] == dg.IntMetadataValue(1)
+    assert dispatched["processing_processed"] == dg.IntMetadataValue(56)
+    summary = meta["requeue_sweep_summary"]
+    for key, value in {"scanned": 56, "dispatched": 56, "skipped": 0, "expired": 1}.items():
+        assert summary[key] == dg.IntMetadataValue(value)
+    assert summary["monetbil_expired"] == dg.IntMetadataValue(1)
+    assert isinstance(summary["duration_seconds"], dg.FloatMetadataValue)
+    table = summary["summary"]
+    assert isinstance(table, dg.TableMetadataValue)
+    assert [r.data for r in table.records][-1] == {
+        "provider": "total",
+        "scanned": 56,
+        "dispatched": 56,
+        "skipped": 0,
+        "expired": 1,
+    }
+    reasons = {r.data["reason"]: r.data for r in summary["reasons"].records}  # type: ignore[attr-defined]
+    assert (
+        reasons["failed_old"]["dispatched"] == 1 and reasons["processing_stalled"]["skipped"] == 0
+    )
+    events = summary["events"]
+    assert isinstance(events, dg.TableMetadataValue) and len(events.records) == 50
+    assert summary["events_shown"].text.startswith("50 of 56 shown")  # type: ignore[attr-defined]
+    assert {c.name for c in events.schema.columns} >= {"provider_event_id", "reason", "outcome"}
+
+
+def assets_in_order() -> list[str]:
+    return [
+        "stuck_webhook_events",
+        "claimed_webhook_events",
+        "dispatched_webhook_events",
+        "requeue_sweep_summary",
+    ]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_an_empty_sweep_still_reports_zeros(db_env: Engine, instance: dg.DagsterInstance) -> None:
+    result = execute_sweep(instance)
+    assert result.success
+    summary = _materializations(result)["requeue_sweep_summary"]
+    assert summary["scanned"] == dg.IntMetadataValue(0)
+    assert summary["stripe_dispatched"] == dg.IntMetadataValue(0)
+    assert len(summary["reasons"].records) == 4  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("provider", ["paypal", "STRIPE", ""])
+def test_a_bad_provider_is_refused_before_the_run_starts(
+    db_env: Engine, event_factory: EventFactory, instance: dg.DagsterInstance, provider: str
+) -> None:
+    event_id = event_factory(Provider.STRIPE)
+    with pytest.raises(dg.DagsterInvalidConfigError):
+        execute_sweep(instance, provider=provider)
+    assert sweep_rows(db_env) == [] and fetch_event(db_env, event_id).dispatched_at is None
+    assert instance.get_runs_count() == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_minutes_below_one_fails_before_any_write(
+    db_env: Engine, event_factory: EventFactory, instance: dg.DagsterInstance
+) -> None:
+    event_id = event_factory(Provider.STRIPE)
+    result = execute_sweep(instance, minutes=0)
+    assert not result.success
+    assert sweep_rows(db_env) == [] and fetch_event(db_env, event_id).dispatched_at is None
+
+
+def test_a_failure_mid_sweep_marks_the_audit_row_failed(
+    db_env: Engine,
+    event_factory: EventFactory,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    event_factory(Provider.STRIPE)
+
+    def broken_finish(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(assets, "finish_sweep", broken_finish)
+    result = execute_sweep(instance)
+    assert not result.success
+    (row,) = sweep_rows(db_env)
+    assert row.status == SweepStatus.FAILED.value and "disk full" in row.error
+    assert row.dagster_run_id == result.run_id
+
+
+def test_a_missing_database_url_is_refused_before_the_run_naming_the_variable(
+    instance: dg.DagsterInstance,
+) -> None:
+    with pytest.raises(dg.DagsterInvalidConfigError, match="PAYMENTS_DATABASE_URL"):
+        execute_sweep(instance)
+    assert instance.get_runs_count() == 0

@@ -1,0 +1,310 @@
+"""The visual audit, seen in a real browser: screenshots of the Dagster UI on a demo home.
+
+Not part of CI. It runs the demo (`payments-pipeline demo`: a sweep through the job, trigger
+`cli`), starts `dagster dev` on the demo's Dagster home (127.0.0.1, a free port), adds stuck events
+between launches and launches three sweeps through the GraphQL API as the launchpad does (per-
+provider overrides, trigger `ui`), so the plots have points that differ, then drives headless
+Chromium (Selenium, /usr/bin/chromium + /usr/bin/chromedriver) and saves under docs/img/:
+
+    run-page.png            the last run: steps, and the materializations with their metadata
+    run-summary-event.png   the same run's log filtered to the summary's materialization
+    asset-events.png        requeue_sweep_summary, its latest materialization as a table
+    asset-plots.png         requeue_sweep_summary's overview: numeric metadata plotted over runs
+    asset-checks.png        the three checks on the summary, the failing one open
+    launchpad.png           the job's launchpad with a per-provider override
+    asset-graph.png         the four assets of group webhook_requeue
+
+Everything it starts is stopped at the end (process group), also on error. Selenium is a tool of
+this script only, not a dependency of the project:
+
+    apt-get install -y chromium chromium-driver
+    uv run --frozen --with selenium python scripts/screenshots.py [--out docs/img]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
+
+from payments_pipeline import store
+from payments_pipeline.cli import main as payments_pipeline
+from payments_pipeline.demo import monetbil_notification, stripe_event
+from payments_pipeline.models import EventStatus, utcnow
+
+REPO = Path(__file__).resolve().parents[1]
+CHROME_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
+LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
+STATUS = """query($runId: ID!) { runOrError(runId: $runId) { ... on Run { status } } }"""
+
+
+def sigint_default() -> None:
+    """`dagster dev` maps SIGTERM onto its SIGINT handler; a background shell job inherits SIGINT
+    ignored, which would make SIGTERM a no-op."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def graphql(port: int, query: str, **variables: Any) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query, "variables": variables}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = json.loads(response.read())
+    if "errors" in body:
+        raise RuntimeError(body["errors"])
+    return dict(body["data"])
+
+
+def add_stuck_events(database_url: str, batch: str, stripe: int, monetbil: int) -> None:
+    """Stuck events of every reason, so each sweep finds a different mix."""
+    now = utcnow()
+    created = int((now - dt.timedelta(hours=1)).replace(tzinfo=dt.UTC).timestamp())
+    rows: list[dict[str, Any]] = []
+    for provider, count in (("stripe", stripe), ("monetbil", monetbil)):
+        for i in range(count):
+            state: dict[str, Any] = [
+                {},
+                {"dispatched_at": now - dt.timedelta(minutes=20)},
+                {
+                    "status": EventStatus.FAILED.value,
+                    "attempts": 1,
+                    "dispatched_at": now - dt.timedelta(minutes=30),
+                    "last_error": "TimeoutError: upstream",
+                },
+            ][i % 3]
+            key = f"{batch}_{provider}_{i}"
+            if provider == "stripe":
+                event_type = "payment_intent.succeeded"
+                payload = stripe_event(f"evt_{key}", event_type, f"pi_{key}", 1500, created)
+            else:
+                event_type = "payment.success"
+                payload = monetbil_notification(f"tx_{key}", "1", f"order-{key}", 750)
+            rows.append(
+                {
+                    "provider": provider,
+                    "provider_event_id": key,
+                    "event_type": event_type,
+                    "payload": payload,
+                    "created_at": now - dt.timedelta(minutes=40),
+                    "updated_at": now,
+                    **state,
+                }
+            )
+    engine = store.make_engine(database_url)
+    try:
+        store.in_transaction(engine, lambda conn: store.insert_events(conn, rows=rows))
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def dagster_dev(home: Path, database_url: str, port: int, log: Path) -> Iterator[None]:
+    env = os.environ | {
+        "DAGSTER_HOME": str(home),
+        "PAYMENTS_DATABASE_URL": database_url,
+        "PAYMENTS_STUCK_REQUEUE_ENABLED": "false",  # no ticks: the screenshots stay the same
+    }
+    dagster = Path(sys.executable).with_name("dagster")
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=sigint_default,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"dagster dev exited: see {log}")
+            with contextlib.suppress(Exception):
+                repo = graphql(
+                    port,
+                    "{ repositoriesOrError { ... on RepositoryConnection { nodes { name } } } }",
+                )
+                if repo["repositoriesOrError"].get("nodes"):
+                    break
+            time.sleep(1)
+        else:
+            raise RuntimeError(f"dagster dev did not answer in 120 s: see {log}")
+        yield
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def launch(port: int, provider: str, minutes: int = 10) -> str:
+    params = {
+        "selector": {
+            "repositoryLocationName": "payments_pipeline",
+            "repositoryName": "__repository__",
+            "jobName": "requeue_stuck_webhooks",
+        },
+        "runConfigData": {
+            "resources": {"sweep": {"config": {"minutes": minutes, "provider": provider}}}
+        },
+    }
+    result = graphql(port, LAUNCH, params=params)["launchRun"]
+    if result["__typename"] != "LaunchRunSuccess":
+        raise RuntimeError(result)
+    run_id = str(result["run"]["runId"])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = graphql(port, STATUS, runId=run_id)["runOrError"]["status"]
+        if status in {"SUCCESS", "FAILURE", "CANCELED"}:
+            if status != "SUCCESS":
+                raise RuntimeError(f"run {run_id} ended {status}")
+            return run_id
+        time.sleep(1)
+    raise RuntimeError(f"run {run_id} did not finish in 120 s")
+
+
+class Browser:
+    def __init__(self, base: str, profile: Path) -> None:
+        options = webdriver.ChromeOptions()
+        options.binary_location = "/usr/bin/chromium"
+        for flag in (*CHROME_FLAGS, f"--user-data-dir={profile}", "--window-size=1600,1200"):
+            options.add_argument(flag)
+        self.driver: WebDriver = webdriver.Chrome(
+            service=Service("/usr/bin/chromedriver"), options=options
+        )
+        self.base = base
+        self.dialog_dismissed = False
+
+    def open(self, path: str, ready: str) -> None:
+        """Load `path` and wait until `ready` (visible text) shows, then let the UI settle."""
+        self.driver.get(self.base + path)
+        self.wait_text(ready)
+        self.dismiss_community_dialog()
+        time.sleep(2)
+
+    def wait_text(self, text: str, seconds: float = 30) -> None:
+        xpath = f"//*[contains(normalize-space(text()), {json.dumps(text)})]"
+        WebDriverWait(self.driver, seconds).until(ec.presence_of_element_located((By.XPATH, xpath)))
+
+    def click_text(self, text: str) -> None:
+        xpath = f"//button[contains(normalize-space(.), {json.dumps(text)})]"
+        WebDriverWait(self.driver, 20).until(ec.element_to_be_clickable((By.XPATH, xpath))).click()
+        time.sleep(2)
+
+    def click_text_any(self, text: str) -> None:
+        """Click the innermost element showing exactly `text` (list items are not buttons)."""
+        xpath = f"//*[normalize-space(text())={json.dumps(text)}]"
+        WebDriverWait(self.driver, 20).until(ec.element_to_be_clickable((By.XPATH, xpath))).click()
+        time.sleep(2)
+
+    def dismiss_community_dialog(self) -> None:
+        """The UI's "Join the Dagster community" dialog pops up a moment after the first page of a
+        fresh browser profile; skip it once (the UI remembers) before any screenshot."""
+        if self.dialog_dismissed:
+            return
+        skip = (By.XPATH, "//button[normalize-space(.)='Skip']")
+        with contextlib.suppress(NoSuchElementException, TimeoutException):
+            WebDriverWait(self.driver, 15).until(ec.element_to_be_clickable(skip)).click()
+            WebDriverWait(self.driver, 10).until(ec.invisibility_of_element_located(skip))
+        self.dialog_dismissed = True
+
+    def shoot(self, path: Path, height: int = 1200) -> None:
+        self.driver.set_window_size(1600, height)
+        time.sleep(1)
+        self.driver.save_screenshot(str(path))
+        print(f"saved {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
+
+    def quit(self) -> None:
+        self.driver.quit()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Screenshots of the Dagster UI on a demo home.")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "img")
+    parser.add_argument("--directory", type=Path, help="demo directory (default: a temporary one)")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="pp_screenshots_") as tmp:
+        directory = (args.directory or Path(tmp) / "demo").resolve()
+        if payments_pipeline(["--log-level", "error", "demo", "--directory", str(directory)]):
+            raise SystemExit("the demo failed")
+        database_url = f"sqlite:///{directory / 'payments.sqlite3'}"
+        port = free_port()
+        with dagster_dev(directory / "dagster_home", database_url, port, Path(tmp) / "dev.log"):
+            add_stuck_events(database_url, "b1", stripe=5, monetbil=2)
+            launch(port, "stripe")
+            add_stuck_events(database_url, "b2", stripe=3, monetbil=6)
+            launch(port, "monetbil", minutes=15)
+            add_stuck_events(database_url, "b3", stripe=7, monetbil=4)
+            run_id = launch(port, "all")
+            browser = Browser(f"http://127.0.0.1:{port}", Path(tmp) / "chrome")
+            try:
+                shoot_pages(browser, run_id, args.out)
+            finally:
+                browser.quit()
+    return 0
+
+
+def shoot_pages(browser: Browser, run_id: str, out: Path) -> None:
+    browser.open(f"/runs/{run_id}?logs=type%3AASSET_MATERIALIZATION", "requeue_sweep_summary")
+    browser.shoot(out / "run-page.png", height=1300)
+    browser.open(f"/runs/{run_id}?logs=step%3Arequeue_sweep_summary", "requeue_sweep_summary")
+    browser.shoot(out / "run-summary-event.png", height=1600)
+    browser.open("/assets/requeue_sweep_summary?view=events", "duration_seconds")
+    browser.shoot(out / "asset-events.png", height=1600)
+    browser.open("/assets/requeue_sweep_summary?view=overview", "Metadata")
+    browser.click_text("Plots")
+    time.sleep(3)  # the charts draw after their data arrives
+    browser.shoot(out / "asset-plots.png", height=2200)
+    browser.open("/assets/requeue_sweep_summary?view=checks", "no_expired_stuck_events")
+    browser.click_text_any("no_expired_stuck_events")
+    browser.shoot(out / "asset-checks.png", height=1000)
+    browser.open("/locations/payments_pipeline/jobs/requeue_stuck_webhooks/playground", "Launchpad")
+    browser.shoot(out / "launchpad.png", height=900)
+    browser.open("/asset-groups/webhook_requeue", "stuck_webhook_events")
+    browser.shoot(out / "asset-graph.png", height=900)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

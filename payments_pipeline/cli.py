@@ -317,6 +317,39 @@ def demo(settings: Settings, directory: Path, as_json: bool) -> None:
         click.echo(f"see the run in the Dagster UI: {ui_command(home, database_url)}")
 
 
+@cli.command("worker")
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Events taken per poll.",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.01),
+    default=0.5,
+    show_default=True,
+    help="Seconds between polls when the queue is empty.",
+)
+@click.pass_obj
+def worker(settings: Settings, batch: int, poll_interval: float) -> None:
+    """Process claimed events from the table until SIGTERM/SIGINT (pair with `serve --dispatch
+    queue`; run several)."""
+    from .worker import Worker
+
+    engine = open_database(settings)
+    runner = Worker(engine, settings, batch=batch, poll_interval=poll_interval)
+    runner.install_signal_handlers()
+    log.info("worker started (batch %s, poll every %ss)", batch, poll_interval)
+    try:
+        stats = runner.run()
+    finally:
+        engine.dispose()
+    counts = ", ".join(f"{o.value} {n}" for o, n in sorted(stats.outcomes.items())) or "nothing"
+    click.echo(f"worker stopped after {stats.polls} polls: {counts}")
+
+
 @cli.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)

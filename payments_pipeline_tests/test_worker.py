@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import Engine
@@ -105,3 +109,24 @@ def test_worker_stops_when_asked(sqlite_engine: Engine) -> None:
     worker = Worker(sqlite_engine, make_settings(sqlite_engine), poll_interval=0.01)
     stats = worker.run(until=lambda: worker.stats.polls >= 3)
     assert stats.polls == 3 and stats.processed == 0
+
+
+def test_worker_command_processes_then_stops_on_sigterm(engine: Engine) -> None:
+    event_id = _receive(engine, "evt_cli", reference="pi_cli")
+    env = {**os.environ, "PAYMENTS_DATABASE_URL": engine.url.render_as_string(hide_password=False)}
+    exe = Path(sys.executable).with_name("payments-pipeline")
+    with subprocess.Popen(
+        [str(exe), "worker", "--poll-interval", "0.05"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        deadline = time.monotonic() + 60
+        while fetch_event(engine, event_id).status is not EventStatus.PROCESSED:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert "processed 1" in out

@@ -312,7 +312,8 @@ def demo(settings: Settings, directory: Path, as_json: bool) -> None:
     if not as_json:
         click.echo(f"\ndemo database: {path.resolve()}")
         click.echo(
-            f"inspect it: PAYMENTS_DATABASE_URL=sqlite:///{path.resolve()} payments-pipeline status"
+            f"inspect it: PAYMENTS_DATABASE_URL=sqlite:///{path.resolve()} "
+            f"{Path(sys.executable).with_name('payments-pipeline')} status"
         )
         click.echo(f"see the run in the Dagster UI: {ui_command(home, database_url)}")
 

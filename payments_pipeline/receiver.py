@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 # Threads (and pooled connections) that may run gate transactions at once, per process: enough to
 # keep a worker busy while each waits on round trips to a remote database. On a local one the GIL,
-# not this number, is the limit (docs/perf-receiver.md).
+# not this number, is the limit (docs/PERFORMANCE.md, receiver section).
 DATABASE_THREADS = 16
 HEALTH_THREADS = 2
 HEALTH_TIMEOUT_SECONDS = 3.0

@@ -88,7 +88,7 @@ def run_sweep_job(
     with dg.DagsterInstance.from_config(str(dagster_home.resolve())) as instance:
         # Hold pooled connections to the instance's storage for this run, as the webserver does:
         # dagster-postgres otherwise opens one per statement, ~110 a run (~0.5 s; a no-op on
-        # SQLite storage). See docs/perf-dagster.md.
+        # SQLite storage). See docs/PERFORMANCE.md (Dagster section).
         instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=4)
         active = active_sweep_runs(instance)
         if active:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dagster as dg
 
 from .config import load_settings
-from .defs import assets, jobs, resources, schedules, sensors
+from .defs import assets, jobs, resources, run_failures, schedules, sensors
 
 defs = dg.Definitions(
     assets=[
@@ -21,7 +21,7 @@ defs = dg.Definitions(
     ],
     jobs=[jobs.requeue_stuck_webhooks],
     schedules=[schedules.requeue_schedule],
-    sensors=[sensors.webhook_events_sensor],
+    sensors=[sensors.webhook_events_sensor, run_failures.sweep_run_failure_sensor],
     resources=resources.build_resources(load_settings()),
     executor=dg.in_process_executor,
 )

@@ -1098,3 +1098,18 @@ def select_dispatched(conn: Connection, *, limit: int) -> list[int]:
         .limit(limit)
     )
     return list(rows.scalars())
+
+
+def fail_running_sweep_of_dagster_run(
+    conn: Connection, *, dagster_run_id: str, finished_at: dt.datetime, error: str
+) -> bool:
+    """Close the audit row of a Dagster run that died without closing it; False if none was open."""
+    result = conn.execute(
+        sa.update(sweep_runs)
+        .where(
+            sweep_runs.c.dagster_run_id == dagster_run_id,
+            sweep_runs.c.status == SweepStatus.RUNNING.value,
+        )
+        .values(finished_at=finished_at, status=SweepStatus.FAILED.value, error=error[:500])
+    )
+    return bool(result.rowcount == 1)

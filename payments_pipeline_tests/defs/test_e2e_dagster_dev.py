@@ -171,7 +171,10 @@ def test_launch_from_the_webserver_with_a_provider_override(
     assert data["schedules"] == [
         {"name": "requeue_stuck_webhooks_every_5_minutes", "cronSchedule": "*/5 * * * *"}
     ]
-    assert data["sensors"] == [{"name": "webhook_events_sensor"}]
+    assert {s["name"] for s in data["sensors"]} == {
+        "webhook_events_sensor",
+        "sweep_run_failure_sensor",
+    }
     assert {n["groupName"] for n in data["assetNodes"]} == {"webhook_requeue"}
 
     def launch(provider: str) -> dict[str, Any]:

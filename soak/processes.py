@@ -1,0 +1,117 @@
+"""Child processes: how the soak starts, signals and stops each of them.
+
+Every child starts in its own session (its own process group), so a Ctrl-C on the soak's terminal
+reaches the soak alone, which then stops each group itself: SIGTERM, a grace period, SIGKILL. Each
+child's stdout and stderr go to files in the run's log directory, which the verifier reads for
+leaked secrets, signatures and payloads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+from .config import REPO
+
+log = logging.getLogger(__name__)
+
+PYTHON = sys.executable
+CLI = str(Path(sys.executable).with_name("payments-pipeline"))
+
+
+class Child:
+    """One process with its output in `<log_dir>/<name>.out|.err`."""
+
+    def __init__(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str], log_dir: Path
+    ) -> None:
+        self.name = name
+        self.stdout_path = log_dir / f"{name}.out"
+        self.stderr_path = log_dir / f"{name}.err"
+        self._files: list[IO[bytes]] = [open(self.stdout_path, "wb"), open(self.stderr_path, "wb")]  # noqa: SIM115
+        self.popen = subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=self._files[0],
+            stderr=self._files[1],
+            start_new_session=True,
+        )
+        self.pid = self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL this process only (chaos): no cleanup, no flush, mid-whatever it was doing."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+    def pause(self) -> None:
+        """SIGSTOP: frozen mid-whatever, its connections and locks held, until `resume()`."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGCONT)
+
+    def terminate(self) -> None:
+        """SIGTERM without waiting (a worker finishes its current event, then exits)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+
+    def stop(self, grace: float = 15.0) -> int | None:
+        """SIGTERM the process group, wait up to `grace`, then SIGKILL it; close the log files."""
+        try:
+            if self.alive():
+                self._signal_group(signal.SIGCONT)  # a paused process could not act on SIGTERM
+                self._signal_group(signal.SIGTERM)
+                try:
+                    self.popen.wait(grace)
+                except subprocess.TimeoutExpired:
+                    log.warning("%s did not stop in %ss: killing it", self.name, grace)
+            self._signal_group(signal.SIGKILL)  # stragglers of the group (uvicorn's workers)
+            return self.popen.wait(10)
+        finally:
+            for f in self._files:
+                f.close()
+
+    def _signal_group(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signum)
+
+
+def soak_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """The environment of every child: ours, the product's settings, and the repo on the path."""
+    env = {k: v for k, v in base.items() if not k.startswith(("PAYMENTS_", "DAGSTER_"))}
+    env.update(extra)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), base.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def wait_healthy(url: str, child: Child, timeout: float = 60.0) -> None:
+    """Block until `GET /healthz` answers 200; raise if the server died or never answered."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not child.alive():
+            raise RuntimeError(f"{child.name} exited with {child.popen.returncode} at start")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{child.name} did not answer /healthz within {timeout}s")

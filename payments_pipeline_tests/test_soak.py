@@ -1,7 +1,7 @@
 """The reliability soak, short: the same orchestrator as `python -m soak` (docs/RELIABILITY.md),
-20 s of load on PostgreSQL and on MariaDB, chaos on, then settle, verify, report.
+25 s of load on PostgreSQL and on MariaDB, chaos on, then settle, verify, report.
 
-Chaos (SIGKILLed workers, cut connections) and the injected handler failures stop 12 s into the
+Chaos (SIGKILLed workers, cut connections) and the injected handler failures stop 18 s into the
 load; one worker is frozen mid-handler 2-3 s in and woken 95 s later, after the sweep reclaimed
 its event (the attempt fence must turn it away). A stalled or failed event becomes a sweep
 candidate only a minute after its attempt (the smallest `PAYMENTS_STUCK_REQUEUE_MINUTES` and
@@ -35,8 +35,8 @@ from soak.verify import verify
 
 from .conftest import SERVER_ENV, server_url
 
-DURATION = 20.0
-CHAOS_SECONDS = 12.0
+DURATION = 25.0
+CHAOS_SECONDS = 18.0
 STAGGER = 12.0
 
 

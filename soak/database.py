@@ -24,7 +24,7 @@ from .config import Backend, backend_of
 log = logging.getLogger(__name__)
 
 PAYMENT_LOG = "soak_payment_log"
-SPARE_SECONDS = 5.0
+SPARE_SECONDS = 2.0
 
 _LOG_COLUMNS = "payment_id, provider, reference, old_status, new_status, event_id"
 

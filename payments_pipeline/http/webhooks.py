@@ -32,6 +32,7 @@ class Delivery:
     provider_event_id: str
     event_type: str
     payload: str
+    reference: str | None = None  # Monetbil's payment_ref, for the checkPayment comparison
 
 
 def _malformed(detail: str) -> Refusal:
@@ -66,6 +67,9 @@ async def read_stripe(request: Request, settings: Settings) -> Delivery:
 async def read_monetbil(request: Request, settings: Settings) -> Delivery:
     """Monetbil: the signed fields of a form body, or of the query string when there is no body.
 
+    A notification must name its payment in `payment_ref` (`monetbil.reference_for`): one without
+    it is refused here, before anything is stored, since it could never move a payment.
+
     Like Monetbil's PHP handlers, a form body is read alone (`$_POST`: a query string beside it is
     not part of the signed fields), and a request without a body (GET, or an empty POST) is read
     from its query string (`parse_str`). The stored payload is the raw form body, or for the
@@ -84,12 +88,13 @@ async def read_monetbil(request: Request, settings: Settings) -> Delivery:
         monetbil.verify_signature(fields, settings.monetbil_service_secret)
         event_type = monetbil.event_type_for(fields)
         event_id = monetbil.event_id_for(fields)
+        reference = monetbil.reference_for(fields)
     except SignatureError as exc:
         raise Refusal(400, ErrorCode.INVALID_SIGNATURE, str(exc)) from None
     except PayloadError as exc:
         raise _malformed(str(exc)) from None
     payload = source.decode("utf-8") if body else monetbil.canonical_payload(fields)
-    return Delivery(Provider.MONETBIL, event_id, event_type, _storable(payload))
+    return Delivery(Provider.MONETBIL, event_id, event_type, _storable(payload), reference)
 
 
 async def confirm_monetbil(delivery: Delivery, settings: Settings) -> None:
@@ -118,4 +123,10 @@ async def confirm_monetbil(delivery: Delivery, settings: Settings) -> None:
             ErrorCode.PAYMENT_NOT_CONFIRMED,
             f"checkPayment reports status {check.status or 'unknown'} for this transaction, "
             "not a success",
+        )
+    if delivery.reference is not None and check.contradicts(delivery.reference):
+        raise Refusal(
+            409,
+            ErrorCode.PAYMENT_NOT_CONFIRMED,
+            "checkPayment names another payment_ref for this transaction",
         )

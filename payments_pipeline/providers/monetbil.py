@@ -32,6 +32,14 @@ We compare in constant time and exactly; PHP's loose `==` would also accept some
 are refused: which copy was signed is ambiguous.
 
 Status codes (the SDK's constants): 1 success, 0 failed, -1 cancelled; test mode 7, 8, 9.
+
+The payment a notification moves is named by one field only, `payment_ref` (the merchant's
+reference, sent to Monetbil when the payment was started and echoed back). A notification without
+it is refused. There is deliberately no fallback to `item_ref` or `transaction_id`: the sign covers
+values, not names, so a copy of a signed notification with `payment_ref` renamed still verifies,
+and a fallback would then apply it to whatever payment `item_ref` names. What the sign still cannot
+rule out (a rename that keeps the sorted order of the values and moves another value into
+`payment_ref`) is what the checkPayment confirmation is for (`monetbil_check`, docs/receiver.md).
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from payments_pipeline.models import PaymentStatus, PaymentUpdate, Provider
 from payments_pipeline.providers.errors import PayloadError, SignatureError, check_identifier
 
 SIGN_FIELD = "sign"
+REFERENCE_FIELD = "payment_ref"
 DEFAULT_CURRENCY = "XAF"
 MAX_FIELDS = 200
 
@@ -151,6 +160,12 @@ def event_id_for(fields: Mapping[str, str]) -> str:
     return check_identifier(fields.get("transaction_id"), "transaction_id")
 
 
+def reference_for(fields: Mapping[str, str]) -> str:
+    """The merchant's payment reference: `payment_ref`, required (no fallback: see the module
+    docstring for why a fallback would let a renamed field move another payment)."""
+    return check_identifier(fields.get(REFERENCE_FIELD), REFERENCE_FIELD)
+
+
 def canonical_payload(fields: Mapping[str, str]) -> str:
     """A deterministic urlencoded form of `fields` (sorted by name, `sign` kept).
 
@@ -169,8 +184,8 @@ def _amount(raw: str | None) -> int | None:
 def payment_update(event_type: str, payload: str) -> PaymentUpdate | None:
     """What a stored Monetbil notification says about its payment; None for unknown types.
 
-    Reference: `payment_ref` (the merchant's), else `item_ref`, else `transaction_id`. Amount: the
-    whole number Monetbil sent, None if it is not one. Monetbil sends no timestamp, so
+    Reference: `payment_ref`, required (`reference_for`). Amount: the whole number Monetbil
+    sent, None if it is not one. Monetbil sends no timestamp, so
     `occurred_at` is None and ordering falls to the lifecycle rules alone.
     """
     status = _PAYMENT_STATUS.get(event_type)
@@ -179,11 +194,7 @@ def payment_update(event_type: str, payload: str) -> PaymentUpdate | None:
     fields = parse_form(payload)
     if event_type_for(fields) != event_type:
         raise PayloadError("event type does not match the payload's status")
-    source = next(
-        (name for name in ("payment_ref", "item_ref") if fields.get(name, "").strip()),
-        "transaction_id",
-    )
-    reference = check_identifier(fields.get(source), source)
+    reference = reference_for(fields)
     currency = fields.get("currency", "").strip().upper() or DEFAULT_CURRENCY
     if not _CURRENCY.fullmatch(currency):
         raise PayloadError("currency is not a three-letter code")

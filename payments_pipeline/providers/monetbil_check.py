@@ -7,6 +7,12 @@ the form `paymentId=<transaction_id>`, answered with JSON
 `{"transaction": {"status": <code>, "testmode": <0|1>, ...}}`. An answer without a `transaction`
 object means Monetbil knows no such successful payment (the SDK reads it as status 0, failed).
 
+The SDK reads only `status` and `testmode`. When the transaction object also names a
+`payment_ref`, we read it too: the notification's `sign` does not cover field names, so a signed
+form can be re-labelled to name another payment (`monetbil` module docstring), and Monetbil's own
+answer is then the only word on which payment this transaction paid. An answer without one binds
+nothing, and we say so in docs/receiver.md rather than guess at fields the SDK does not read.
+
 A network error, a timeout, a non-2xx status or a body that is not JSON is
 `ConfirmationUnavailable`: nothing was learned, so the receiver answers 503 and Monetbil retries.
 """
@@ -35,6 +41,12 @@ class ConfirmationUnavailable(Exception):
 class PaymentCheck:
     status: str | None  # Monetbil's status code as text; None when it reports no transaction
     testmode: bool
+    payment_ref: str | None = None  # the transaction's payment_ref, when the answer names one
+
+    def contradicts(self, reference: str) -> bool:
+        """True when Monetbil names a different payment_ref for this transaction than the
+        notification does."""
+        return self.payment_ref is not None and self.payment_ref != reference
 
     @property
     def confirms_success(self) -> bool:
@@ -85,7 +97,9 @@ def check_payment(url: str, payment_id: str, *, timeout: float) -> PaymentCheck:
     transaction = document.get("transaction") if isinstance(document, dict) else None
     if not isinstance(transaction, dict):
         return PaymentCheck(status=None, testmode=False)
+    payment_ref = transaction.get(monetbil.REFERENCE_FIELD)
     return PaymentCheck(
         status=_status(transaction.get("status")),
         testmode=str(transaction.get("testmode", "0")).strip() not in {"", "0", "False", "false"},
+        payment_ref=payment_ref if isinstance(payment_ref, str) and payment_ref.strip() else None,
     )

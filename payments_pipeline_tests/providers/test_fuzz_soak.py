@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 
 import pytest
 import stripe as stripe_sdk
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from payments_pipeline.providers import monetbil, stripe
@@ -176,21 +176,48 @@ def test_monetbil_mutated_body_raises_only_documented_errors(
     assert _values(parsed) == _values(signed)
 
 
-# --- a finding of this fuzzing, kept as an expected failure until the core decides ------------
+# --- a finding of this fuzzing: the sign covers values, not names ------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Monetbil's sign covers values, not names: a renamed payment_ref keeps a valid sign "
-    "and the reference falls back to item_ref (docs/RELIABILITY.md, Findings)",
-)
 def test_monetbil_renamed_reference_field_does_not_move_the_payment() -> None:
+    # Found by the fuzzing above: with `payment_ref` renamed, the sign still verifies. The
+    # reference used to fall back to item_ref, moving the payment item_ref names; now a
+    # notification without payment_ref is refused.
     fields = {"transaction_id": "TX-9", "status": "1", "amount": "500", "currency": "XAF"}
     signed = monetbil.sign_fields({**fields, "item_ref": "item-9", "payment_ref": "order-1"}, "k")
     renamed = {("payment_reg" if k == "payment_ref" else k): v for k, v in signed.items()}
+    monetbil.verify_signature(renamed, "k")  # the finding: names are not signed
+    with pytest.raises(PayloadError, match="payment_ref is missing"):
+        monetbil.payment_update(monetbil.SUCCESS, urlencode(renamed))
+    with pytest.raises(PayloadError, match="payment_ref is missing"):
+        monetbil.reference_for(renamed)
+
+
+@FUZZ
+@given(fields=notifications, new_name=field_names, reference=utf8_text.filter(str.strip))
+def test_monetbil_a_verifying_rename_of_payment_ref_is_refused(
+    fields: dict[str, str], new_name: str, reference: str
+) -> None:
+    signed = monetbil.sign_fields({**fields, monetbil.REFERENCE_FIELD: reference}, MB_SECRET)
+    assume(new_name not in signed)
+    renamed = {(new_name if k == monetbil.REFERENCE_FIELD else k): v for k, v in signed.items()}
     try:
-        monetbil.verify_signature(renamed, "k")
-        update = monetbil.payment_update(monetbil.SUCCESS, urlencode(renamed))
-    except (SignatureError, PayloadError):
-        return  # refused: what a fix would do
-    assert update is not None and update.reference == "order-1"
+        monetbil.verify_signature(renamed, MB_SECRET)
+    except SignatureError:
+        return  # the rename changed the sorted order of the values
+    with pytest.raises(PayloadError):
+        monetbil.reference_for(renamed)
+
+
+def test_monetbil_sign_cannot_stop_an_order_preserving_rename() -> None:
+    # What no parser can fix, written down: `msisdn < payment_ref < payment_ref2 < phone`, so
+    # renaming msisdn to payment_ref and payment_ref to payment_ref2 keeps the values' order and
+    # the sign. The reference becomes the payer's number. Only a second opinion from Monetbil
+    # (checkPayment naming the transaction's payment_ref) catches it: see the receiver's
+    # test_check_payment_naming_another_payment_ref_is_refused.
+    fields = {"transaction_id": "TX-9", "status": "1", "msisdn": "237670000000"}
+    signed = monetbil.sign_fields({**fields, "payment_ref": "order-1", "phone": "x"}, "k")
+    shifted = {k: v for k, v in signed.items() if k not in {"msisdn", "payment_ref"}}
+    shifted |= {"payment_ref": "237670000000", "payment_ref2": "order-1"}
+    monetbil.verify_signature(shifted, "k")
+    assert monetbil.reference_for(shifted) == "237670000000"

@@ -230,7 +230,7 @@ def test_event_id_is_the_transaction_id() -> None:
 
 
 def body(**fields: str) -> str:
-    return urlencode(notification(**fields))
+    return urlencode(notification(**{"payment_ref": "order-1", **fields}))
 
 
 @pytest.mark.parametrize(
@@ -251,21 +251,29 @@ def test_payment_update_status(event_type: str, status_code: str, status: Paymen
     assert (update.amount, update.currency, update.occurred_at) == (500, "XAF", None)
 
 
+def test_reference_is_payment_ref_even_beside_item_ref() -> None:
+    update = monetbil.payment_update("payment.success", body(payment_ref="P1", item_ref="I1"))
+    assert update is not None and update.reference == "P1"
+    assert monetbil.reference_for({"payment_ref": "P1", "item_ref": "I1"}) == "P1"
+
+
 @pytest.mark.parametrize(
-    ("extra", "reference"),
+    "fields",
     [
-        ({"payment_ref": "P1", "item_ref": "I1"}, "P1"),
-        ({"payment_ref": " ", "item_ref": "I1"}, "I1"),
-        ({"item_ref": "I1"}, "I1"),
-        ({"payment_ref": "", "item_ref": ""}, "TX1"),
-        ({}, "TX1"),
+        {"payment_ref": " ", "item_ref": "I1"},
+        {"item_ref": "I1"},
+        {"payment_ref": "", "item_ref": ""},
+        {},
     ],
 )
-def test_reference_falls_back_from_payment_ref_to_item_ref_to_transaction(
-    extra: dict[str, str], reference: str
-) -> None:
-    update = monetbil.payment_update("payment.success", body(**extra))
-    assert update is not None and update.reference == reference
+def test_no_payment_ref_is_refused_with_no_fallback(fields: dict[str, str]) -> None:
+    # No fallback to item_ref or transaction_id: the sign does not cover field names, so a
+    # renamed payment_ref would otherwise move the payment item_ref names.
+    payload = urlencode({**notification(), **fields})
+    with pytest.raises(PayloadError, match="payment_ref is missing"):
+        monetbil.payment_update("payment.success", payload)
+    with pytest.raises(PayloadError, match="payment_ref is missing"):
+        monetbil.reference_for(fields)
 
 
 @pytest.mark.parametrize(
@@ -290,7 +298,7 @@ def test_amount_is_whole_or_none(amount: str, expected: int | None) -> None:
 def test_currency_uppercased_with_xaf_default() -> None:
     assert monetbil.payment_update("payment.success", body(currency="xof")).currency == "XOF"  # type: ignore[union-attr]
     assert monetbil.payment_update("payment.success", body(currency="")).currency == "XAF"  # type: ignore[union-attr]
-    no_currency = "transaction_id=T&status=1"
+    no_currency = "transaction_id=T&status=1&payment_ref=P"
     assert monetbil.payment_update("payment.success", no_currency).currency == "XAF"  # type: ignore[union-attr]
     with pytest.raises(PayloadError, match="currency"):
         monetbil.payment_update("payment.success", body(currency="francs"))

@@ -93,6 +93,27 @@ def _refusals() -> Iterator[tuple[str, str, str, dict[str, str], bytes, int, str
     yield "unknown status (signed)", "POST", URL, FORM_HEADERS, unknown, 400, "malformed_payload"
     no_id = form(monetbil.sign_fields({"status": "1", "amount": "5"}, MONETBIL_SECRET)).encode()
     yield "no transaction_id", "POST", URL, FORM_HEADERS, no_id, 400, "malformed_payload"
+    no_ref = monetbil_fields("tx_refused", payment_ref="")
+    yield (
+        "blank payment_ref (signed)",
+        "POST",
+        URL,
+        FORM_HEADERS,
+        form(no_ref).encode(),
+        400,
+        "malformed_payload",
+    )
+    # The soak fuzzing's finding: a renamed payment_ref keeps the sign; no fallback to item_ref.
+    renamed = {("payment_reg" if k == "payment_ref" else k): v for k, v in good.items()}
+    yield (
+        "renamed payment_ref (sign still valid)",
+        "POST",
+        URL,
+        FORM_HEADERS,
+        form(renamed).encode(),
+        400,
+        "malformed_payload",
+    )
     yield "repeated field", "POST", URL, FORM_HEADERS, body + b"&status=1", 400, "malformed_payload"
     yield "not UTF-8", "POST", URL, FORM_HEADERS, body + b"&x=%ff", 400, "malformed_payload"
     nul = form(monetbil_fields("tx_refused", message="a\x00b")).replace("%00", "\x00").encode()

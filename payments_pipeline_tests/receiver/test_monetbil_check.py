@@ -52,11 +52,9 @@ class FakeCheckPayment:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/payment/v1/checkPayment"
 
-    def transaction(self, status: int, testmode: int = 0) -> None:
-        self.answer = (
-            200,
-            json.dumps({"transaction": {"status": status, "testmode": testmode}}).encode(),
-        )
+    def transaction(self, status: int, testmode: int = 0, **extra: object) -> None:
+        answer = {"transaction": {"status": status, "testmode": testmode, **extra}}
+        self.answer = (200, json.dumps(answer).encode())
 
 
 @pytest.fixture
@@ -69,11 +67,18 @@ def fake_check() -> Iterator[FakeCheckPayment]:
     fake.server.server_close()
 
 
-def _post(make_client: ClientFactory, fake: FakeCheckPayment, tx: str, status: str = "1") -> Any:
+def _post(
+    make_client: ClientFactory,
+    fake: FakeCheckPayment,
+    tx: str,
+    status: str = "1",
+    fields: dict[str, str] | None = None,
+) -> Any:
     client = make_client(
         monetbil_check_payment_url=fake.url, monetbil_check_payment_timeout_seconds=1
     )
-    return client.post(URL, content=form(monetbil_fields(tx, status=status)), headers=FORM_HEADERS)
+    fields = fields or monetbil_fields(tx, status=status)
+    return client.post(URL, content=form(fields), headers=FORM_HEADERS)
 
 
 @pytest.mark.parametrize("api_status", [1, 7])
@@ -151,3 +156,39 @@ def test_check_payment_reads_status_and_testmode(fake_check: FakeCheckPayment) -
     fake_check.answer = (404, b"")
     with pytest.raises(ConfirmationUnavailable, match="HTTP 404"):
         check_payment(fake_check.url, "tx_1", timeout=2)
+
+
+def test_check_payment_naming_the_same_payment_ref_is_accepted(
+    make_client: ClientFactory, engine: Engine, fake_check: FakeCheckPayment
+) -> None:
+    fake_check.transaction(1, payment_ref="order-tx_same")
+    response = _post(make_client, fake_check, "tx_same")
+    assert response.status_code == 200 and response.json()["outcome"] == "dispatched"
+    assert count_events(engine) == 1
+
+
+def test_check_payment_naming_another_payment_ref_is_refused(
+    make_client: ClientFactory, engine: Engine, fake_check: FakeCheckPayment
+) -> None:
+    # The rename the sign cannot see (msisdn -> payment_ref, payment_ref -> payment_ref2 keeps the
+    # values' order): the sign verifies and the form names the payer's number as the payment.
+    # Monetbil's own answer names the real payment_ref, so the delivery is refused unstored.
+    signed = monetbil_fields("tx_shifted")
+    shifted = {k: v for k, v in signed.items() if k not in {"msisdn", "payment_ref"}}
+    shifted |= {"payment_ref": signed["msisdn"], "payment_ref2": signed["payment_ref"]}
+    fake_check.transaction(1, payment_ref=signed["payment_ref"])
+    response = _post(make_client, fake_check, "tx_shifted", fields=shifted)
+    assert response.status_code == 409
+    assert response.json()["error"] == "payment_not_confirmed"
+    assert "another payment_ref" in response.json()["detail"]
+    assert count_events(engine) == 0
+
+
+def test_check_payment_reads_payment_ref_only_when_it_is_text(fake_check: FakeCheckPayment) -> None:
+    for value, expected in [("order-1", "order-1"), ("  ", None), (42, None), (None, None)]:
+        fake_check.transaction(1, payment_ref=value)
+        check = check_payment(fake_check.url, "tx_1", timeout=2)
+        assert check.payment_ref == expected
+        assert check.contradicts("order-2") is (expected is not None)
+    fake_check.transaction(1)
+    assert check_payment(fake_check.url, "tx_1", timeout=2).payment_ref is None

@@ -49,6 +49,10 @@ class Settings:
     receiver_dispatch: str = "inline"
     # Threads that process claimed events after the response; a bounded queue feeds them.
     dispatch_threads: int = 4
+    # Gate transactions in flight at once per worker process (threads and pooled connections).
+    # Few is faster on a nearby database (they share one GIL); a distant one wants more, to
+    # overlap round trips (docs/PERFORMANCE.md, receiver section).
+    gate_threads: int = 4
     monetbil_check_payment_timeout_seconds: int = 10
 
 
@@ -104,5 +108,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_body_bytes=_int(env, "PAYMENTS_MAX_BODY_BYTES", 256 * 1024),
         receiver_dispatch=_choice(env, "PAYMENTS_RECEIVER_DISPATCH", RECEIVER_DISPATCH_MODES),
         dispatch_threads=_int(env, "PAYMENTS_DISPATCH_THREADS", 4),
+        gate_threads=_int(env, "PAYMENTS_GATE_THREADS", 4),
         monetbil_check_payment_timeout_seconds=_int(env, "MONETBIL_CHECK_PAYMENT_TIMEOUT", 10),
     )

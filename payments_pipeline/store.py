@@ -13,6 +13,7 @@ format, and MariaDB needs `DATETIME(6)` to keep the microseconds.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -203,22 +204,33 @@ def _insert_if_absent(conn: Connection, table: sa.Table, values: dict[str, Any])
     a no-op duplicate reports 1 row like an insert; INSERT IGNORE would also swallow data errors.)
     """
     name = conn.dialect.name
+    stmt = _insert_if_absent_statement(name, table)
     if name in {"mysql", "mariadb"}:
         try:
-            result = conn.execute(sa.insert(table).values(**values))
+            result = conn.execute(stmt, values)
         except sa.exc.IntegrityError as exc:
             if getattr(exc.orig, "args", (None,))[0] == _MYSQL_DUPLICATE_KEY:
                 return None
             raise
         return int(result.lastrowid)
-    if name == "postgresql":
+    return conn.execute(stmt, values).scalar()
+
+
+@functools.cache
+def _insert_if_absent_statement(dialect: str, table: sa.Table) -> Any:
+    """The statement `_insert_if_absent` runs, built once per backend and table: the values go in
+    as execution parameters, so a delivery does not rebuild and re-key an INSERT (the receiver's
+    hot path; docs/PERFORMANCE.md, receiver section)."""
+    if dialect in {"mysql", "mariadb"}:
+        return sa.insert(table)
+    if dialect == "postgresql":
         stmt: Any = postgresql.insert(table).on_conflict_do_nothing()
-    elif name == "sqlite":
+    elif dialect == "sqlite":
         stmt = sqlite.insert(table).on_conflict_do_nothing()
     else:
-        raise NotImplementedError(f"unsupported database backend {name!r}")
+        raise NotImplementedError(f"unsupported database backend {dialect!r}")
     # RETURNING rather than rowcount: with implicit RETURNING the drivers' rowcounts differ.
-    return conn.execute(stmt.values(**values).returning(table.c.id)).scalar()
+    return stmt.returning(table.c.id)
 
 
 # --- webhook events: reading ---------------------------------------------------------------------

@@ -6,6 +6,11 @@ argument of every access-log record to the bare path plus `?[redacted]`, so neit
 nor a payload field reaches a log line. `serve` installs it through the logging config it hands
 uvicorn (every worker process applies it), and `create_app` also adds it to the `uvicorn.access`
 logger, so an app started by other means (`uvicorn --factory ...`) is covered too.
+
+SQLAlchemy's pool logs `Exception during reset or similar` with a whole traceback at ERROR when it
+discards a connection the server killed mid-transaction (seen on MariaDB in the soak).
+`OneLinePoolErrorFilter` keeps that record to one line, naming the exception's type: the request
+that met the dead connection has already been answered 503 and logged once.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 from typing import Any
 
 ACCESS_LOGGER = "uvicorn.access"
+POOL_LOGGER = "sqlalchemy.pool"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _PATH_ARG = 2  # uvicorn: (client_addr, method, path_with_query, http_version, status_code)
 
@@ -31,6 +37,19 @@ class RedactQueryFilter(logging.Filter):
         return True
 
 
+class OneLinePoolErrorFilter(logging.Filter):
+    """Fold the traceback of `sqlalchemy.pool` records into one line (never drops a record)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith(POOL_LOGGER) and record.exc_info:
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()} ({type(exc).__name__})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def install_access_log_redaction() -> None:
     """Add the filter to the `uvicorn.access` logger once (idempotent)."""
     logger = logging.getLogger(ACCESS_LOGGER)
@@ -44,13 +63,19 @@ def uvicorn_log_config(level: str) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact_query": {"()": f"{__name__}.RedactQueryFilter"}},
+        "filters": {
+            "redact_query": {"()": f"{__name__}.RedactQueryFilter"},
+            "one_line_pool_errors": {"()": f"{__name__}.OneLinePoolErrorFilter"},
+        },
         "formatters": {"plain": {"format": FORMAT}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
                 "formatter": "plain",
                 "stream": "ext://sys.stderr",
+                # On the handler: the pool logs through child loggers (sqlalchemy.pool.impl...),
+                # which a filter on the `sqlalchemy.pool` logger itself would not see.
+                "filters": ["one_line_pool_errors"],
             },
             "access": {
                 "class": "logging.StreamHandler",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from sqlalchemy import Engine
 
 from payments_pipeline import store
+from payments_pipeline.http.logs import FORMAT, OneLinePoolErrorFilter, uvicorn_log_config
 
 from .conftest import ClientFactory
 from .support import (
@@ -119,3 +121,35 @@ def test_no_payload_signature_or_secret_reaches_a_log_line(
     ):
         assert secret not in logged
     assert count_events(engine) == 2
+
+
+def test_a_pool_error_is_one_line_without_traceback() -> None:
+    # What SQLAlchemy's pool logs when it discards a connection MariaDB killed mid-transaction.
+    config = uvicorn_log_config("info")
+    assert "one_line_pool_errors" in config["handlers"]["stderr"]["filters"]
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.addFilter(OneLinePoolErrorFilter())
+    pool_logger = logging.getLogger("sqlalchemy.pool.impl.QueuePool")
+    other = logging.getLogger("payments_pipeline.test_other")
+    for logger in (pool_logger, other):
+        logger.addHandler(handler)
+    try:
+        try:
+            raise ConnectionResetError("lost connection to server during query")
+        except ConnectionResetError:
+            pool_logger.error("Exception during reset or %s", "similar", exc_info=True)
+        try:
+            raise ValueError("x")
+        except ValueError:
+            other.error("kept whole", exc_info=True)
+    finally:
+        for logger in (pool_logger, other):
+            logger.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    pool = [line for line in lines if "sqlalchemy.pool" in line]
+    assert pool and pool[0].endswith("Exception during reset or similar (ConnectionResetError)")
+    assert "Traceback" not in lines[1] and "lost connection" not in stream.getvalue()
+    # Other loggers keep their tracebacks (a bug elsewhere must stay diagnosable).
+    assert "ValueError: x" in lines

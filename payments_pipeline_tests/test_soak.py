@@ -2,13 +2,15 @@
 25 s of load on PostgreSQL and on MariaDB, chaos on, then settle, verify, report.
 
 Chaos (SIGKILLed workers, cut connections) and the injected handler failures stop 18 s into the
-load; one worker is frozen mid-handler 2-3 s in and woken 95 s later, after the sweep reclaimed
-its event (the attempt fence must turn it away). A stalled or failed event becomes a sweep
-candidate only a minute after its attempt (the smallest `PAYMENTS_STUCK_REQUEUE_MINUTES` and
-processing timeout), so settling is the long part: one module fixture runs both backends side by
-side, MariaDB starting 12 s after PostgreSQL, and each test asserts on its own backend's report,
-including that the faults really happened, so a soak that exercised nothing cannot pass.
-The fast tests at the end show that each check of the verifier can fail.
+load, or up to 30 s later on a machine so loaded that some kind of fault has not happened by then
+(the load is extended by as much). One worker is frozen mid-handler 2-3 s in and woken 95 s
+later, after the sweep reclaimed its event (the attempt fence must turn it away). A stalled or
+failed event becomes a sweep candidate only a minute after its attempt (the smallest
+`PAYMENTS_STUCK_REQUEUE_MINUTES` and processing timeout), so settling is the long part: one
+module fixture runs both backends side by side, MariaDB starting 12 s after PostgreSQL, and each
+test asserts on its own backend's report, including that the faults really happened, so a soak
+that exercised nothing cannot pass. The fast tests at the end show that each check of the
+verifier can fail.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from .conftest import SERVER_ENV, server_url
 
 DURATION = 25.0
 CHAOS_SECONDS = 18.0
+GRACE = 30.0  # more chaos (and load) while a kind of fault has not happened yet
 STAGGER = 12.0
 
 
@@ -56,6 +59,7 @@ def short_config(backend: str, url: str) -> SoakConfig:
         sweep_every=(4.0, 8.0),
         concurrent_sweep_chance=0.5,
         chaos_stop_early=DURATION - CHAOS_SECONDS,
+        chaos_grace=GRACE,
         settle_timeout=150,
         drain_timeout=30,
         seed=20_240_606 + len(backend),

@@ -48,6 +48,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[SoakConfig, bool]:
     parser.add_argument("--sweep-every", type=_pair, default=(5.0, 10.0), metavar="MIN,MAX")
     parser.add_argument("--concurrent-sweep-chance", type=float, default=0.3)
     parser.add_argument("--chaos-stop-early", type=float, default=0, metavar="SECONDS")
+    parser.add_argument(
+        "--chaos-grace",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="keep chaos (and load) up to this much longer until every kind of fault happened",
+    )
     parser.add_argument("--settle-timeout", type=float, default=300)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--log-dir", type=Path, default=None, help="keep the logs here")
@@ -72,6 +79,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[SoakConfig, bool]:
         sweep_every=args.sweep_every,
         concurrent_sweep_chance=args.concurrent_sweep_chance,
         chaos_stop_early=args.chaos_stop_early,
+        chaos_grace=args.chaos_grace,
         settle_timeout=args.settle_timeout,
         log_dir=args.log_dir,
         **extra,

@@ -63,6 +63,11 @@ class SoakConfig:
     concurrent_sweep_chance: float = 0.3
     # Chaos (kills, cuts) and failure injection stop this many seconds before the load does.
     chaos_stop_early: float = 0.0
+    # When chaos would stop, keep it (and the load, shifted by as much) up to this many seconds
+    # longer until every kind of fault has happened once: a kill, a cut, an injected handler
+    # failure and, with `max_freezes`, that many freezes. A loaded machine can take longer to
+    # reach a worker mid-handler; a short soak that asserts its faults must not depend on luck.
+    chaos_grace: float = 0.0
     settle_timeout: float = 300.0
     drain_timeout: float = 60.0
     out_of_order_chance: float = 0.35
@@ -79,6 +84,8 @@ class SoakConfig:
             raise ValueError("failure_rate must be in [0, 1)")
         if not 0 <= self.chaos_stop_early < self.duration:
             raise ValueError("chaos_stop_early must be in [0, duration)")
+        if self.chaos_grace < 0:
+            raise ValueError("chaos_grace must be >= 0")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
 

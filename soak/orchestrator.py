@@ -145,11 +145,19 @@ def _run(config: SoakConfig, log_dir: Path, progress: Progress) -> dict[str, Any
             )
 
         _wait_until(t0 + config.chaos_seconds, serve, progress, status)
+        missing = _missing_faults(config, chaos, workers)
+        if missing and config.chaos_grace:
+            progress(f"{status()}: no {', '.join(missing)} yet; chaos goes on (grace)")
+            grace_end = time.monotonic() + config.chaos_grace
+            while missing and time.monotonic() < grace_end:
+                _wait_until(min(time.monotonic() + 0.5, grace_end), serve, progress, status)
+                missing = _missing_faults(config, chaos, workers)
+        extended = max(0.0, time.monotonic() - (t0 + config.chaos_seconds))
         chaos.stop()
         if config.chaos_stop_early:
             progress(f"{status()}: chaos over, handlers stop failing")
             workers.restart_all(0.0)
-        _wait_until(t0 + config.duration, serve, progress, status)
+        _wait_until(t0 + config.duration + extended, serve, progress, status)
         progress(f"{status()}: load over, draining deliveries")
         load.stop_new()
         load.drain(config.drain_timeout)
@@ -192,6 +200,7 @@ def _run(config: SoakConfig, log_dir: Path, progress: Progress) -> dict[str, Any
                 "failure_rate": config.failure_rate,
                 "max_attempts": config.max_attempts,
                 "chaos_stop_early": config.chaos_stop_early,
+                "chaos_extended_s": round(extended, 1),
             },
         }
         return report.build(
@@ -276,6 +285,20 @@ def _settle(
             last_sweep = time.monotonic()
         else:
             time.sleep(min(wait + 0.5, 5.0, max(0.1, deadline - time.monotonic())))
+
+
+def _missing_faults(config: SoakConfig, chaos: Chaos, workers: WorkerSupervisor) -> list[str]:
+    """The kinds of fault that have not happened yet (see `SoakConfig.chaos_grace`)."""
+    missing = []
+    if chaos.stats.kills == 0:
+        missing.append("kill")
+    if chaos.stats.cut_connections == 0:
+        missing.append("cut")
+    if config.max_freezes and chaos.stats.freezes < config.max_freezes:
+        missing.append("freeze")
+    if config.failure_rate and _count_lines(workers.live_log_files(), INJECTED) == 0:
+        missing.append("injected failure")
+    return missing
 
 
 def _count_lines(paths: list[Path], needle: str) -> int:

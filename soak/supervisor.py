@@ -216,6 +216,13 @@ class WorkerSupervisor:
             self._busy_file.close()
             self._events.close()
 
+    def live_log_files(self) -> list[Path]:
+        """The log files of every worker started so far, running, frozen or retired."""
+        with self._lock:
+            children = [c for c in self._slots if c is not None] + self._retired
+            children += [f[0] for f in self._frozen] + self._waking
+        return [p for c in children for p in (c.stdout_path, c.stderr_path)]
+
     def log_files(self) -> list[Path]:
         return [p for c in self._retired for p in (c.stdout_path, c.stderr_path)]
 

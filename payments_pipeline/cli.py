@@ -44,7 +44,9 @@ def _redact(url: str) -> str:
 def open_database(settings: Settings, *, require_migrated: bool = True) -> Engine:
     """An engine that has answered once (and is at the migration head, unless told otherwise)."""
     try:
-        engine = store.make_engine(settings.database_url)
+        engine = store.make_engine(
+            settings.database_url, idle_in_transaction_timeout=settings.processing_timeout
+        )
     except (sa.exc.ArgumentError, ImportError, ValueError) as exc:
         raise CliError(f"PAYMENTS_DATABASE_URL is not a usable database URL: {exc}") from None
     try:

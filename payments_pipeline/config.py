@@ -7,6 +7,7 @@ A bad value raises `ConfigError` with a message that names the variable.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -54,6 +55,12 @@ class Settings:
     # overlap round trips (docs/PERFORMANCE.md, receiver section).
     gate_threads: int = 4
     monetbil_check_payment_timeout_seconds: int = 10
+
+    @property
+    def processing_timeout(self) -> dt.timedelta:
+        """How long an attempt may stay `processing` before the sweep reclaims it; also how long
+        a session may idle inside a transaction (`store.make_engine`)."""
+        return dt.timedelta(minutes=self.processing_timeout_minutes)
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:

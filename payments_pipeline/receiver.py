@@ -231,6 +231,7 @@ def create_app(
             # No pre-ping (one round trip per request): a connection the database dropped fails
             # that one request with 503, the provider retries, and SQLAlchemy discards the pool.
             pool_pre_ping=False,
+            idle_in_transaction_timeout=settings.processing_timeout,
             pool_size=settings.gate_threads + HEALTH_THREADS + settings.dispatch_threads,
             max_overflow=0,
         )

@@ -150,12 +150,23 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(
+    url: str, *, idle_in_transaction_timeout: dt.timedelta | None = None, **kwargs: Any
+) -> Engine:
     """An engine set up for our claims on each backend.
 
     SQLite: WAL, a busy timeout, and `BEGIN IMMEDIATE` so a transaction takes the write lock before
     it reads (two deferred transactions that both read then write would deadlock with
     "database is locked"). MySQL/MariaDB: READ COMMITTED, so range conditions take no gap locks.
+
+    `idle_in_transaction_timeout` (engines that process events: pass the processing timeout): the
+    server ends a session left idle inside a transaction that long, rolling it back. A worker hung
+    mid-handler (its effect written, not committed) otherwise keeps its row locks until it wakes,
+    and the sweep's attempt at the same event, reclaimed after that same timeout, waits on them.
+    The fence already makes the hung attempt's work void; this releases its locks when it becomes
+    reclaimable. PostgreSQL: `idle_in_transaction_session_timeout`; MariaDB:
+    `idle_transaction_timeout`; MySQL and SQLite have no such setting (SQLite has one writer and
+    no server to hang on).
     """
     url = normalize_url(url)
     backend = sa.make_url(url).get_backend_name()
@@ -169,7 +180,27 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     engine = sa.create_engine(url, **kwargs)
     if backend == "sqlite":
         _configure_sqlite(engine)
+    elif idle_in_transaction_timeout is not None:
+        _end_idle_transactions(engine, idle_in_transaction_timeout)
     return engine
+
+
+def _end_idle_transactions(engine: Engine, timeout: dt.timedelta) -> None:
+    seconds = max(1, int(timeout.total_seconds()))
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        if engine.dialect.name == "postgresql":
+            sql = f"SET idle_in_transaction_session_timeout = {seconds * 1000}"
+        elif "MariaDB" in str(getattr(dbapi_connection, "get_server_info", str)()):
+            sql = f"SET SESSION idle_transaction_timeout = {seconds}"
+        else:  # MySQL proper has no such variable
+            return
+        cursor = dbapi_connection.cursor()
+        cursor.execute(sql)
+        cursor.close()
+        if engine.dialect.name == "postgresql":
+            dbapi_connection.commit()  # psycopg opened a transaction for the SET
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -120,7 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     flags = SharedFlags(args.busy_file, args.slot)
     rng = random.Random(args.seed)
     registry = failing_registry(args.failure_rate, args.handler_delay_ms, rng, flags)
-    engine = store.make_engine(settings.database_url, pool_size=2, max_overflow=2)
+    engine = store.make_engine(
+        settings.database_url,
+        idle_in_transaction_timeout=settings.processing_timeout,
+        pool_size=2,
+        max_overflow=2,
+    )
     worker = Worker(
         engine, settings, registry=registry, batch=args.batch, poll_interval=args.poll_interval
     )

@@ -21,7 +21,7 @@ from pydantic import Field, PrivateAttr
 from sqlalchemy import Engine
 
 from .. import store
-from ..config import Settings
+from ..config import Settings, load_settings
 from ..sweep import SweepParams
 
 DATABASE_URL_ENV = "PAYMENTS_DATABASE_URL"
@@ -47,7 +47,10 @@ class PaymentsDatabase(dg.ConfigurableResource):
             finally:
                 self._engine = None
             return
-        engine = store.make_engine(self.url)
+        # The run processes what it claims (inline): a run hung mid-handler must not keep its
+        # locks past the point where the next sweep reclaims the event.
+        timeout = load_settings().processing_timeout
+        engine = store.make_engine(self.url, idle_in_transaction_timeout=timeout)
         self._engine = engine
         try:
             yield self

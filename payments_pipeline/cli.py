@@ -184,7 +184,7 @@ def collect_status(engine: Engine, settings: Settings) -> dict[str, Any]:
     """Counts by provider and status, oldest stuck event per provider, dead events."""
     now = utcnow()
     stuck_before = now - dt.timedelta(minutes=settings.stuck_requeue_minutes)
-    stalled_before = now - dt.timedelta(minutes=settings.processing_timeout_minutes)
+    stalled_before = now - settings.processing_timeout
     stuck = sa.or_(
         *(
             store.stuck_condition(

@@ -149,6 +149,14 @@ def _record_failure(
         )
 
     if not store.in_transaction(engine, record):
+        # Re-claimed while this attempt failed: e.g. a worker frozen past the processing timeout,
+        # whose session the server ended meanwhile (store.make_engine), wakes to a dead connection.
+        log.warning(
+            "webhook event %s attempt %s was re-claimed meanwhile: nothing committed (%s)",
+            event.id,
+            attempt.number,
+            error,
+        )
         return ProcessOutcome.STALE
     log.warning(
         "webhook event %s id=%s provider=%s provider_event_id=%s event_type=%s attempt=%s: %s",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 import pytest
 import sqlalchemy as sa
@@ -280,6 +281,32 @@ def test_stale_worker_cannot_commit_after_a_stall_is_reclaimed(
     assert payment is not None and payment.amount == 100
     event = fetch_event(engine, event_id)
     assert event.status is EventStatus.PROCESSED and event.attempts == 2
+
+
+def test_a_stale_attempt_that_fails_is_stale_and_says_so(
+    engine: Engine, event_factory: EventFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A worker frozen past the processing timeout wakes to a connection the server ended
+    # (idle-in-transaction timeout): its attempt fails instead of reaching the fence. The
+    # sweep re-claimed the event meanwhile, so the failure must not be recorded over it.
+    settings = make_settings(engine, processing_timeout_minutes=30)
+    event_id = event_factory(Provider.STRIPE)
+    stale = start_attempt(engine, event_id, settings=settings, now=ago(hours=1))
+    assert stale is not None
+    run_sweep(engine, SweepParams(processing_timeout_minutes=30), RecordingDispatcher())
+    broken = HandlerRegistry()
+
+    def connection_gone(ctx: HandlerContext) -> None:
+        raise RuntimeError("terminating connection due to idle-in-transaction timeout")
+
+    broken.register(Provider.STRIPE, "payment_intent.succeeded", connection_gone)
+    with caplog.at_level(logging.WARNING, logger="payments_pipeline.processing"):
+        outcome = complete_attempt(engine, stale, settings=settings, registry=broken)
+    assert outcome is ProcessOutcome.STALE
+    event = fetch_event(engine, event_id)
+    assert event.status is EventStatus.RECEIVED and event.last_error is None
+    assert f"webhook event {event_id} attempt 1 was re-claimed meanwhile" in caplog.text
+    assert "idle-in-transaction timeout" in caplog.text
 
 
 def test_out_of_order_refund_before_success_ends_refunded(engine: Engine) -> None:

@@ -362,15 +362,28 @@ def insert_event_if_new(
     )
 
 
+# The gate's duplicate path runs on every repeated delivery: its statements are built once, with
+# bound parameters, like the INSERT of a new one (`_insert_if_absent_statement`).
+_EVENT_STATE = sa.select(*_REF_COLUMNS, E.status).where(
+    E.provider == sa.bindparam("provider"), E.provider_event_id == sa.bindparam("key")
+)
+_CLAIM_UNDISPATCHED = (
+    sa.update(webhook_events)
+    .where(
+        E.id == sa.bindparam("event_id"),
+        E.dispatched_at.is_(None),
+        E.status != EventStatus.PROCESSED.value,
+    )
+    .values(dispatched_at=sa.bindparam("at"), updated_at=sa.bindparam("at"))
+)
+
+
 def get_event_state(
     conn: Connection, *, provider: Provider, provider_event_id: str
 ) -> tuple[EventRef, EventStatus] | None:
     """What the gate decides on for a duplicate delivery: id, type and status, not the payload."""
-    row = conn.execute(
-        sa.select(*_REF_COLUMNS, E.status).where(
-            E.provider == provider.value, E.provider_event_id == provider_event_id
-        )
-    ).first()
+    params = {"provider": provider.value, "key": provider_event_id}
+    row = conn.execute(_EVENT_STATE, params).first()
     if row is None:
         return None
     return EventRef(row[0], _PROVIDER[row[1]], row[2], row[3]), EventStatus(row[4])
@@ -378,15 +391,13 @@ def get_event_state(
 
 def claim_undispatched(conn: Connection, *, event_id: int, now: dt.datetime) -> bool:
     """Gate claim 1: hand the event on only if nobody ever has (dispatched_at IS NULL)."""
-    result = conn.execute(
-        sa.update(webhook_events)
-        .where(E.id == event_id, E.dispatched_at.is_(None), E.status != EventStatus.PROCESSED.value)
-        .values(dispatched_at=now, updated_at=now)
-    )
+    result = conn.execute(_CLAIM_UNDISPATCHED, {"event_id": event_id, "at": now})
     return bool(result.rowcount == 1)
 
 
-def _failed_ready(now: dt.datetime, stuck_before: dt.datetime) -> ColumnElement[bool]:
+def _failed_ready(now: Any, stuck_before: Any) -> ColumnElement[bool]:
+    """Failed, last dispatched before `stuck_before` (or never), backoff over at `now`: values or
+    bound parameters."""
     return sa.and_(
         E.status == EventStatus.FAILED.value,
         sa.or_(E.dispatched_at.is_(None), E.dispatched_at < stuck_before),
@@ -394,15 +405,22 @@ def _failed_ready(now: dt.datetime, stuck_before: dt.datetime) -> ColumnElement[
     )
 
 
+_CLAIM_FAILED = (
+    sa.update(webhook_events)
+    .where(
+        E.id == sa.bindparam("event_id"),
+        _failed_ready(sa.bindparam("at"), sa.bindparam("stuck_before")),
+    )
+    .values(dispatched_at=sa.bindparam("at"), updated_at=sa.bindparam("at"))
+)
+
+
 def claim_failed_for_redispatch(
     conn: Connection, *, event_id: int, now: dt.datetime, stuck_before: dt.datetime
 ) -> bool:
     """Gate claim 2: a failed event last dispatched before `stuck_before`, its backoff over."""
-    result = conn.execute(
-        sa.update(webhook_events)
-        .where(E.id == event_id, _failed_ready(now, stuck_before))
-        .values(dispatched_at=now, updated_at=now)
-    )
+    params = {"event_id": event_id, "at": now, "stuck_before": stuck_before}
+    result = conn.execute(_CLAIM_FAILED, params)
     return bool(result.rowcount == 1)
 
 

@@ -117,3 +117,39 @@ def test_settings_are_not_needed_by_the_gate(engine: Engine) -> None:
         now=utcnow() - dt.timedelta(seconds=1),
     )
     assert result.should_dispatch
+
+
+def test_gate_claim_2_needs_an_old_dispatch_and_an_ended_backoff(
+    engine: Engine, event_factory: EventFactory
+) -> None:
+    # A retried delivery of a failed event re-dispatches it only when both hold: dispatched more
+    # than `minutes` ago (or never) and its backoff over. Each side of each condition, per backend.
+    cases = [
+        ("never dispatched, backoff over", None, ago(minutes=1), GateOutcome.DISPATCHED),
+        ("dispatched long ago, backoff over", ago(minutes=30), ago(minutes=1), "redispatched"),
+        ("dispatched long ago, no backoff set", ago(minutes=30), None, "redispatched"),
+        ("dispatched recently", ago(minutes=5), ago(minutes=1), GateOutcome.RECEIVED),
+        ("backoff not over", ago(minutes=30), utcnow() + dt.timedelta(minutes=5), "received"),
+    ]
+    for n, (label, dispatched_at, next_attempt_at, expected) in enumerate(cases):
+        key = f"evt_claim2_{n}"
+        event_id = event_factory(
+            Provider.STRIPE,
+            provider_event_id=key,
+            status=EventStatus.FAILED,
+            attempts=1,
+            dispatched_at=dispatched_at,
+            next_attempt_at=next_attempt_at,
+        )
+        result = gate.receive(
+            engine,
+            provider=Provider.STRIPE,
+            provider_event_id=key,
+            event_type="payment_intent.succeeded",
+            payload=stripe_payload(key),
+            minutes=10,
+        )
+        assert result.outcome == GateOutcome(expected), label
+        assert result.event.id == event_id, label
+        claimed = fetch_event(engine, event_id).dispatched_at
+        assert (claimed != dispatched_at) is result.should_dispatch, label

@@ -111,6 +111,8 @@ def server(args: argparse.Namespace, url: str, port: int, log: Path) -> Iterator
     """`payments-pipeline serve` as a subprocess until the block ends (SIGINT, then SIGKILL)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PAYMENTS_", "STRIPE_"))}
     env.update(PAYMENTS_DATABASE_URL=url, STRIPE_WEBHOOK_SECRET=SECRET)
+    if args.gate_threads is not None:
+        env["PAYMENTS_GATE_THREADS"] = str(args.gate_threads)
     command = [
         sys.executable, "-m", "payments_pipeline.cli", "--log-level", args.log_level, "serve",
         "--port", str(port), "--workers", str(args.workers), "--dispatch", args.dispatch,
@@ -250,6 +252,9 @@ def main() -> int:
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--workers", type=int, default=2, help="serve --workers")
     parser.add_argument("--dispatch", choices=["inline", "none"], default="inline")
+    parser.add_argument(
+        "--gate-threads", type=int, default=None, help="PAYMENTS_GATE_THREADS (default: its own)"
+    )
     parser.add_argument("--connections", type=int, default=16, help="wrk -c (in flight)")
     parser.add_argument("--threads", type=int, default=1, help="wrk -t")
     parser.add_argument("--requests", type=int, default=45_000, help="stop after this many")
@@ -296,6 +301,7 @@ def main() -> int:
         "server": {
             "workers": args.workers,
             "dispatch": args.dispatch,
+            "gate_threads": args.gate_threads or "default",
             "log_level": args.log_level,
             "access_log": args.access_log,
         },

@@ -199,8 +199,7 @@ def _end_idle_transactions(engine: Engine, timeout: dt.timedelta) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(sql)
         cursor.close()
-        if engine.dialect.name == "postgresql":
-            dbapi_connection.commit()  # psycopg opened a transaction for the SET
+        dbapi_connection.commit()  # end the transaction the driver may have opened for the SET
 
 
 def _configure_sqlite(engine: Engine) -> None:

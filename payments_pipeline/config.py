@@ -11,11 +11,14 @@ import datetime as dt
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
+from typing import TypeVar
+
+from .models import DispatchMode
 
 DEFAULT_DATABASE_FILE = "payments.sqlite3"
 MAX_AGE_DAYS = 7
-RECEIVER_DISPATCH_MODES = ("inline", "queue", "none")
 
 
 class ConfigError(ValueError):
@@ -44,10 +47,8 @@ class Settings:
     # --- receiver (`payments-pipeline serve`) ---
     # Larger bodies are refused with 413 while the stream is read, never buffered whole.
     max_body_bytes: int = 256 * 1024
-    # `inline`: process each claimed event in the server process, after the response went out.
-    # `queue`: claim only; `payments-pipeline worker` processes pick claimed rows from the table.
-    # `none`: claim only (measuring the door alone); the sweep later finds them as dispatch_lost.
-    receiver_dispatch: str = "inline"
+    # What the receiver does with a claimed event (`models.DispatchMode` says what each does).
+    receiver_dispatch: DispatchMode = DispatchMode.INLINE
     # Threads that process claimed events after the response; a bounded queue feeds them.
     dispatch_threads: int = 4
     # Gate transactions in flight at once per worker process (threads and pooled connections).
@@ -87,14 +88,19 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
-def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
-    """The variable's value if it is one of `choices` (the first is the default)."""
+E = TypeVar("E", bound=StrEnum)
+
+
+def _choice(env: Mapping[str, str], name: str, choices: type[E], default: E) -> E:
+    """The variable's value as a member of `choices`."""
     raw = env.get(name, "").strip().lower()
     if not raw:
-        return choices[0]
-    if raw not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
-    return raw
+        return default
+    try:
+        return choices(raw)
+    except ValueError:
+        names = ", ".join(c.value for c in choices)
+        raise ConfigError(f"{name} must be one of {names}, got {raw!r}") from None
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -113,7 +119,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         monetbil_check_payment_url=env.get("MONETBIL_CHECK_PAYMENT_URL") or None,
         dagster_home=env.get("DAGSTER_HOME") or None,
         max_body_bytes=_int(env, "PAYMENTS_MAX_BODY_BYTES", 256 * 1024),
-        receiver_dispatch=_choice(env, "PAYMENTS_RECEIVER_DISPATCH", RECEIVER_DISPATCH_MODES),
+        receiver_dispatch=_choice(
+            env, "PAYMENTS_RECEIVER_DISPATCH", DispatchMode, DispatchMode.INLINE
+        ),
         dispatch_threads=_int(env, "PAYMENTS_DISPATCH_THREADS", 4),
         gate_threads=_int(env, "PAYMENTS_GATE_THREADS", 4),
         monetbil_check_payment_timeout_seconds=_int(env, "MONETBIL_CHECK_PAYMENT_TIMEOUT", 10),

@@ -67,6 +67,14 @@ class SweepTrigger(StrEnum):
     API = "api"
 
 
+class DispatchMode(StrEnum):
+    """How the receiver hands a claimed event on (`PAYMENTS_RECEIVER_DISPATCH`, `--dispatch`)."""
+
+    INLINE = "inline"  # process it in the server process, after the response went out
+    QUEUE = "queue"  # the claimed row is the job: `payments-pipeline worker` processes take it
+    NONE = "none"  # intake alone: nobody processes it until a sweep or a worker picks it up
+
+
 class PaymentStatus(StrEnum):
     PENDING = "pending"
     SUCCEEDED = "succeeded"

@@ -21,11 +21,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
 from . import store
 from .config import Settings
+from .errors import short_error
 from .handlers import HandlerContext, HandlerRegistry
 from .models import ProcessOutcome, WebhookEvent, utcnow
 from .providers.errors import PayloadError
@@ -50,14 +50,6 @@ class Attempt:
 def backoff(attempt: int, *, minutes: int, cap_minutes: int) -> dt.timedelta:
     """Delay before attempt `attempt + 1`: minutes, 2x, 4x, ... capped."""
     return dt.timedelta(minutes=min(minutes * 2 ** max(attempt - 1, 0), cap_minutes))
-
-
-def short_error(exc: BaseException) -> str:
-    """One line naming the failure. For database errors only the driver's first line: SQLAlchemy's
-    own message lists the statement's parameters, which must not reach a log or a column."""
-    inner = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
-    text = str(inner).strip().splitlines()[0] if str(inner).strip() else ""
-    return f"{type(inner).__name__}: {text}"[:300] if text else type(inner).__name__
 
 
 def start_attempt(

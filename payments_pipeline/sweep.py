@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine
 from . import store
 from .config import Settings
 from .dispatch import Dispatcher
+from .errors import short_error
 from .models import (
     PROVIDERS,
     EventRef,
@@ -31,7 +32,6 @@ from .models import (
     SweepTrigger,
     utcnow,
 )
-from .processing import short_error
 
 log = logging.getLogger(__name__)
 

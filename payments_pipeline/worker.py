@@ -2,11 +2,11 @@
 
 A claim (gate or sweep) stamps `dispatched_at`; an event whose `dispatched_at` is newer than the
 start of its last attempt is therefore *handed on and not yet started*: it is the queued job. With
-`QueueDispatcher` the gate and the sweep do nothing more than that claim, and any number of worker
-processes pick such rows and process them (`processing.process_event`, whose conditional claim
-decides which worker runs it). Nothing is lost with a worker: a worker killed mid-event leaves a
-`processing` row that the sweep re-claims as `processing_stalled`, and its fenced commit can never
-land afterwards.
+`dispatch.TableDispatcher` the gate and the sweep do nothing more than that claim, and any number
+of worker processes pick such rows and process them (`processing.process_event`, whose conditional
+claim decides which worker runs it). Nothing is lost with a worker: a worker killed mid-event
+leaves a `processing` row that the sweep re-claims as `processing_stalled`, and its fenced commit
+can never land afterwards.
 """
 
 from __future__ import annotations
@@ -24,18 +24,12 @@ from sqlalchemy import Engine
 
 from . import store
 from .config import Settings
+from .errors import short_error
 from .handlers import HandlerRegistry, default_registry
-from .models import EventRef, ProcessOutcome
-from .processing import process_event, short_error
+from .models import ProcessOutcome
+from .processing import process_event
 
 log = logging.getLogger(__name__)
-
-
-class QueueDispatcher:
-    """Dispatch = the claim already made: the row waits in the table for a worker."""
-
-    def dispatch(self, event: EventRef) -> None:
-        return None
 
 
 @dataclass

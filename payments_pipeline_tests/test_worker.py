@@ -13,10 +13,11 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from payments_pipeline import gate, store
+from payments_pipeline.dispatch import QueueDispatcher
 from payments_pipeline.handlers import HandlerContext, HandlerRegistry
 from payments_pipeline.models import EventStatus, PaymentStatus, ProcessOutcome, Provider
 from payments_pipeline.sweep import SweepParams, run_sweep
-from payments_pipeline.worker import QueueDispatcher, Worker, drain
+from payments_pipeline.worker import Worker, drain
 
 from .conftest import EventFactory
 from .helpers import ago, fetch_event, make_settings, stripe_payload

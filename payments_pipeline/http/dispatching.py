@@ -17,8 +17,8 @@ import threading
 import time
 
 from payments_pipeline.dispatch import Dispatcher
+from payments_pipeline.errors import short_error
 from payments_pipeline.models import EventRef
-from payments_pipeline.processing import short_error
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """`payments-pipeline serve`: checks that make a bad start fail in one line, then uvicorn.
 
-uvicorn runs `receiver.create_app_from_environment` as a factory, in this process (one worker) or
+uvicorn runs `app.create_app_from_environment` as a factory, in this process (one worker) or
 in `workers` spawned processes that each build their own app, engine and dispatch queue. Spawned
 processes only inherit the environment, so the options that shape the app (`--dispatch`) are
 passed to them as the environment variables `config.load_settings` reads.
@@ -21,7 +21,7 @@ from .logs import uvicorn_log_config
 
 log = logging.getLogger(__name__)
 
-APP_FACTORY = "payments_pipeline.receiver:create_app_from_environment"
+APP_FACTORY = "payments_pipeline.http.app:create_app_from_environment"
 
 
 class ServeError(Exception):

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from payments_pipeline.config import Settings
 from payments_pipeline.dispatch import Dispatcher
-from payments_pipeline.receiver import create_app
+from payments_pipeline.http.app import create_app
 
 from ..helpers import make_settings
 from .support import MONETBIL_SECRET, STRIPE_OLD_SECRET, STRIPE_SECRET, Client

@@ -4,7 +4,6 @@ counts, a real uvicorn server in a thread, and dispatchers that count, block or 
 from __future__ import annotations
 
 import functools
-import json
 import socket
 import threading
 import time
@@ -22,7 +21,7 @@ from starlette.applications import Starlette
 
 from payments_pipeline import store
 from payments_pipeline.models import EventRef
-from payments_pipeline.providers import monetbil, stripe
+from payments_pipeline.providers import monetbil, samples, stripe
 
 STRIPE_SECRET = "whsec_test_current_0123456789"
 STRIPE_OLD_SECRET = "whsec_test_previous_9876543210"
@@ -81,23 +80,7 @@ class Client:
 
 def stripe_event(event_id: str, *, reference: str = "pi_1", amount: int = 1500) -> str:
     """A Stripe event body, as Stripe sends it (compact JSON, a recent `created`)."""
-    return json.dumps(
-        {
-            "id": event_id,
-            "object": "event",
-            "type": "payment_intent.succeeded",
-            "created": int(time.time()),
-            "data": {
-                "object": {
-                    "id": reference,
-                    "object": "payment_intent",
-                    "amount": amount,
-                    "currency": "eur",
-                }
-            },
-        },
-        separators=(",", ":"),
-    )
+    return samples.stripe_event(event_id, reference=reference, amount=amount)
 
 
 def stripe_headers(

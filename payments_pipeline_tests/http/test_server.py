@@ -21,8 +21,8 @@ from sqlalchemy import Engine
 from payments_pipeline.cli import main
 from payments_pipeline.config import Settings
 from payments_pipeline.dispatch import InlineDispatcher
+from payments_pipeline.http.app import create_app
 from payments_pipeline.models import EventStatus
-from payments_pipeline.receiver import create_app
 
 from ..helpers import fetch_event
 from .support import (

@@ -33,16 +33,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import gate, store
-from .config import Settings, load_settings
-from .dispatch import Dispatcher, InlineDispatcher
-from .gate import ReceiveResult
-from .http.dispatching import DispatchQueue
-from .http.errors import ErrorCode, Refusal, error_response
-from .http.logs import install_access_log_redaction
-from .http.webhooks import Delivery, confirm_monetbil, read_monetbil, read_stripe
-from .models import PROVIDERS, Provider
-from .processing import short_error
+from .. import gate, store
+from ..config import Settings, load_settings
+from ..dispatch import Dispatcher, InlineDispatcher
+from ..errors import database_error
+from ..gate import ReceiveResult
+from ..models import PROVIDERS, DispatchMode, Provider
+from .dispatching import DispatchQueue
+from .errors import ErrorCode, Refusal, error_response
+from .logs import install_access_log_redaction
+from .webhooks import Delivery, confirm_monetbil, read_monetbil, read_stripe
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class Receiver:
                 )
                 ok = True
             except sa.exc.SQLAlchemyError as exc:
-                log.warning("health check: database unavailable: %s", _database_error(exc))
+                log.warning("health check: database unavailable: %s", database_error(exc))
         if ok:
             return JSONResponse({"status": "ok"})
         return error_response(503, ErrorCode.DATABASE_UNAVAILABLE, "the database does not answer")
@@ -147,7 +147,7 @@ class Receiver:
             log.error(
                 "webhook not recorded provider=%s: database unavailable: %s",
                 provider.value,
-                _database_error(exc),
+                database_error(exc),
             )
             return error_response(
                 503, ErrorCode.DATABASE_UNAVAILABLE, "the delivery could not be recorded; retry"
@@ -187,16 +187,6 @@ class Receiver:
             self.engine.dispose()
 
 
-def _database_error(exc: BaseException) -> str:
-    """Connection failures keep the driver's first line (it names the host or the file); any other
-    database error only its type: a data error's message can quote the value it refused."""
-    connection_kinds = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
-    if isinstance(exc, connection_kinds):
-        return short_error(exc)
-    inner = getattr(exc, "orig", None) or exc
-    return type(inner).__name__
-
-
 def _log_refusal(provider: Provider, refusal: Refusal, request: Request) -> None:
     client = request.client.host if request.client else "-"
     log.warning(
@@ -222,8 +212,8 @@ def create_app(
     settings: Settings, engine: Engine | None = None, dispatcher: Dispatcher | None = None
 ) -> Starlette:
     """The receiver app. Without `engine` it opens (and at shutdown disposes of) its own on
-    `settings.database_url`; without `dispatcher` claimed events are processed in this process
-    (`InlineDispatcher`), or only claimed when `settings.receiver_dispatch` is `queue` or `none`."""
+    `settings.database_url`; without `dispatcher` claimed events go where
+    `settings.receiver_dispatch` says (`_dispatch_queue`)."""
     owns_engine = engine is None
     if engine is None:
         engine = store.make_engine(
@@ -235,10 +225,9 @@ def create_app(
             pool_size=settings.gate_threads + HEALTH_THREADS + settings.dispatch_threads,
             max_overflow=0,
         )
-    queue = None  # `--dispatch none`: claims are left as they are, for the sweep
-    if dispatcher is None and settings.receiver_dispatch == "inline":
-        dispatcher = InlineDispatcher(engine, settings)
-    if dispatcher is not None:
+    if dispatcher is None:
+        queue = _dispatch_queue(DispatchMode(settings.receiver_dispatch), engine, settings)
+    else:
         queue = DispatchQueue(dispatcher, threads=settings.dispatch_threads)
     receiver = Receiver(settings, engine, queue, owns_engine=owns_engine)
     install_access_log_redaction()
@@ -266,6 +255,20 @@ def create_app(
     )
     app.state.receiver = receiver
     return app
+
+
+def _dispatch_queue(mode: DispatchMode, engine: Engine, settings: Settings) -> DispatchQueue | None:
+    """The threads that hand claimed events on after the response, for the engines that send
+    them somewhere; None for the engines whose claim is all there is to do."""
+    match mode:
+        case DispatchMode.INLINE:  # processed in this process, on the queue's threads
+            return DispatchQueue(
+                InlineDispatcher(engine, settings), threads=settings.dispatch_threads
+            )
+        case DispatchMode.QUEUE:  # the claimed row is the job: worker processes take it
+            return None
+        case DispatchMode.NONE:  # intake alone: a sweep or a worker picks the event up later
+            return None
 
 
 def create_app_from_environment() -> Starlette:

@@ -1,0 +1,22 @@
+"""`queue` (the table as the queue): dispatch is the claim already made.
+
+A claim stamps `dispatched_at`; an event whose `dispatched_at` is newer than the start of its last
+attempt is therefore *handed on and not yet started*: it is the queued job, and
+`payments-pipeline worker` processes (`worker.Worker`) take such rows from the table. Nothing is
+sent anywhere, so nothing can be lost between the claim and a worker.
+"""
+
+from __future__ import annotations
+
+from ..models import EventRef
+
+
+class TableDispatcher:
+    """Dispatch = the claim already made: the row waits in the table for a worker."""
+
+    def dispatch(self, event: EventRef) -> None:
+        return None
+
+
+# The name the worker module used before the engines had a package of their own.
+QueueDispatcher = TableDispatcher

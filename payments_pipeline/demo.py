@@ -8,57 +8,17 @@ alone, an already-processed one, and one stuck event older than the 7-day window
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 from sqlalchemy import Engine
 
 from . import migrations, store
 from .models import EventStatus, Provider, utcnow
+from .providers import samples
 
 DEMO_DIR = "demo"
 DEMO_DB = "payments.sqlite3"
-
-
-def stripe_event(event_id: str, event_type: str, reference: str, amount: int, created: int) -> str:
-    """A Stripe event body shaped like the API's (only the fields our handlers read)."""
-    if event_type == "charge.refunded":
-        obj: dict[str, Any] = {
-            "id": f"ch_{reference[3:]}",
-            "object": "charge",
-            "payment_intent": reference,
-            "amount": amount,
-            "amount_refunded": amount,
-            "currency": "eur",
-        }
-    else:
-        obj = {"id": reference, "object": "payment_intent", "amount": amount, "currency": "eur"}
-    return json.dumps(
-        {
-            "id": event_id,
-            "object": "event",
-            "type": event_type,
-            "created": created,
-            "livemode": False,
-            "data": {"object": obj},
-        }
-    )
-
-
-def monetbil_notification(transaction_id: str, status: str, payment_ref: str, amount: int) -> str:
-    """A Monetbil notification body (form fields; the demo does not sign it)."""
-    return urlencode(
-        {
-            "amount": str(amount),
-            "currency": "XAF",
-            "payment_ref": payment_ref,
-            "service": "demo-service",
-            "status": status,
-            "transaction_id": transaction_id,
-        }
-    )
 
 
 def demo_rows(now: dt.datetime) -> list[dict[str, Any]]:
@@ -112,8 +72,8 @@ def demo_rows(now: dt.datetime) -> list[dict[str, Any]]:
                 "provider": Provider.STRIPE.value,
                 "provider_event_id": f"evt_demo_{suffix}",
                 "event_type": "payment_intent.succeeded",
-                "payload": stripe_event(
-                    f"evt_demo_{suffix}", "payment_intent.succeeded", ref, 1000 * n, created
+                "payload": samples.stripe_event(
+                    f"evt_demo_{suffix}", reference=ref, amount=1000 * n, created=created
                 ),
                 "updated_at": now,
                 **state,
@@ -125,7 +85,13 @@ def demo_rows(now: dt.datetime) -> list[dict[str, Any]]:
                 "provider": Provider.MONETBIL.value,
                 "provider_event_id": tx,
                 "event_type": "payment.success",
-                "payload": monetbil_notification(tx, "1", f"order-demo-{n}", 500 * n),
+                "payload": samples.monetbil_notification(
+                    tx,
+                    "1",
+                    payment_ref=f"order-demo-{n}",
+                    amount=str(500 * n),
+                    service="demo-service",
+                ),
                 "updated_at": now,
                 **state,
             }

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
 from typing import Any
-from urllib.parse import urlencode
 
 from sqlalchemy import Engine
 
 from payments_pipeline import store
 from payments_pipeline.config import Settings
 from payments_pipeline.models import WebhookEvent, utcnow
+from payments_pipeline.providers import samples
 
 
 def make_settings(engine: Engine, **overrides: Any) -> Settings:
@@ -28,57 +27,19 @@ def make_settings(engine: Engine, **overrides: Any) -> Settings:
 
 def stripe_payload(
     event_id: str,
-    event_type: str = "payment_intent.succeeded",
+    event_type: str = samples.PAYMENT_INTENT_SUCCEEDED,
     *,
-    reference: str = "pi_1",
-    amount: int = 1000,
-    currency: str = "eur",
     created: int = 1_700_000_000,
+    **fields: Any,
 ) -> str:
-    if event_type == "charge.refunded":
-        obj = {
-            "id": f"ch_{reference}",
-            "object": "charge",
-            "payment_intent": reference,
-            "amount": amount,
-            "amount_refunded": amount,
-            "currency": currency,
-        }
-    elif event_type == "checkout.session.completed":
-        obj = {
-            "id": f"cs_{reference}",
-            "object": "checkout.session",
-            "payment_intent": reference,
-            "amount_total": amount,
-            "currency": currency,
-            "payment_status": "paid",
-        }
-    else:
-        obj = {"id": reference, "object": "payment_intent", "amount": amount, "currency": currency}
-    return json.dumps(
-        {
-            "id": event_id,
-            "object": "event",
-            "type": event_type,
-            "created": created,
-            "data": {"object": obj},
-        }
-    )
+    """`samples.stripe_event` with a fixed `created`, so tests can order events around it."""
+    return samples.stripe_event(event_id, event_type, created=created, **fields)
 
 
-def monetbil_payload(
-    transaction_id: str, status: str = "1", *, payment_ref: str = "order-1", amount: str = "500"
-) -> str:
-    return urlencode(
-        {
-            "service": "svc",
-            "transaction_id": transaction_id,
-            "status": status,
-            "amount": amount,
-            "currency": "XAF",
-            "payment_ref": payment_ref,
-            "sign": "unchecked-at-processing",
-        }
+def monetbil_payload(transaction_id: str, status: str = "1", **fields: str) -> str:
+    """A stored Monetbil notification (processing does not check `sign` again)."""
+    return samples.monetbil_notification(
+        transaction_id, status, **{"sign": "unchecked-at-processing", **fields}
     )
 
 

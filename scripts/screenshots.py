@@ -49,8 +49,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from payments_pipeline import store
 from payments_pipeline.cli import main as payments_pipeline
-from payments_pipeline.demo import monetbil_notification, stripe_event
 from payments_pipeline.models import EventStatus, utcnow
+from payments_pipeline.providers.samples import monetbil_notification, stripe_event
 
 REPO = Path(__file__).resolve().parents[1]
 CHROME_FLAGS = (
@@ -112,10 +112,14 @@ def add_stuck_events(database_url: str, batch: str, stripe: int, monetbil: int) 
             key = f"{batch}_{provider}_{i}"
             if provider == "stripe":
                 event_type = "payment_intent.succeeded"
-                payload = stripe_event(f"evt_{key}", event_type, f"pi_{key}", 1500, created)
+                payload = stripe_event(
+                    f"evt_{key}", reference=f"pi_{key}", amount=1500, created=created
+                )
             else:
                 event_type = "payment.success"
-                payload = monetbil_notification(f"tx_{key}", "1", f"order-{key}", 750)
+                payload = monetbil_notification(
+                    f"tx_{key}", payment_ref=f"order-{key}", amount="750"
+                )
             rows.append(
                 {
                     "provider": provider,

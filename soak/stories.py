@@ -12,7 +12,6 @@ payload reached a log line.
 
 from __future__ import annotations
 
-import json
 import random
 import secrets
 import time
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 from payments_pipeline.models import PaymentUpdate, Provider
-from payments_pipeline.providers import monetbil, stripe
+from payments_pipeline.providers import monetbil, samples, stripe
 
 STRIPE_STORIES: dict[str, tuple[str, ...]] = {
     "succeeded": ("payment_intent.succeeded",),
@@ -159,29 +158,25 @@ class StoryFactory:
         return SoakEvent(provider, header.id, event_type, body, story.number, index, update)
 
     def _stripe_body(self, story: Story, event_id: str, event_type: str, created: int) -> str:
-        pi, n, email = story.reference, abs(story.number), f"{self.marker}-{story.number}@x.invalid"
-        currency = "eur" if n % 2 else "usd"
-        obj: dict[str, object]
+        n, email = abs(story.number), f"{self.marker}-{story.number}@x.invalid"
+        extra: dict[str, object] = {"metadata": {"customer_email": email}}
+        object_id = None
         if event_type == "charge.refunded":
-            obj = {"id": f"ch_soak{self.token}_{n}", "object": "charge", "payment_intent": pi}
-            obj |= {"amount": story.amount, "amount_refunded": story.amount, "refunded": True}
+            object_id = f"ch_soak{self.token}_{n}"
         elif event_type == "checkout.session.completed":
-            obj = {"id": f"cs_soak{self.token}_{n}", "object": "checkout.session"}
-            obj |= {"payment_intent": pi, "payment_status": "paid", "amount_total": story.amount}
-            obj["customer_details"] = {"email": email}
-        else:
-            obj = {"id": pi, "object": "payment_intent", "amount": story.amount}
-        obj |= {"currency": currency, "metadata": {"customer_email": email}}
-        event = {
-            "id": event_id,
-            "object": "event",
-            "api_version": "2024-06-20",
-            "type": event_type,
-            "created": created,
-            "livemode": False,
-            "data": {"object": obj},
-        }
-        return json.dumps(event, separators=(",", ":"))
+            object_id = f"cs_soak{self.token}_{n}"
+            extra["customer_details"] = {"email": email}
+        return samples.stripe_event(
+            event_id,
+            event_type,
+            reference=story.reference,
+            amount=story.amount,
+            currency="eur" if n % 2 else "usd",
+            created=created,
+            object_id=object_id,
+            object_fields=extra,
+            api_version="2024-06-20",
+        )
 
     def _monetbil_fields(self, story: Story, tx: str, status: str, secret: str) -> dict[str, str]:
         fields = {

@@ -1,0 +1,105 @@
+"""Event bodies written by us to the shapes the providers send: the demo, the tests, the soak.
+
+One builder per provider, so every door that needs a Stripe event or a Monetbil notification of its
+own makes it the same way. The shapes follow what the real ones show (Stripe's API reference for
+the event envelope, its PaymentIntent, Charge and Checkout Session objects; Monetbil's PHP SDK for
+the notification fields and `monetbil.sign_fields` for the sign); only the fields our handlers
+read, plus whatever `object_fields` / `fields` add.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+PAYMENT_INTENT_SUCCEEDED = "payment_intent.succeeded"
+
+
+def stripe_object(
+    event_type: str, *, reference: str, amount: int, currency: str, object_id: str | None = None
+) -> dict[str, Any]:
+    """`data.object` of a Stripe event of `event_type` for the PaymentIntent `reference`."""
+    if event_type == "charge.refunded":
+        return {
+            "id": object_id or f"ch_{reference}",
+            "object": "charge",
+            "payment_intent": reference,
+            "amount": amount,
+            "amount_refunded": amount,
+            "refunded": True,
+            "currency": currency,
+        }
+    if event_type == "checkout.session.completed":
+        return {
+            "id": object_id or f"cs_{reference}",
+            "object": "checkout.session",
+            "payment_intent": reference,
+            "amount_total": amount,
+            "payment_status": "paid",
+            "currency": currency,
+        }
+    return {
+        "id": object_id or reference,
+        "object": "payment_intent",
+        "amount": amount,
+        "currency": currency,
+    }
+
+
+def stripe_event(
+    event_id: str,
+    event_type: str = PAYMENT_INTENT_SUCCEEDED,
+    *,
+    reference: str = "pi_1",
+    amount: int = 1000,
+    currency: str = "eur",
+    created: int | None = None,
+    object_id: str | None = None,
+    object_fields: Mapping[str, Any] | None = None,
+    livemode: bool = False,
+    **envelope: Any,
+) -> str:
+    """A Stripe event body as Stripe sends it (compact JSON); `created` defaults to now."""
+    obj = stripe_object(
+        event_type, reference=reference, amount=amount, currency=currency, object_id=object_id
+    )
+    event = {
+        "id": event_id,
+        "object": "event",
+        "type": event_type,
+        "created": int(time.time()) if created is None else created,
+        "livemode": livemode,
+        "data": {"object": obj | dict(object_fields or {})},
+        **envelope,
+    }
+    return json.dumps(event, separators=(",", ":"))
+
+
+def monetbil_fields(
+    transaction_id: str,
+    status: str = "1",
+    *,
+    payment_ref: str = "order-1",
+    amount: str = "500",
+    currency: str = "XAF",
+    service: str = "svc",
+    **extra: str,
+) -> dict[str, str]:
+    """The fields of a Monetbil notification (unsigned: `monetbil.sign_fields` adds `sign`)."""
+    return {
+        "service": service,
+        "transaction_id": transaction_id,
+        "status": status,
+        "amount": amount,
+        "currency": currency,
+        "payment_ref": payment_ref,
+        **extra,
+    }
+
+
+def monetbil_notification(transaction_id: str, status: str = "1", **fields: str) -> str:
+    """A Monetbil notification body (form-encoded), as stored; `sign` only if given in `fields`."""
+    return urlencode(monetbil_fields(transaction_id, status, **fields))

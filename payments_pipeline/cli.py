@@ -13,7 +13,6 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import click
 import sqlalchemy as sa
@@ -21,10 +20,12 @@ from sqlalchemy import Engine
 
 from . import migrations, store
 from .config import ConfigError, Settings, load_settings
+from .demo import DEMO_DIR, create_demo_database
 from .dispatch import InlineDispatcher
-from .models import PROVIDERS, EventStatus, SweepReason, utcnow
-from .processing import short_error
+from .errors import short_error
+from .models import EventStatus
 from .replay import replay_events
+from .status import read_status
 from .sweep import SweepParamError, SweepParams, SweepSummary, run_sweep
 
 log = logging.getLogger("payments_pipeline")
@@ -180,48 +181,6 @@ def _age(delta: dt.timedelta) -> str:
     return f"{hours}h {minutes}m" if hours else f"{minutes}m {rest % 60}s"
 
 
-def collect_status(engine: Engine, settings: Settings) -> dict[str, Any]:
-    """Counts by provider and status, oldest stuck event per provider, dead events."""
-    now = utcnow()
-    stuck_before = now - dt.timedelta(minutes=settings.stuck_requeue_minutes)
-    stalled_before = now - settings.processing_timeout
-    stuck = sa.or_(
-        *(
-            store.stuck_condition(
-                r, now=now, stuck_before=stuck_before, stalled_before=stalled_before
-            )
-            for r in SweepReason
-        )
-    )
-    with engine.connect() as conn:
-        counts = store.count_by_provider_status(conn)
-        oldest = store.oldest_created_at(conn, condition=stuck)
-        dead = store.list_event_refs(conn, status=EventStatus.DEAD, limit=20)
-    providers = sorted({p.value for p in PROVIDERS} | {p for p, _ in counts})
-    return {
-        "counts": {
-            p: {s.value: counts.get((p, s.value), 0) for s in EventStatus} for p in providers
-        },
-        "oldest_stuck": {
-            p: {"created_at": t.isoformat() + "Z", "age_seconds": int((now - t).total_seconds())}
-            for p, t in sorted(oldest.items())
-        },
-        "dead": {
-            "count": sum(counts.get((p, EventStatus.DEAD.value), 0) for p in providers),
-            "events": [
-                {
-                    "id": ref.id,
-                    "provider": ref.provider.value,
-                    "provider_event_id": ref.provider_event_id,
-                    "event_type": ref.event_type,
-                    "last_error": err,
-                }
-                for ref, err in dead
-            ],
-        },
-    }
-
-
 @cli.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_obj
@@ -229,26 +188,34 @@ def status(settings: Settings, as_json: bool) -> None:
     """Counts by provider and status, the oldest stuck event, dead events."""
     engine = open_database(settings)
     try:
-        report = collect_status(engine, settings)
+        report = read_status(engine, settings)
     finally:
         engine.dispose()
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(json.dumps(report.as_json(), indent=2))
         return
-    statuses = [s.value for s in EventStatus]
-    click.echo(f"{'provider':<10}" + "".join(f"{s:>12}" for s in statuses))
-    for provider, row in report["counts"].items():
+    statuses = list(EventStatus)
+    click.echo(f"{'provider':<10}" + "".join(f"{s.value:>12}" for s in statuses))
+    for provider, row in report.counts.items():
         click.echo(f"{provider:<10}" + "".join(f"{row[s]:>12}" for s in statuses))
-    if report["oldest_stuck"]:
-        for provider, info in report["oldest_stuck"].items():
-            age = _age(dt.timedelta(seconds=info["age_seconds"]))
-            click.echo(f"oldest stuck {provider} event: created {age} ago")
-    else:
+    for provider in sorted(report.oldest_stuck):
+        age = _age(report.oldest_stuck_age(provider))
+        click.echo(f"oldest stuck {provider} event: created {age} ago")
+    if not report.oldest_stuck:
         click.echo("no stuck events")
-    click.echo(f"dead events: {report['dead']['count']}")
-    for ev in report["dead"]["events"]:
-        ref = f"#{ev['id']} {ev['provider']} {ev['provider_event_id']} {ev['event_type']}"
-        click.echo(f"  {ref}: {ev['last_error']}")
+    click.echo(f"dead events: {report.dead_count}")
+    for dead in report.dead_events:
+        ref = dead.event
+        click.echo(
+            f"  #{ref.id} {ref.provider.value} {ref.provider_event_id} {ref.event_type}: "
+            f"{dead.last_error}"
+        )
+    expired = sum(report.expired.values())
+    if expired:
+        click.echo(
+            f"expired events (stuck, older than {settings.max_age_days} days, never requeued): "
+            f"{expired}"
+        )
 
 
 @cli.command("replay")
@@ -281,7 +248,7 @@ def replay(settings: Settings, event_ids: Sequence[int]) -> None:
 @click.option(
     "--directory",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("demo"),
+    default=Path(DEMO_DIR),
     show_default=True,
     help="Where the demo database goes (replaced on every run).",
 )
@@ -294,7 +261,6 @@ def demo(settings: Settings, directory: Path, as_json: bool) -> None:
     `<directory>/dagster_home` (the repo's dagster_home/dagster.yaml; its run history is kept).
     """
     from .defs.launch import LaunchError, prepare_demo_home, run_sweep_job, ui_command
-    from .demo import create_demo_database
 
     engine, path = create_demo_database(directory)
     engine.dispose()

@@ -146,14 +146,11 @@ def _monetbil_handler(ctx: HandlerContext) -> None:
         apply_payment_update(ctx, update)
 
 
-MONETBIL_EVENT_TYPES = ("payment.success", "payment.failed", "payment.cancelled")
-
-
 def default_registry() -> HandlerRegistry:
     """The built-in handlers: Stripe payment intents, refunds, checkout; Monetbil notifications."""
     registry = HandlerRegistry()
     for event_type in stripe.HANDLED_EVENT_TYPES:
         registry.register(Provider.STRIPE, event_type, _stripe_handler)
-    for event_type in MONETBIL_EVENT_TYPES:
+    for event_type in sorted(monetbil.EVENT_TYPES):
         registry.register(Provider.MONETBIL, event_type, _monetbil_handler)
     return registry

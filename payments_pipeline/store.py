@@ -573,6 +573,18 @@ def stuck_condition(
     raise ValueError(f"unknown sweep reason {reason!r}")
 
 
+def any_stuck_condition(
+    *, now: dt.datetime, stuck_before: dt.datetime, stalled_before: dt.datetime
+) -> ColumnElement[bool]:
+    """Stuck for any reason (the read side: status, expired counts)."""
+    return sa.or_(
+        *(
+            stuck_condition(r, now=now, stuck_before=stuck_before, stalled_before=stalled_before)
+            for r in SweepReason
+        )
+    )
+
+
 def _claim_values(reason: SweepReason, now: dt.datetime) -> dict[str, Any]:
     values: dict[str, Any] = {"dispatched_at": now, "updated_at": now}
     if reason is SweepReason.PROCESSING_STALLED:

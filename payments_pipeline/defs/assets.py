@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import dagster as dg
 from sqlalchemy import Engine
 
-from .. import store
+from .. import status
 from ..config import load_settings
 from ..dispatch import InlineDispatcher
 from ..sweep import (
@@ -129,7 +129,7 @@ def requeue_sweep_summary(
         f"{total.skipped} skipped, {total.expired} expired"
     )
     with payments_db.engine.connect() as conn:  # the sweep is closed: a failure here is the check's
-        dead = store.count_dead_events(conn, providers=scan.params.providers)
+        dead = status.dead_counts(conn, scan.params.providers)
     return dg.MaterializeResult(
         value=summary,
         metadata=md.summary_metadata(summary, dispatch),

@@ -7,8 +7,11 @@ instance config limits to one run at a time (the seed's withoutOverlapping + onO
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import dagster as dg
 
+from ..config import Settings
 from .assets import GROUP
 from .tags import SWEEP_TAG, SWEEP_TAG_VALUE
 
@@ -49,3 +52,13 @@ def describe_run(record: dg.RunRecord) -> str:
     """`run 1a2b3c4d (STARTED since 2025-01-01 10:00:00Z)`: what a skip or refusal names."""
     since = record.create_timestamp.strftime("%Y-%m-%d %H:%M:%SZ")
     return f"run {record.dagster_run.run_id[:8]} ({record.dagster_run.status.value} since {since})"
+
+
+AutomationStatus = TypeVar("AutomationStatus", dg.DefaultScheduleStatus, dg.DefaultSensorStatus)
+
+
+def automatic_status(settings: Settings, kind: type[AutomationStatus]) -> AutomationStatus:
+    """The default status of the schedule and the sensor: RUNNING when the deployment asks for
+    automatic requeueing (`PAYMENTS_STUCK_REQUEUE_ENABLED`), else STOPPED. A person's start or
+    stop in the UI wins over it."""
+    return kind.RUNNING if settings.stuck_requeue_enabled else kind.STOPPED

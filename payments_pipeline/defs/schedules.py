@@ -10,18 +10,11 @@ the default status; a person's start/stop in the UI wins over it.
 import dagster as dg
 
 from ..config import Settings, load_settings
-from .jobs import active_sweep_runs, describe_run, requeue_stuck_webhooks
+from .jobs import active_sweep_runs, automatic_status, describe_run, requeue_stuck_webhooks
 from .resources import sweep_run_config
 
 SCHEDULE_NAME = "requeue_stuck_webhooks_every_5_minutes"
 CRON = "*/5 * * * *"
-
-
-def default_status(settings: Settings) -> dg.DefaultScheduleStatus:
-    """RUNNING when the deployment asks for automatic requeueing, else STOPPED."""
-    if settings.stuck_requeue_enabled:
-        return dg.DefaultScheduleStatus.RUNNING
-    return dg.DefaultScheduleStatus.STOPPED
 
 
 def build_schedule(settings: Settings) -> dg.ScheduleDefinition:
@@ -32,7 +25,7 @@ def build_schedule(settings: Settings) -> dg.ScheduleDefinition:
         job=requeue_stuck_webhooks,
         cron_schedule=CRON,
         execution_timezone="UTC",
-        default_status=default_status(settings),
+        default_status=automatic_status(settings, dg.DefaultScheduleStatus),
         description="One sweep of every provider every five minutes, never two at once.",
     )
     def requeue_every_5_minutes(

@@ -3,7 +3,7 @@
 Events become stuck by time passing (a claim whose processing never started, a worker that died),
 not by a write, so the cursor is a time: `{"checked_until": ...}`, the `now` of the last tick.
 Each tick counts the events that became stuck in `(checked_until, now]` with one index-served
-query (`store.count_newly_stuck`: its cost follows the rows found, not the table), then requests
+query (`status.newly_stuck`: its cost follows the rows found, not the table), then requests
 one sweep scoped to the providers concerned, or says what it saw. The run key is built from the
 window start and what was seen, so a re-evaluated tick never launches a second sweep.
 """
@@ -13,21 +13,14 @@ import json
 
 import dagster as dg
 
-from .. import store
+from .. import status
 from ..config import Settings, load_settings
 from ..models import PROVIDERS, utcnow
-from .jobs import requeue_stuck_webhooks
+from .jobs import automatic_status, requeue_stuck_webhooks
 from .resources import PaymentsDatabase, sweep_run_config
 
 SENSOR_NAME = "webhook_events_sensor"
 SAW_TAG = "payments_pipeline/sensor_saw"
-
-
-def default_status(settings: Settings) -> dg.DefaultSensorStatus:
-    """Same switch as the schedule: automatic requeueing on or off."""
-    if settings.stuck_requeue_enabled:
-        return dg.DefaultSensorStatus.RUNNING
-    return dg.DefaultSensorStatus.STOPPED
 
 
 def read_cursor(cursor: str | None) -> dt.datetime | None:
@@ -45,7 +38,7 @@ def build_sensor(settings: Settings) -> dg.SensorDefinition:
         name=SENSOR_NAME,
         job=requeue_stuck_webhooks,
         minimum_interval_seconds=30,
-        default_status=default_status(settings),
+        default_status=automatic_status(settings, dg.DefaultSensorStatus),
         description="Requests one sweep for the providers whose events became stuck since the "
         "last tick; otherwise skips, saying what it saw.",
     )
@@ -55,14 +48,7 @@ def build_sensor(settings: Settings) -> dg.SensorDefinition:
         tick = load_settings()
         since, now = read_cursor(context.cursor), utcnow()
         with payments_db.engine.connect() as conn:
-            seen = store.count_newly_stuck(
-                conn,
-                now=now,
-                since=since,
-                minutes=tick.stuck_requeue_minutes,
-                timeout_minutes=tick.processing_timeout_minutes,
-                created_after=now - dt.timedelta(days=tick.max_age_days),
-            )
+            seen = status.newly_stuck(conn, tick, since=since, now=now)
         context.update_cursor(json.dumps({"checked_until": now.isoformat()}))
         counts = {p: sum(s.count for s in seen if s.provider is p) for p in PROVIDERS}
         saw = ", ".join(f"{p.value} {n}" for p, n in counts.items())

@@ -1,0 +1,46 @@
+"""The read side (`status.read_status`): what every door shows, from the sweep's own definition."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from payments_pipeline import status
+from payments_pipeline.config import Settings
+from payments_pipeline.models import EventStatus, Provider
+
+from .conftest import EventFactory
+from .helpers import ago
+
+
+def test_report_counts_stuck_dead_and_expired(
+    engine: Engine, settings: Settings, event_factory: EventFactory
+) -> None:
+    event_factory(Provider.STRIPE, created_at=ago(hours=3))  # dispatched_at_null, 3 h old
+    event_factory(Provider.STRIPE, dispatched_at=ago(seconds=30))  # in flight: not stuck
+    event_factory(Provider.STRIPE, created_at=ago(days=9))  # stuck, older than the window
+    dead = event_factory(Provider.MONETBIL, status=EventStatus.DEAD, attempts=10)
+    event_factory(
+        Provider.MONETBIL,
+        status=EventStatus.PROCESSING,
+        processing_started_at=ago(minutes=31),
+        dispatched_at=ago(minutes=31),
+        created_at=ago(minutes=32),
+    )  # processing_stalled
+
+    report = status.read_status(engine, settings)
+
+    assert report.counts["stripe"][EventStatus.RECEIVED] == 3
+    assert report.counts["monetbil"][EventStatus.DEAD] == 1
+    assert report.counts["monetbil"][EventStatus.PROCESSED] == 0
+    assert report.oldest_stuck_age("stripe").days == 9
+    assert 31 * 60 <= report.oldest_stuck_age("monetbil").total_seconds() < 33 * 60
+    assert report.dead_count == 1 and [d.event.id for d in report.dead_events] == [dead]
+    assert report.expired == {"stripe": 1, "monetbil": 0}
+    assert report.as_json()["expired"] == {"count": 1, "by_provider": report.expired}
+
+
+def test_nothing_stuck_reads_as_empty(engine: Engine, settings: Settings) -> None:
+    report = status.read_status(engine, settings)
+    assert report.oldest_stuck == {} and report.dead_count == 0
+    assert report.expired == {"stripe": 0, "monetbil": 0}
+    assert all(n == 0 for row in report.counts.values() for n in row.values())

@@ -21,9 +21,9 @@ from sqlalchemy import Engine
 from . import migrations, store
 from .config import ConfigError, Settings, load_settings
 from .demo import DEMO_DIR, create_demo_database
-from .dispatch import InlineDispatcher
+from .dispatch import build_dispatcher
 from .errors import short_error
-from .models import EventStatus
+from .models import DispatchMode, EventStatus
 from .replay import replay_events
 from .status import read_status
 from .sweep import SweepParamError, SweepParams, SweepSummary, run_sweep
@@ -158,7 +158,8 @@ def requeue_stuck_webhooks(
         _print_summary(summary, as_json)
         return
     try:
-        summary = run_sweep(engine, params, InlineDispatcher(engine, settings), dry_run=dry_run)
+        dispatcher = build_dispatcher(settings.dispatch, engine, settings)
+        summary = run_sweep(engine, params, dispatcher, dry_run=dry_run)
     finally:
         engine.dispose()
     _print_summary(summary, as_json)
@@ -228,7 +229,7 @@ def replay(settings: Settings, event_ids: Sequence[int]) -> None:
         result = replay_events(
             engine,
             event_ids,
-            InlineDispatcher(engine, settings),
+            build_dispatcher(settings.dispatch, engine, settings),
             minutes=settings.stuck_requeue_minutes,
         )
     finally:
@@ -303,10 +304,15 @@ def demo(settings: Settings, directory: Path, as_json: bool) -> None:
 )
 @click.pass_obj
 def worker(settings: Settings, batch: int, poll_interval: float) -> None:
-    """Process claimed events from the table until SIGTERM/SIGINT (pair with `serve --dispatch
-    queue`; run several)."""
+    """Process dispatched events until SIGTERM/SIGINT, with the engine PAYMENTS_DISPATCH names
+    (`table`: take claimed rows from the table; run several)."""
     from .worker import Worker
 
+    if settings.dispatch is DispatchMode.INLINE:
+        raise CliError(
+            "PAYMENTS_DISPATCH is inline: events are processed where they are claimed, so there "
+            "is nothing for a worker to do; set PAYMENTS_DISPATCH=table to run table workers"
+        )
     engine = open_database(settings)
     runner = Worker(engine, settings, batch=batch, poll_interval=poll_interval)
     runner.install_signal_handlers()
@@ -327,11 +333,12 @@ def worker(settings: Settings, batch: int, poll_interval: float) -> None:
 )
 @click.option(
     "--dispatch",
-    type=click.Choice(["inline", "queue", "none"]),
+    type=click.Choice(["inline", "table", "none", "queue"]),
     default=None,
-    help="inline (default, PAYMENTS_RECEIVER_DISPATCH): process claimed events after answering; "
-    "queue: claim only, `payments-pipeline worker` processes take them from the table; "
-    "none: claim only, the sweep processes them later (to measure the door alone).",
+    help="Overrides PAYMENTS_DISPATCH for the receiver. inline: process claimed events after "
+    "answering; table: claim only, `payments-pipeline worker` processes take them from the table "
+    "(`queue` is its former name); none: claim only, the sweep processes them later (to measure "
+    "the door alone).",
 )
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
 @click.option(

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
-from .models import DispatchMode
+from .models import PROCESSING_DISPATCH_MODES, DispatchMode
 
 DEFAULT_DATABASE_FILE = "payments.sqlite3"
 MAX_AGE_DAYS = 7
+DEFAULT_CELERY_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
 class ConfigError(ValueError):
@@ -47,8 +48,12 @@ class Settings:
     # --- receiver (`payments-pipeline serve`) ---
     # Larger bodies are refused with 413 while the stream is read, never buffered whole.
     max_body_bytes: int = 256 * 1024
-    # What the receiver does with a claimed event (`models.DispatchMode` says what each does).
-    receiver_dispatch: DispatchMode = DispatchMode.INLINE
+    # How every door hands a claimed event on (`models.DispatchMode` says what each does).
+    dispatch: DispatchMode = DispatchMode.INLINE
+    # The receiver's own override (`serve --dispatch`, which may also say `none`); None: `dispatch`.
+    receiver_dispatch: DispatchMode | None = None
+    celery_broker_url: str = field(default=DEFAULT_CELERY_BROKER_URL, repr=False)
+    celery_queue: str = "payments_pipeline"
     # Threads that process claimed events after the response; a bounded queue feeds them.
     dispatch_threads: int = 4
     # Gate transactions in flight at once per worker process (threads and pooled connections).
@@ -56,6 +61,11 @@ class Settings:
     # overlap round trips (docs/PERFORMANCE.md, receiver section).
     gate_threads: int = 4
     monetbil_check_payment_timeout_seconds: int = 10
+
+    @property
+    def receiver_mode(self) -> DispatchMode:
+        """What the receiver does with a claimed event."""
+        return DispatchMode(self.receiver_dispatch or self.dispatch)
 
     @property
     def processing_timeout(self) -> dt.timedelta:
@@ -91,16 +101,29 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 E = TypeVar("E", bound=StrEnum)
 
 
-def _choice(env: Mapping[str, str], name: str, choices: type[E], default: E) -> E:
-    """The variable's value as a member of `choices`."""
+def _choice(env: Mapping[str, str], name: str, choices: Sequence[E]) -> E | None:
+    """The variable's value as one of `choices` (members of one StrEnum); None if unset."""
     raw = env.get(name, "").strip().lower()
     if not raw:
-        return default
+        return None
     try:
-        return choices(raw)
+        value = type(choices[0])(raw)
     except ValueError:
+        value = None
+    if value not in choices:
         names = ", ".join(c.value for c in choices)
-        raise ConfigError(f"{name} must be one of {names}, got {raw!r}") from None
+        raise ConfigError(f"{name} must be one of {names}, got {raw!r}")
+    return value
+
+
+def _name(env: Mapping[str, str], name: str, default: str) -> str:
+    """A queue name: letters, digits, `.`, `_`, `-`, at most 200 characters."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if len(raw) > 200 or not all(c.isalnum() or c in "._-" for c in raw):
+        raise ConfigError(f"{name} must be letters, digits, '.', '_' or '-', got {raw!r}")
+    return raw
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -119,9 +142,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         monetbil_check_payment_url=env.get("MONETBIL_CHECK_PAYMENT_URL") or None,
         dagster_home=env.get("DAGSTER_HOME") or None,
         max_body_bytes=_int(env, "PAYMENTS_MAX_BODY_BYTES", 256 * 1024),
-        receiver_dispatch=_choice(
-            env, "PAYMENTS_RECEIVER_DISPATCH", DispatchMode, DispatchMode.INLINE
-        ),
+        dispatch=_choice(env, "PAYMENTS_DISPATCH", PROCESSING_DISPATCH_MODES)
+        or DispatchMode.INLINE,
+        receiver_dispatch=_choice(env, "PAYMENTS_RECEIVER_DISPATCH", tuple(DispatchMode)),
+        celery_broker_url=env.get("PAYMENTS_CELERY_BROKER_URL", "").strip()
+        or DEFAULT_CELERY_BROKER_URL,
+        celery_queue=_name(env, "PAYMENTS_CELERY_QUEUE", "payments_pipeline"),
         dispatch_threads=_int(env, "PAYMENTS_DISPATCH_THREADS", 4),
         gate_threads=_int(env, "PAYMENTS_GATE_THREADS", 4),
         monetbil_check_payment_timeout_seconds=_int(env, "MONETBIL_CHECK_PAYMENT_TIMEOUT", 10),

@@ -68,11 +68,21 @@ class SweepTrigger(StrEnum):
 
 
 class DispatchMode(StrEnum):
-    """How the receiver hands a claimed event on (`PAYMENTS_RECEIVER_DISPATCH`, `--dispatch`)."""
+    """How a claimed event reaches processing (`PAYMENTS_DISPATCH`; `serve --dispatch`)."""
 
-    INLINE = "inline"  # process it in the server process, after the response went out
-    QUEUE = "queue"  # the claimed row is the job: `payments-pipeline worker` processes take it
-    NONE = "none"  # intake alone: nobody processes it until a sweep or a worker picks it up
+    INLINE = "inline"  # process it in the caller (the receiver: after the response went out)
+    TABLE = "table"  # the claimed row is the job: `payments-pipeline worker` processes take it
+    CELERY = "celery"  # publish a Celery task; Celery workers process it
+    NONE = "none"  # the receiver only: intake alone, a sweep or a worker picks it up later
+
+    @classmethod
+    def _missing_(cls, value: object) -> DispatchMode | None:
+        # `queue` was the table engine's first name (`serve --dispatch queue`).
+        return cls.TABLE if value == "queue" else None
+
+
+# The engines a sweep, a replay and `PAYMENTS_DISPATCH` may name (`none` is the receiver's own).
+PROCESSING_DISPATCH_MODES = (DispatchMode.INLINE, DispatchMode.TABLE)
 
 
 class PaymentStatus(StrEnum):

@@ -212,3 +212,34 @@ def test_demo_runs_a_sweep_from_the_installed_command(tmp_path: Path) -> None:
         "failed_old",
         "processing_stalled",
     }
+
+
+def test_worker_refuses_the_inline_engine_in_one_line(
+    db_env: Engine, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PAYMENTS_DISPATCH", raising=False)
+    code, _, err = _run(capsys, "worker")
+    assert code == 1
+    assert _error_lines(err) == [
+        "error: PAYMENTS_DISPATCH is inline: events are processed where they are claimed, so "
+        "there is nothing for a worker to do; set PAYMENTS_DISPATCH=table to run table workers"
+    ]
+
+
+def test_sweep_follows_the_dispatch_setting(
+    db_env: Engine,
+    event_factory: EventFactory,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    event_id = event_factory(Provider.STRIPE)
+    monkeypatch.setenv("PAYMENTS_DISPATCH", "table")
+    code, out, _ = _run(capsys, "--log-level", "warning", "requeue-stuck-webhooks", "--json")
+    assert code == 0 and json.loads(out)["total"]["dispatched"] == 1
+    # table: the claim is all the sweep does; the event waits for a worker
+    claimed = fetch_event(db_env, event_id)
+    assert claimed.status is EventStatus.RECEIVED and claimed.dispatched_at is not None
+    monkeypatch.setenv("PAYMENTS_DISPATCH", "inline")
+    event_id = event_factory(Provider.STRIPE)
+    code, _, _ = _run(capsys, "--log-level", "warning", "requeue-stuck-webhooks", "--json")
+    assert code == 0 and fetch_event(db_env, event_id).status is EventStatus.PROCESSED

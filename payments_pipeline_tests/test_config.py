@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from payments_pipeline.config import ConfigError, load_settings
+from payments_pipeline.models import DispatchMode
 
 
 def test_receiver_thread_defaults() -> None:
@@ -23,3 +24,34 @@ def test_gate_threads_from_the_environment() -> None:
 def test_bad_gate_threads_is_one_clear_error(raw: str, message: str) -> None:
     with pytest.raises(ConfigError, match=f"PAYMENTS_GATE_THREADS must be .*{message}"):
         load_settings({"PAYMENTS_GATE_THREADS": raw})
+
+
+def test_dispatch_engine_is_one_setting_with_the_receivers_override() -> None:
+    assert load_settings({}).dispatch is DispatchMode.INLINE
+    assert load_settings({}).receiver_mode is DispatchMode.INLINE
+    table = load_settings({"PAYMENTS_DISPATCH": "table"})
+    assert table.dispatch is DispatchMode.TABLE and table.receiver_mode is DispatchMode.TABLE
+    # `queue` is the table engine's former name
+    assert load_settings({"PAYMENTS_DISPATCH": "Queue"}).dispatch is DispatchMode.TABLE
+    both = load_settings({"PAYMENTS_DISPATCH": "table", "PAYMENTS_RECEIVER_DISPATCH": "none"})
+    assert both.dispatch is DispatchMode.TABLE and both.receiver_mode is DispatchMode.NONE
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("PAYMENTS_DISPATCH", "none"),
+        ("PAYMENTS_DISPATCH", "kafka"),
+        ("PAYMENTS_RECEIVER_DISPATCH", "x"),
+    ],
+)
+def test_unknown_dispatch_engine_is_one_clear_error(name: str, raw: str) -> None:
+    with pytest.raises(ConfigError, match=f"{name} must be one of .*got '{raw}'"):
+        load_settings({name: raw})
+
+
+def test_celery_queue_name_is_checked() -> None:
+    assert load_settings({}).celery_queue == "payments_pipeline"
+    assert load_settings({"PAYMENTS_CELERY_QUEUE": "pp.eu-1"}).celery_queue == "pp.eu-1"
+    with pytest.raises(ConfigError, match="PAYMENTS_CELERY_QUEUE"):
+        load_settings({"PAYMENTS_CELERY_QUEUE": "a b"})

@@ -114,7 +114,11 @@ def test_worker_stops_when_asked(sqlite_engine: Engine) -> None:
 
 def test_worker_command_processes_then_stops_on_sigterm(engine: Engine) -> None:
     event_id = _receive(engine, "evt_cli", reference="pi_cli")
-    env = {**os.environ, "PAYMENTS_DATABASE_URL": engine.url.render_as_string(hide_password=False)}
+    env = {
+        **os.environ,
+        "PAYMENTS_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "PAYMENTS_DISPATCH": "table",
+    }
     exe = Path(sys.executable).with_name("payments-pipeline")
     with subprocess.Popen(
         [str(exe), "worker", "--poll-interval", "0.05"],

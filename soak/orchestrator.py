@@ -99,7 +99,7 @@ def _run(config: SoakConfig, log_dir: Path, progress: Progress) -> dict[str, Any
             },
         )
         port = free_port()
-        serve_argv = [CLI, "serve", "--dispatch", "queue", "--port", str(port)]
+        serve_argv = [CLI, "serve", "--dispatch", "table", "--port", str(port)]
         serve = Child("serve", [*serve_argv, "--workers", str(config.serve_workers)], env, log_dir)
         stack.callback(serve.stop)
         base_url = f"http://127.0.0.1:{port}"

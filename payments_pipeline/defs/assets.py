@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 
 from .. import status
 from ..config import load_settings
-from ..dispatch import InlineDispatcher
+from ..dispatch import build_dispatcher
 from ..sweep import (
     ClaimResult,
     DispatchResult,
@@ -93,20 +93,26 @@ def dispatched_webhook_events(
     payments_db: PaymentsDatabase,
     claimed_webhook_events: tuple[Scan, ClaimResult],
 ) -> dg.MaterializeResult[tuple[Scan, ClaimResult, DispatchResult]]:
-    """Hands each claimed event to processing, inline, and counts what processing made of it."""
+    """Hands each claimed event on through `PAYMENTS_DISPATCH` (inline: processes it here and
+    counts what processing made of it; table: leaves it to the workers; celery: publishes it)."""
     scan, claim = claimed_webhook_events
     engine = payments_db.engine
     with _failing_marks_sweep(engine, scan):
-        dispatcher = InlineDispatcher(engine, load_settings())
+        settings = load_settings()
+        dispatcher = build_dispatcher(settings.dispatch, engine, settings)
         dispatch = dispatch_claimed(engine, scan, claim, dispatcher)
-        context.log.info(f"dispatched {len(dispatch.dispatched)}, failed {len(dispatch.failed)}")
+        context.log.info(
+            f"dispatched {len(dispatch.dispatched)} via {settings.dispatch.value}, "
+            f"failed {len(dispatch.failed)}"
+        )
         if dispatch.failed:
             context.log.error(
                 f"{len(dispatch.failed)} claimed event(s) could not be dispatched (each error is "
                 f"on this step's stderr); they come back as dispatch_lost after "
                 f"{scan.params.minutes} minutes"
             )
-        metadata = md.dispatch_metadata(scan, dispatch, dispatcher.outcomes)
+        outcomes = getattr(dispatcher, "outcomes", None)  # inline only: it processed them
+        metadata = md.dispatch_metadata(scan, dispatch, settings.dispatch, outcomes)
     return dg.MaterializeResult(value=(scan, claim, dispatch), metadata=metadata)
 
 

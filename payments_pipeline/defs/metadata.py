@@ -14,7 +14,7 @@ from typing import Any
 
 import dagster as dg
 
-from ..models import ProcessOutcome, Provider, SweepOutcome, SweepReason
+from ..models import DispatchMode, ProcessOutcome, Provider, SweepOutcome, SweepReason
 from ..sweep import Candidate, ClaimResult, DispatchResult, Scan, SweepSummary
 from .tables import summary_tables, table
 
@@ -94,16 +94,25 @@ def claim_metadata(scan: Scan, claim: ClaimResult) -> dict[str, Any]:
 
 
 def dispatch_metadata(
-    scan: Scan, dispatch: DispatchResult, outcomes: Mapping[ProcessOutcome, int]
+    scan: Scan,
+    dispatch: DispatchResult,
+    engine: DispatchMode,
+    outcomes: Mapping[ProcessOutcome, int] | None,
 ) -> dict[str, Any]:
-    """Dispatched and failed per provider and reason, and what inline processing made of them."""
+    """The engine, dispatched and failed per provider and reason, and (inline only: the step
+    processed them itself) what processing made of them."""
     providers = scan.params.providers
     failed = SweepOutcome.DISPATCH_FAILED.value
     rows = [(c, "dispatched") for c in dispatch.dispatched] + [(c, failed) for c in dispatch.failed]
+    processed = {}
+    if outcomes is not None:
+        processed = {f"processing_{o.value}": outcomes.get(o, 0) for o in ProcessOutcome}
     return {
+        "engine": dg.MetadataValue.text(engine.value),
+        "handed_on": len(dispatch.dispatched),
         **breakdown("dispatched", dispatch.dispatched, providers),
         **breakdown(failed, dispatch.failed, providers),
-        **{f"processing_{o.value}": outcomes.get(o, 0) for o in ProcessOutcome},
+        **processed,
         **events_preview(rows, sweep_id=scan.sweep_id),
     }
 

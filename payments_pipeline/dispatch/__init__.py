@@ -1,16 +1,39 @@
-"""Dispatch engines: how a claimed event reaches processing.
+"""Dispatch engines: how a claimed event reaches processing (`PAYMENTS_DISPATCH`).
 
 - `inline` (`inline.InlineDispatcher`): processes the event in the caller.
-- `queue` (`table.TableDispatcher`): nothing more; the claimed row is the job that
+- `table` (`table.TableDispatcher`): nothing more; the claimed row is the job that
   `payments-pipeline worker` processes take from the table.
 - `none` (`none.NullDispatcher`): nothing; intake alone, a sweep or worker picks the event up.
 
 The database stays the source of truth: whatever an engine loses, the sweep finds again.
 """
 
+from sqlalchemy import Engine
+
+from ..config import Settings
+from ..models import DispatchMode
 from .base import Dispatcher
 from .inline import InlineDispatcher
 from .none import NullDispatcher
 from .table import QueueDispatcher, TableDispatcher
 
-__all__ = ["Dispatcher", "InlineDispatcher", "NullDispatcher", "QueueDispatcher", "TableDispatcher"]
+__all__ = [
+    "Dispatcher",
+    "InlineDispatcher",
+    "NullDispatcher",
+    "QueueDispatcher",
+    "TableDispatcher",
+    "build_dispatcher",
+]
+
+
+def build_dispatcher(mode: DispatchMode, engine: Engine, settings: Settings) -> Dispatcher:
+    """The engine `mode` names, for a door that claimed events (sweep, replay, receiver)."""
+    match DispatchMode(mode):
+        case DispatchMode.INLINE:
+            return InlineDispatcher(engine, settings)
+        case DispatchMode.TABLE:
+            return TableDispatcher()
+        case DispatchMode.NONE:
+            return NullDispatcher()
+    raise ValueError(f"no dispatch engine {mode!r} in this build")

@@ -35,7 +35,7 @@ from starlette.routing import Route
 
 from .. import gate, store
 from ..config import Settings, load_settings
-from ..dispatch import Dispatcher, InlineDispatcher
+from ..dispatch import Dispatcher, build_dispatcher
 from ..errors import database_error
 from ..gate import ReceiveResult
 from ..models import PROVIDERS, DispatchMode, Provider
@@ -213,7 +213,7 @@ def create_app(
 ) -> Starlette:
     """The receiver app. Without `engine` it opens (and at shutdown disposes of) its own on
     `settings.database_url`; without `dispatcher` claimed events go where
-    `settings.receiver_dispatch` says (`_dispatch_queue`)."""
+    `settings.receiver_mode` says (`_dispatch_queue`)."""
     owns_engine = engine is None
     if engine is None:
         engine = store.make_engine(
@@ -226,7 +226,7 @@ def create_app(
             max_overflow=0,
         )
     if dispatcher is None:
-        queue = _dispatch_queue(DispatchMode(settings.receiver_dispatch), engine, settings)
+        queue = _dispatch_queue(settings.receiver_mode, engine, settings)
     else:
         queue = DispatchQueue(dispatcher, threads=settings.dispatch_threads)
     receiver = Receiver(settings, engine, queue, owns_engine=owns_engine)
@@ -263,12 +263,13 @@ def _dispatch_queue(mode: DispatchMode, engine: Engine, settings: Settings) -> D
     match mode:
         case DispatchMode.INLINE:  # processed in this process, on the queue's threads
             return DispatchQueue(
-                InlineDispatcher(engine, settings), threads=settings.dispatch_threads
+                build_dispatcher(mode, engine, settings), threads=settings.dispatch_threads
             )
-        case DispatchMode.QUEUE:  # the claimed row is the job: worker processes take it
+        case DispatchMode.TABLE:  # the claimed row is the job: worker processes take it
             return None
         case DispatchMode.NONE:  # intake alone: a sweep or a worker picks the event up later
             return None
+    raise ValueError(f"the receiver has no dispatch engine {mode!r}")
 
 
 def create_app_from_environment() -> Starlette:

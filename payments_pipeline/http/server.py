@@ -16,6 +16,7 @@ import socket
 import uvicorn
 
 from payments_pipeline.config import Settings
+from payments_pipeline.models import DispatchMode
 
 from .logs import uvicorn_log_config
 
@@ -80,14 +81,14 @@ def serve(
     for warning in unconfigured:
         log.warning(warning)
     check_can_listen(host, port)
-    if dispatch is not None:
-        os.environ["PAYMENTS_RECEIVER_DISPATCH"] = dispatch  # for the worker processes
+    mode = settings.receiver_mode if dispatch is None else DispatchMode(dispatch)
+    os.environ["PAYMENTS_RECEIVER_DISPATCH"] = mode.value  # for the worker processes
     log.info(
         "receiver listening on http://%s:%s (workers=%s, dispatch=%s, max body %s bytes)",
         host,
         port,
         workers,
-        dispatch or settings.receiver_dispatch,
+        mode.value,
         settings.max_body_bytes,
     )
     uvicorn.run(

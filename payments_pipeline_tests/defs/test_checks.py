@@ -72,7 +72,7 @@ def test_a_claim_that_was_not_dispatched_fails_with_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     event_id = event_factory(Provider.STRIPE)
-    monkeypatch.setattr(assets, "InlineDispatcher", _RefusingDispatcher)
+    monkeypatch.setattr(assets, "build_dispatcher", _RefusingDispatcher)
     result = execute_sweep(instance)
     assert result.success
     check = _checks(result)["every_claim_dispatched"]

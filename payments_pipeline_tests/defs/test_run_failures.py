@@ -42,7 +42,7 @@ def test_a_run_that_died_between_steps_gets_its_row_closed(
     def host_lost(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("worker host lost")
 
-    monkeypatch.setattr(assets, "InlineDispatcher", host_lost)
+    monkeypatch.setattr(assets, "build_dispatcher", host_lost)
     result = execute_sweep(instance)
     assert not result.success
     # The failing step closed its row itself; a process killed between steps never gets to.

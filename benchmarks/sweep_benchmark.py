@@ -73,9 +73,9 @@ REASONS: tuple[SweepReason, ...] = (
     SweepReason.PROCESSING_STALLED,
 )
 
-# The floor (a): the four reasons of DESIGN.md OR-ed, inside the window, both providers. Written out
-# by hand (not built from store.py) so the document can quote it; the run checks it matches exactly
-# the rows the sweep claims.
+# The floor (a): the four sweep reasons (docs/semantics.md) OR-ed, inside the window, both
+# providers. Written out by hand (not built from store.py) so the document can quote it; the run
+# checks it matches exactly the rows the sweep claims.
 STUCK_WHERE = """
     provider IN ('stripe', 'monetbil')
     AND created_at >= :created_after

@@ -5,7 +5,8 @@ The store calls `next_state` inside its compare-and-set (read status and `last_e
 to `next_event_at(...)`. `replay` folds a list of updates with the same rule, independently of the
 store, so a soak test can compare the database against it.
 
-Rules (DESIGN.md: an older event never overwrites a newer state; a terminal state never regresses):
+Rules (an older event never overwrites a newer state; a terminal state never regresses; written
+for users in docs/semantics.md, "Payments: duplicates and out-of-order events"):
 
 - Lifecycle rank: pending 0 < failed 1 < succeeded 2 = cancelled 2 < refunded 3.
 - Allowed changes: no row yet -> anything; pending -> failed, succeeded, cancelled, refunded;

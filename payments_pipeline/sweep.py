@@ -189,7 +189,7 @@ class SweepSummary:
         return sum(self.providers.values(), Counts())
 
     def as_json(self) -> dict[str, Any]:
-        """The object `requeue-stuck-webhooks --json` prints (DESIGN.md)."""
+        """The object `requeue-stuck-webhooks --json` prints (docs/reference.md, "Sweep JSON")."""
         out: dict[str, Any] = {
             "sweep_id": self.sweep_id,
             "minutes": self.minutes,

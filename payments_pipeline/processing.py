@@ -12,6 +12,11 @@ An attempt is two transactions:
 
 A failure records `failed` with a backoff (first interval = `minutes`, doubling, capped) or `dead`
 once the retry budget is spent; a `PermanentEventError` (or a malformed payload) is `dead` at once.
+
+Workers take events in batches (`claim_batch`: one set-based claim for many events, each with its
+own attempt number) and complete them together (`complete_attempts`): every event's effects and
+fence in one transaction, a savepoint each, so one commit carries many events and a failing
+handler rolls back alone. The fence is the same per event; only the commit is shared.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
 from . import store
@@ -75,6 +81,21 @@ def start_attempt(
     return store.in_transaction(engine, claim)
 
 
+def _apply(
+    conn: Connection,
+    attempt: Attempt,
+    registry: HandlerRegistry,
+    now: dt.datetime,
+) -> None:
+    """The handler's writes, then `processed` under the attempt's fence (or `_StaleAttempt`)."""
+    event = attempt.event
+    handler = registry.get(event.provider, event.event_type)
+    if handler is not None:
+        handler(HandlerContext(conn=conn, event=event, attempt=attempt.number, now=now))
+    if not store.mark_processed(conn, event_id=event.id, attempt=attempt.number, now=now):
+        raise _StaleAttempt
+
+
 def complete_attempt(
     engine: Engine,
     attempt: Attempt,
@@ -84,27 +105,88 @@ def complete_attempt(
     now_fn: Callable[[], dt.datetime] = utcnow,
 ) -> ProcessOutcome:
     """Run the handler and commit its effects with `processed`, under the attempt fence."""
-    event = attempt.event
-    handler = registry.get(event.provider, event.event_type)
-
-    def apply(conn: Connection) -> None:
-        now = now_fn()
-        if handler is not None:
-            handler(HandlerContext(conn=conn, event=event, attempt=attempt.number, now=now))
-        if not store.mark_processed(conn, event_id=event.id, attempt=attempt.number, now=now):
-            raise _StaleAttempt
-
     try:
-        store.in_transaction(engine, apply)
+        store.in_transaction(engine, lambda conn: _apply(conn, attempt, registry, now_fn()))
     except _StaleAttempt:
-        log.warning(
-            "webhook event %s attempt %s was re-claimed meanwhile: nothing committed",
-            event.id,
-            attempt.number,
-        )
+        _log_stale(attempt)
         return ProcessOutcome.STALE
     except Exception as exc:
         return _record_failure(engine, attempt, exc, settings=settings, now=now_fn())
+    _log_processed(attempt, registry)
+    return ProcessOutcome.PROCESSED
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """What a failed attempt records: `failed` with a backoff, or `dead`."""
+
+    dead: bool
+    error: str
+    next_attempt_at: dt.datetime
+
+    @classmethod
+    def of(
+        cls, attempt: Attempt, exc: BaseException, *, settings: Settings, now: dt.datetime
+    ) -> _Failure:
+        used = attempt.number - attempt.event.attempts_base
+        permanent = isinstance(exc, PermanentEventError | PayloadError)
+        delay = backoff(
+            used, minutes=settings.stuck_requeue_minutes, cap_minutes=settings.max_backoff_minutes
+        )
+        return cls(permanent or used >= settings.max_attempts, short_error(exc), now + delay)
+
+    def record(self, conn: Connection, attempt: Attempt, now: dt.datetime) -> bool:
+        """Fenced, like `processed`: False when the attempt was re-claimed meanwhile."""
+        return store.mark_failed(
+            conn,
+            event_id=attempt.event.id,
+            attempt=attempt.number,
+            now=now,
+            error=self.error,
+            next_attempt_at=self.next_attempt_at,
+            dead=self.dead,
+        )
+
+    def outcome(self, attempt: Attempt, recorded: bool) -> ProcessOutcome:
+        if not recorded:
+            # Re-claimed while this attempt failed: e.g. a worker frozen past the processing
+            # timeout, whose session the server ended meanwhile (store.make_engine), wakes to a
+            # dead connection.
+            _log_stale(attempt, f" ({self.error})")
+            return ProcessOutcome.STALE
+        event = attempt.event
+        log.warning(
+            "webhook event %s id=%s provider=%s provider_event_id=%s event_type=%s attempt=%s: %s",
+            "dead" if self.dead else "failed",
+            event.id,
+            event.provider.value,
+            event.provider_event_id,
+            event.event_type,
+            attempt.number,
+            self.error,
+        )
+        return ProcessOutcome.DEAD if self.dead else ProcessOutcome.FAILED
+
+
+def _record_failure(
+    engine: Engine, attempt: Attempt, exc: Exception, *, settings: Settings, now: dt.datetime
+) -> ProcessOutcome:
+    failure = _Failure.of(attempt, exc, settings=settings, now=now)
+    recorded = store.in_transaction(engine, lambda conn: failure.record(conn, attempt, now))
+    return failure.outcome(attempt, recorded)
+
+
+def _log_stale(attempt: Attempt, detail: str = "") -> None:
+    log.warning(
+        "webhook event %s attempt %s was re-claimed meanwhile: nothing committed%s",
+        attempt.event.id,
+        attempt.number,
+        detail,
+    )
+
+
+def _log_processed(attempt: Attempt, registry: HandlerRegistry) -> None:
+    event = attempt.event
     log.info(
         "webhook event processed id=%s provider=%s provider_event_id=%s event_type=%s attempt=%s%s",
         event.id,
@@ -112,55 +194,8 @@ def complete_attempt(
         event.provider_event_id,
         event.event_type,
         attempt.number,
-        "" if handler else " (no handler: no effect)",
+        "" if registry.get(event.provider, event.event_type) else " (no handler: no effect)",
     )
-    return ProcessOutcome.PROCESSED
-
-
-def _record_failure(
-    engine: Engine, attempt: Attempt, exc: Exception, *, settings: Settings, now: dt.datetime
-) -> ProcessOutcome:
-    event = attempt.event
-    used = attempt.number - event.attempts_base
-    permanent = isinstance(exc, PermanentEventError | PayloadError)
-    dead = permanent or used >= settings.max_attempts
-    delay = backoff(
-        used, minutes=settings.stuck_requeue_minutes, cap_minutes=settings.max_backoff_minutes
-    )
-    error = short_error(exc)
-
-    def record(conn: Connection) -> bool:
-        return store.mark_failed(
-            conn,
-            event_id=event.id,
-            attempt=attempt.number,
-            now=now,
-            error=error,
-            next_attempt_at=now + delay,
-            dead=dead,
-        )
-
-    if not store.in_transaction(engine, record):
-        # Re-claimed while this attempt failed: e.g. a worker frozen past the processing timeout,
-        # whose session the server ended meanwhile (store.make_engine), wakes to a dead connection.
-        log.warning(
-            "webhook event %s attempt %s was re-claimed meanwhile: nothing committed (%s)",
-            event.id,
-            attempt.number,
-            error,
-        )
-        return ProcessOutcome.STALE
-    log.warning(
-        "webhook event %s id=%s provider=%s provider_event_id=%s event_type=%s attempt=%s: %s",
-        "dead" if dead else "failed",
-        event.id,
-        event.provider.value,
-        event.provider_event_id,
-        event.event_type,
-        attempt.number,
-        error,
-    )
-    return ProcessOutcome.DEAD if dead else ProcessOutcome.FAILED
 
 
 def process_event(
@@ -176,3 +211,101 @@ def process_event(
     if attempt is None:
         return ProcessOutcome.NOT_CLAIMED
     return complete_attempt(engine, attempt, settings=settings, registry=registry, now_fn=now_fn)
+
+
+# --- batches (the table worker) ----------------------------------------------------------------
+
+
+def claim_batch(
+    engine: Engine, *, settings: Settings, limit: int, now: dt.datetime | None = None
+) -> list[Attempt]:
+    """Start up to `limit` attempts in one set-based claim (oldest hand-off first). Rows another
+    worker is claiming are skipped, never waited on, so N workers never take the same event."""
+    at = now or utcnow()
+    events = store.in_transaction(
+        engine,
+        lambda conn: store.claim_dispatched_batch(
+            conn, limit=limit, now=at, max_attempts=settings.max_attempts
+        ),
+    )
+    return [Attempt(event=e, number=e.attempts) for e in events]
+
+
+def bury_exhausted(engine: Engine, *, settings: Settings, now: dt.datetime | None = None) -> int:
+    """Mark `dead` the dispatched events whose retry budget is spent without a recorded failure
+    (their workers died mid-attempt): no claim would ever take them again."""
+    at = now or utcnow()
+    ids = store.in_transaction(
+        engine,
+        lambda conn: store.bury_exhausted(conn, now=at, max_attempts=settings.max_attempts),
+    )
+    for event_id in ids:
+        log.warning("webhook event %s is dead: retry budget spent", event_id)
+    return len(ids)
+
+
+def _apply_in_savepoint(
+    conn: Connection,
+    attempt: Attempt,
+    *,
+    settings: Settings,
+    registry: HandlerRegistry,
+    now: dt.datetime,
+) -> tuple[ProcessOutcome, _Failure | None]:
+    """One event of a group: its effects roll back alone if its handler fails or it is stale."""
+    savepoint = conn.begin_nested()
+    try:
+        _apply(conn, attempt, registry, now)
+    except _StaleAttempt:
+        savepoint.rollback()
+        return ProcessOutcome.STALE, None
+    except Exception as exc:
+        savepoint.rollback()  # raises if the connection itself is gone: the group fails whole
+        if isinstance(exc, sa.exc.DBAPIError) and store.is_retryable(exc):
+            raise  # a lock cycle: run the whole group again rather than back off this event
+        failure = _Failure.of(attempt, exc, settings=settings, now=now)
+        recorded = failure.record(conn, attempt, now)
+        return (ProcessOutcome.FAILED if recorded else ProcessOutcome.STALE), failure
+    savepoint.commit()
+    return ProcessOutcome.PROCESSED, None
+
+
+def complete_attempts(
+    engine: Engine,
+    attempts: list[Attempt],
+    *,
+    settings: Settings,
+    registry: HandlerRegistry,
+    now_fn: Callable[[], dt.datetime] = utcnow,
+) -> list[ProcessOutcome]:
+    """Complete claimed attempts together: one transaction, a savepoint per event, one commit.
+
+    If the transaction as a whole fails (the connection was cut, the commit failed), nothing of
+    it landed, and each attempt records its failure alone, exactly as a single attempt would.
+    """
+    if not attempts:
+        return []
+
+    def group(conn: Connection) -> list[tuple[ProcessOutcome, _Failure | None]]:
+        now = now_fn()
+        return [
+            _apply_in_savepoint(conn, a, settings=settings, registry=registry, now=now)
+            for a in attempts
+        ]
+
+    try:
+        results = store.in_transaction(engine, group)
+    except Exception as exc:
+        return [
+            _record_failure(engine, a, exc, settings=settings, now=now_fn()) for a in attempts
+        ]
+    outcomes = []
+    for attempt, (outcome, failure) in zip(attempts, results, strict=True):
+        if outcome is ProcessOutcome.PROCESSED:
+            _log_processed(attempt, registry)
+        elif failure is not None:
+            outcome = failure.outcome(attempt, outcome is not ProcessOutcome.STALE)
+        else:
+            _log_stale(attempt)
+        outcomes.append(outcome)
+    return outcomes

@@ -12,6 +12,7 @@ format, and MariaDB needs `DATETIME(6)` to keep the microseconds.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 from collections.abc import Callable, Iterable, Sequence
@@ -1170,6 +1171,110 @@ def select_dispatched(conn: Connection, *, limit: int) -> list[int]:
         .limit(limit)
     )
     return list(rows.scalars())
+
+
+def _dispatched_ready(max_attempts: int) -> ColumnElement[bool]:
+    """Handed on since its last attempt began, budget left: what a worker may start."""
+    return sa.and_(
+        E.status.in_(_CLAIMABLE),
+        E.dispatched_at.is_not(None),
+        _dispatched_since_last_attempt(),
+        E.attempts - E.attempts_base < max_attempts,
+    )
+
+
+def _start_values(now: dt.datetime) -> dict[str, Any]:
+    return {
+        "status": EventStatus.PROCESSING.value,
+        "attempts": E.attempts + 1,
+        "processing_started_at": now,
+        "processed_at": None,
+        "updated_at": now,
+    }
+
+
+def claim_dispatched_batch(
+    conn: Connection, *, limit: int, now: dt.datetime, max_attempts: int
+) -> list[WebhookEvent]:
+    """Start an attempt on up to `limit` dispatched events in one set-based claim; returns them
+    as they are now (`attempts` is each one's new attempt number, its fencing token).
+
+    Rows another transaction holds are skipped (SKIP LOCKED), so concurrent workers never take
+    the same event, and the UPDATE repeats the condition, so a row that moved is not taken.
+    No ORDER BY: the (status, dispatched_at) index already yields each status's rows oldest
+    hand-off first, and a sort would read the whole backlog on every poll.
+    """
+    ready = _dispatched_ready(max_attempts)
+    values = _start_values(now)
+    if conn.dialect.name == "postgresql":
+        picked = (
+            sa.select(E.id)
+            .where(ready)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .cte("picked")
+            .prefix_with("MATERIALIZED")
+        )
+        rows = conn.execute(
+            sa.update(webhook_events)
+            .where(E.id == picked.c.id, ready)
+            .values(**values)
+            .returning(*webhook_events.c)
+        )
+        return [_event_from_row(r) for r in rows]
+    if conn.dialect.name == "sqlite":
+        picked_ids = sa.select(E.id).where(ready).limit(limit).scalar_subquery()
+        rows = conn.execute(
+            sa.update(webhook_events)
+            .where(E.id.in_(picked_ids), ready)
+            .values(**values)
+            .returning(*webhook_events.c)
+        )
+        return sorted((_event_from_row(r) for r in rows), key=lambda e: e.id)
+    # MariaDB: no UPDATE ... RETURNING; lock the rows (all columns: they cannot change while
+    # locked), then update exactly those and build what the update made of them.
+    locked = [
+        _event_from_row(r)
+        for r in conn.execute(
+            sa.select(webhook_events).where(ready).limit(limit).with_for_update(skip_locked=True)
+        )
+    ]
+    if not locked:
+        return []
+    conn.execute(
+        sa.update(webhook_events).where(E.id.in_([e.id for e in locked]), ready).values(**values)
+    )
+    return [
+        dataclasses.replace(
+            e,
+            status=EventStatus.PROCESSING,
+            attempts=e.attempts + 1,
+            processing_started_at=now,
+            processed_at=None,
+            updated_at=now,
+        )
+        for e in locked
+    ]
+
+
+def bury_exhausted(conn: Connection, *, now: dt.datetime, max_attempts: int) -> list[int]:
+    """Mark `dead` the dispatched events whose budget is spent without a recorded failure (their
+    workers died mid-attempt); returns their ids."""
+    cond = sa.and_(
+        E.status.in_(_CLAIMABLE),
+        E.dispatched_at.is_not(None),
+        _dispatched_since_last_attempt(),
+        E.attempts - E.attempts_base >= max_attempts,
+    )
+    ids = list(conn.execute(sa.select(E.id).where(cond)).scalars())
+    if not ids:
+        return []
+    values = {
+        "status": EventStatus.DEAD.value,
+        "last_error": f"gave up after {max_attempts} attempts without completing",
+        "updated_at": now,
+    }
+    return _update_ids_returning(conn, ids, cond, values)
 
 
 def fail_running_sweep_of_dagster_run(

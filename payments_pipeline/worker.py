@@ -3,10 +3,11 @@
 A claim (gate or sweep) stamps `dispatched_at`; an event whose `dispatched_at` is newer than the
 start of its last attempt is therefore *handed on and not yet started*: it is the queued job. With
 `dispatch.TableDispatcher` the gate and the sweep do nothing more than that claim, and any number
-of worker processes pick such rows and process them (`processing.process_event`, whose conditional
-claim decides which worker runs it). Nothing is lost with a worker: a worker killed mid-event
-leaves a `processing` row that the sweep re-claims as `processing_stalled`, and its fenced commit
-can never land afterwards.
+of worker processes take such rows: each claims a batch with one set-based conditional statement
+that skips rows another worker is claiming (`processing.claim_batch`), so N workers never take the
+same event, then commits the batch's effects together (`processing.complete_attempts`).
+Nothing is lost with a worker: a worker killed mid-batch leaves `processing` rows that the sweep
+re-claims as `processing_stalled`, and its fenced commit can never land afterwards.
 """
 
 from __future__ import annotations
@@ -22,12 +23,11 @@ from types import FrameType
 
 from sqlalchemy import Engine
 
-from . import store
 from .config import Settings
 from .errors import short_error
 from .handlers import HandlerRegistry, default_registry
 from .models import ProcessOutcome
-from .processing import process_event
+from .processing import bury_exhausted, claim_batch, complete_attempts
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class WorkerStats:
 
 
 class Worker:
-    """Polls for dispatched events and processes them, one at a time, until stopped."""
+    """Polls for dispatched events and processes them, a claimed batch at a time, until stopped."""
 
     def __init__(
         self,
@@ -69,18 +69,21 @@ class Worker:
         self._stop.set()
 
     def run_once(self) -> int:
-        """Process one batch of dispatched events; returns how many were found."""
-        with self.engine.connect() as conn:
-            ids = store.select_dispatched(conn, limit=self.batch)
+        """Claim one batch of dispatched events in one statement and complete them together;
+        returns how many were claimed. A batch once claimed is finished even when asked to stop
+        (its events would otherwise wait for the sweep's processing timeout)."""
+        attempts = claim_batch(self.engine, settings=self.settings, limit=self.batch)
         self.stats.polls += 1
-        for event_id in ids:
-            if self._stop.is_set():
-                break
-            outcome = process_event(
-                self.engine, event_id, settings=self.settings, registry=self.registry
-            )
+        if len(attempts) < self.batch:
+            # The queue is (nearly) drained: what is left dispatched may be events whose budget
+            # was spent by workers that died mid-attempt. Cheap here, where few rows match.
+            if buried := bury_exhausted(self.engine, settings=self.settings):
+                self.stats.outcomes[ProcessOutcome.DEAD] += buried
+        for outcome in complete_attempts(
+            self.engine, attempts, settings=self.settings, registry=self.registry
+        ):
             self.stats.outcomes[outcome] += 1
-        return len(ids)
+        return len(attempts)
 
     def run(self, *, until: Callable[[], bool] | None = None) -> WorkerStats:
         """Poll until stopped; a database error is logged and retried after a pause, so a

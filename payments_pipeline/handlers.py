@@ -78,7 +78,9 @@ def apply_payment_update(ctx: HandlerContext, update: PaymentUpdate) -> bool:
     (unique per event) makes a second application of the same event impossible.
     """
     conn, event = ctx.conn, ctx.event
-    if store.ledger_has_event(conn, event_id=event.id):
+    # A ledger row commits only with `processed`, under an attempt's fence: the first attempt
+    # ever (number 1; a replay continues the numbering) cannot find one, and skips the read.
+    if ctx.attempt > 1 and store.ledger_has_event(conn, event_id=event.id):
         return False  # applied by an earlier attempt or before a replay: never twice
     for _ in range(_CAS_ATTEMPTS):
         current = store.get_payment(conn, provider=update.provider, reference=update.reference)

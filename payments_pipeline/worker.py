@@ -74,11 +74,12 @@ class Worker:
         (its events would otherwise wait for the sweep's processing timeout)."""
         attempts = claim_batch(self.engine, settings=self.settings, limit=self.batch)
         self.stats.polls += 1
-        if len(attempts) < self.batch:
-            # The queue is (nearly) drained: what is left dispatched may be events whose budget
-            # was spent by workers that died mid-attempt. Cheap here, where few rows match.
-            if buried := bury_exhausted(self.engine, settings=self.settings):
-                self.stats.outcomes[ProcessOutcome.DEAD] += buried
+        # When the queue is (nearly) drained, what is left dispatched may be events whose budget
+        # was spent by workers that died mid-attempt. Cheap then, when few rows match.
+        if len(attempts) < self.batch and (
+            buried := bury_exhausted(self.engine, settings=self.settings)
+        ):
+            self.stats.outcomes[ProcessOutcome.DEAD] += buried
         for outcome in complete_attempts(
             self.engine, attempts, settings=self.settings, registry=self.registry
         ):

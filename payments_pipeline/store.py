@@ -305,18 +305,6 @@ def get_event(conn: Connection, *, event_id: int) -> WebhookEvent | None:
     return _event_from_row(row) if row else None
 
 
-def get_event_by_key(
-    conn: Connection, *, provider: Provider, provider_event_id: str
-) -> WebhookEvent | None:
-    """One event by its provider key (the gate's unique key)."""
-    row = conn.execute(
-        sa.select(webhook_events).where(
-            E.provider == provider.value, E.provider_event_id == provider_event_id
-        )
-    ).first()
-    return _event_from_row(row) if row else None
-
-
 def get_event_refs(conn: Connection, *, event_ids: Sequence[int]) -> list[EventRef]:
     """The loggable fields of several events, in id order."""
     if not event_ids:
@@ -931,13 +919,6 @@ def set_sweep_event_outcome(
             .where(sweep_events.c.sweep_id == sweep_id, sweep_events.c.event_id.in_(event_ids))
             .values(outcome=outcome.value)
         )
-
-
-def running_sweep_ids(conn: Connection) -> list[int]:
-    rows = conn.execute(
-        sa.select(sweep_runs.c.id).where(sweep_runs.c.status == SweepStatus.RUNNING.value)
-    )
-    return list(rows.scalars())
 
 
 # --- status --------------------------------------------------------------------------------------

@@ -218,6 +218,14 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def changed_one(
+    conn: Connection, stmt: sa.Executable, params: dict[str, Any] | None = None
+) -> bool:
+    """Run a conditional UPDATE; True when it changed exactly the one row it is about (the
+    caller won), False when the condition no longer held (someone else did, or nothing to do)."""
+    return bool(conn.execute(stmt, params).rowcount == 1)
+
+
 def _is_mysql(conn: Connection) -> bool:
     return conn.dialect.name in {"mysql", "mariadb"}
 
@@ -378,8 +386,7 @@ def get_event_state(
 
 def claim_undispatched(conn: Connection, *, event_id: int, now: dt.datetime) -> bool:
     """Gate claim 1: hand the event on only if nobody ever has (dispatched_at IS NULL)."""
-    result = conn.execute(_CLAIM_UNDISPATCHED, {"event_id": event_id, "at": now})
-    return bool(result.rowcount == 1)
+    return changed_one(conn, _CLAIM_UNDISPATCHED, {"event_id": event_id, "at": now})
 
 
 def _failed_ready(now: Any, stuck_before: Any) -> ColumnElement[bool]:
@@ -407,8 +414,7 @@ def claim_failed_for_redispatch(
 ) -> bool:
     """Gate claim 2: a failed event last dispatched before `stuck_before`, its backoff over."""
     params = {"event_id": event_id, "at": now, "stuck_before": stuck_before}
-    result = conn.execute(_CLAIM_FAILED, params)
-    return bool(result.rowcount == 1)
+    return changed_one(conn, _CLAIM_FAILED, params)
 
 
 # --- webhook events: processing ------------------------------------------------------------------
@@ -430,7 +436,8 @@ def claim_for_processing(
     worker holding a stale batch, or a duplicate dispatch, cannot retry a failed event before a
     claim (gate claim 2, the sweep, a replay) has re-dispatched it, i.e. before its backoff.
     """
-    result = conn.execute(
+    started = changed_one(
+        conn,
         sa.update(webhook_events)
         .where(
             E.id == event_id,
@@ -444,9 +451,9 @@ def claim_for_processing(
             processing_started_at=now,
             processed_at=None,
             updated_at=now,
-        )
+        ),
     )
-    if result.rowcount != 1:
+    if not started:
         return None
     # We hold the row lock until commit, so this reads our own attempt number.
     return int(conn.execute(sa.select(E.attempts).where(E.id == event_id)).scalar_one())
@@ -456,7 +463,8 @@ def mark_exhausted_dead(
     conn: Connection, *, event_id: int, now: dt.datetime, max_attempts: int
 ) -> bool:
     """Bury an event whose retry budget is spent without a recorded failure (worker crashes)."""
-    result = conn.execute(
+    return changed_one(
+        conn,
         sa.update(webhook_events)
         .where(
             E.id == event_id,
@@ -468,9 +476,8 @@ def mark_exhausted_dead(
             status=EventStatus.DEAD.value,
             last_error=f"gave up after {max_attempts} attempts without completing",
             updated_at=now,
-        )
+        ),
     )
-    return bool(result.rowcount == 1)
 
 
 def _fence(event_id: int, attempt: int) -> ColumnElement[bool]:
@@ -481,7 +488,8 @@ def _fence(event_id: int, attempt: int) -> ColumnElement[bool]:
 
 def mark_processed(conn: Connection, *, event_id: int, attempt: int, now: dt.datetime) -> bool:
     """Fenced: only the attempt that still owns the row may mark it processed."""
-    result = conn.execute(
+    return changed_one(
+        conn,
         sa.update(webhook_events)
         .where(_fence(event_id, attempt))
         .values(
@@ -490,9 +498,8 @@ def mark_processed(conn: Connection, *, event_id: int, attempt: int, now: dt.dat
             next_attempt_at=None,
             last_error=None,
             updated_at=now,
-        )
+        ),
     )
-    return bool(result.rowcount == 1)
 
 
 def mark_failed(
@@ -506,7 +513,8 @@ def mark_failed(
     dead: bool,
 ) -> bool:
     """Fenced: record a failed attempt (`failed` with a backoff, or `dead`)."""
-    result = conn.execute(
+    return changed_one(
+        conn,
         sa.update(webhook_events)
         .where(_fence(event_id, attempt))
         .values(
@@ -514,9 +522,8 @@ def mark_failed(
             last_error=error[:500],
             next_attempt_at=None if dead else next_attempt_at,
             updated_at=now,
-        )
+        ),
     )
-    return bool(result.rowcount == 1)
 
 
 def requeue_for_replay(
@@ -768,7 +775,8 @@ def update_payment_if_unchanged(
         if seen.last_event_id is None
         else P.last_event_id == seen.last_event_id,
     )
-    result = conn.execute(
+    return changed_one(
+        conn,
         sa.update(payments)
         .where(unchanged)
         .values(
@@ -778,9 +786,8 @@ def update_payment_if_unchanged(
             last_event_id=event_id,
             last_event_at=event_at,
             updated_at=now,
-        )
+        ),
     )
-    return bool(result.rowcount == 1)
 
 
 def insert_ledger_entry(
@@ -1145,12 +1152,12 @@ def fail_running_sweep_of_dagster_run(
     conn: Connection, *, dagster_run_id: str, finished_at: dt.datetime, error: str
 ) -> bool:
     """Close the audit row of a Dagster run that died without closing it; False if none was open."""
-    result = conn.execute(
+    return changed_one(
+        conn,
         sa.update(sweep_runs)
         .where(
             sweep_runs.c.dagster_run_id == dagster_run_id,
             sweep_runs.c.status == SweepStatus.RUNNING.value,
         )
-        .values(finished_at=finished_at, status=SweepStatus.FAILED.value, error=error[:500])
+        .values(finished_at=finished_at, status=SweepStatus.FAILED.value, error=error[:500]),
     )
-    return bool(result.rowcount == 1)

@@ -38,6 +38,9 @@ T = TypeVar("T")
 
 metadata = sa.MetaData()
 
+# The longest provider key, event type and payment reference we store (the gate refuses longer).
+KEY_LENGTH = 255
+
 TS = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 PAYLOAD = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
@@ -47,8 +50,8 @@ webhook_events = sa.Table(
     metadata,
     sa.Column("id", ID, primary_key=True, autoincrement=True),
     sa.Column("provider", sa.String(32), nullable=False),
-    sa.Column("provider_event_id", sa.String(255), nullable=False),
-    sa.Column("event_type", sa.String(255), nullable=False),
+    sa.Column("provider_event_id", sa.String(KEY_LENGTH), nullable=False),
+    sa.Column("event_type", sa.String(KEY_LENGTH), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("payload", PAYLOAD, nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
@@ -73,7 +76,7 @@ payments = sa.Table(
     metadata,
     sa.Column("id", ID, primary_key=True, autoincrement=True),
     sa.Column("provider", sa.String(32), nullable=False),
-    sa.Column("reference", sa.String(255), nullable=False),
+    sa.Column("reference", sa.String(KEY_LENGTH), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("amount", sa.BigInteger),
     sa.Column("currency", sa.String(8)),
@@ -93,7 +96,7 @@ payment_ledger = sa.Table(
     sa.Column("webhook_event_id", ID, nullable=False),
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("provider", sa.String(32), nullable=False),
-    sa.Column("reference", sa.String(255), nullable=False),
+    sa.Column("reference", sa.String(KEY_LENGTH), nullable=False),
     sa.Column("from_status", sa.String(16)),
     sa.Column("to_status", sa.String(16), nullable=False),
     sa.Column("applied_at", TS, nullable=False),

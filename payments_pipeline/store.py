@@ -324,6 +324,134 @@ def get_event_refs(conn: Connection, *, event_ids: Sequence[int]) -> list[EventR
     return [_ref_from_row(r) for r in rows]
 
 
+# --- the four stuck reasons ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cutoffs:
+    """One look at the table: `now`, and the moments before which each wait is over (values, or
+    bound parameters for a statement built once). `fresh_before` is None where an event never
+    dispatched counts as stuck at once (the sweep); the sensor gives it a grace."""
+
+    now: Any
+    stuck_before: Any
+    stalled_before: Any
+    fresh_before: Any = None
+
+    @classmethod
+    def at(
+        cls, now: Any, *, stuck: dt.timedelta, stalled: dt.timedelta, fresh: dt.timedelta
+    ) -> Cutoffs:
+        return cls(now, now - stuck, now - stalled, now - fresh)
+
+
+@dataclass(frozen=True, eq=False)  # columns compare into SQL, not into a bool
+class StuckReason:
+    """One way an event gets stuck: it is in `status`, and its `clock` column was set before the
+    cutoff named `waits_for` (a NULL clock counts as long ago when `null_is_old`); `requires` is a
+    further fixed condition, and `after_backoff` waits for `next_attempt_at` too."""
+
+    reason: SweepReason
+    status: EventStatus
+    clock: sa.Column[Any]
+    waits_for: str
+    requires: ColumnElement[bool] | None = None
+    null_is_old: bool = False
+    after_backoff: bool = False
+
+    def condition(self, at: Cutoffs) -> ColumnElement[bool]:
+        """Stuck for this reason at `at` (the scan's WHERE; the claim repeats it verbatim)."""
+        terms = [E.status == self.status.value]
+        before = getattr(at, self.waits_for)
+        if before is not None:
+            clock = self.clock
+            terms.append(
+                sa.or_(clock.is_(None), clock < before) if self.null_is_old else clock < before
+            )
+        if self.requires is not None:
+            terms.append(self.requires)
+        if self.after_backoff:
+            terms.append(sa.or_(E.next_attempt_at.is_(None), E.next_attempt_at <= at.now))
+        return sa.and_(*terms)
+
+    def became_stuck(self, now: Cutoffs, since: Cutoffs | None) -> ColumnElement[bool]:
+        """Stuck at `now` but not yet at `since` (every stuck row when `since` is None).
+
+        A reason that only waits on its clock stays stuck once it is, so "not yet at `since`" is
+        a lower bound on the same column: a range on the column an index leads with. A failed
+        event can also become stuck when its backoff ends (few rows: every failed row waits one
+        out), so its window is the plain difference of the two conditions.
+        """
+        stuck_now = self.condition(now)
+        if since is None:
+            return stuck_now
+        since_before = getattr(since, self.waits_for)
+        if not (self.null_is_old or self.after_backoff) and since_before is not None:
+            return sa.and_(stuck_now, self.clock >= since_before)
+        return sa.and_(stuck_now, sa.not_(self.condition(since)))
+
+
+# `dispatched_at_null` waits only in the sensor (`fresh_before`, its grace): the gate inserts new
+# events already claimed, but a row written unclaimed (older code, a bulk import, a hand fix) may be
+# claimed in a moment by the gate's claim 1; the grace keeps the sensor from asking a sweep for it
+# too early. The sweep takes such a row at once.
+STUCK_REASONS: dict[SweepReason, StuckReason] = {
+    r.reason: r
+    for r in (
+        StuckReason(
+            SweepReason.DISPATCHED_AT_NULL,
+            EventStatus.RECEIVED,
+            clock=E.created_at,
+            waits_for="fresh_before",
+            requires=E.dispatched_at.is_(None),
+        ),
+        StuckReason(
+            SweepReason.DISPATCH_LOST,
+            EventStatus.RECEIVED,
+            clock=E.dispatched_at,
+            waits_for="stuck_before",
+        ),
+        # Failed, last dispatched before `stuck_before` (or never), its backoff over.
+        StuckReason(
+            SweepReason.FAILED_OLD,
+            EventStatus.FAILED,
+            clock=E.dispatched_at,
+            waits_for="stuck_before",
+            null_is_old=True,
+            after_backoff=True,
+        ),
+        StuckReason(
+            SweepReason.PROCESSING_STALLED,
+            EventStatus.PROCESSING,
+            clock=E.processing_started_at,
+            waits_for="stalled_before",
+        ),
+    )
+}
+assert set(STUCK_REASONS) == set(SweepReason)
+
+
+def stuck_condition(
+    reason: SweepReason,
+    *,
+    now: dt.datetime,
+    stuck_before: dt.datetime,
+    stalled_before: dt.datetime,
+) -> ColumnElement[bool]:
+    """The WHERE clause of one sweep reason; the claim repeats it verbatim."""
+    if reason not in STUCK_REASONS:
+        raise ValueError(f"unknown sweep reason {reason!r}")
+    return STUCK_REASONS[reason].condition(Cutoffs(now, stuck_before, stalled_before))
+
+
+def any_stuck_condition(
+    *, now: dt.datetime, stuck_before: dt.datetime, stalled_before: dt.datetime
+) -> ColumnElement[bool]:
+    """Stuck for any reason, as the sweep sees it (the status report's oldest stuck event)."""
+    at = Cutoffs(now, stuck_before, stalled_before)
+    return sa.or_(*(STUCK_REASONS[r].condition(at) for r in SweepReason))
+
+
 # --- webhook events: the gate --------------------------------------------------------------------
 
 
@@ -392,21 +520,13 @@ def claim_undispatched(conn: Connection, *, event_id: int, now: dt.datetime) -> 
     return changed_one(conn, _CLAIM_UNDISPATCHED, {"event_id": event_id, "at": now})
 
 
-def _failed_ready(now: Any, stuck_before: Any) -> ColumnElement[bool]:
-    """Failed, last dispatched before `stuck_before` (or never), backoff over at `now`: values or
-    bound parameters."""
-    return sa.and_(
-        E.status == EventStatus.FAILED.value,
-        sa.or_(E.dispatched_at.is_(None), E.dispatched_at < stuck_before),
-        sa.or_(E.next_attempt_at.is_(None), E.next_attempt_at <= now),
-    )
-
-
 _CLAIM_FAILED = (
     sa.update(webhook_events)
     .where(
         E.id == sa.bindparam("event_id"),
-        _failed_ready(sa.bindparam("at"), sa.bindparam("stuck_before")),
+        STUCK_REASONS[SweepReason.FAILED_OLD].condition(
+            Cutoffs(sa.bindparam("at"), sa.bindparam("stuck_before"), None)
+        ),
     )
     .values(dispatched_at=sa.bindparam("at"), updated_at=sa.bindparam("at"))
 )
@@ -548,27 +668,6 @@ def requeue_for_replay(
 
 
 # --- webhook events: the sweep -------------------------------------------------------------------
-
-
-def stuck_condition(
-    reason: SweepReason,
-    *,
-    now: dt.datetime,
-    stuck_before: dt.datetime,
-    stalled_before: dt.datetime,
-) -> ColumnElement[bool]:
-    """The WHERE clause of one sweep reason; the claim repeats it verbatim."""
-    if reason is SweepReason.DISPATCHED_AT_NULL:
-        return sa.and_(E.status == EventStatus.RECEIVED.value, E.dispatched_at.is_(None))
-    if reason is SweepReason.DISPATCH_LOST:
-        return sa.and_(E.status == EventStatus.RECEIVED.value, E.dispatched_at < stuck_before)
-    if reason is SweepReason.FAILED_OLD:
-        return _failed_ready(now, stuck_before)
-    if reason is SweepReason.PROCESSING_STALLED:
-        return sa.and_(
-            E.status == EventStatus.PROCESSING.value, E.processing_started_at < stalled_before
-        )
-    raise ValueError(f"unknown sweep reason {reason!r}")
 
 
 def _claim_values(reason: SweepReason, now: dt.datetime) -> dict[str, Any]:
@@ -1039,42 +1138,6 @@ class StuckCount:
     max_id: int
 
 
-def _became_stuck(
-    reason: SweepReason,
-    *,
-    now: dt.datetime,
-    since: dt.datetime | None,
-    minutes: int,
-    timeout_minutes: int,
-    grace: dt.timedelta,
-) -> ColumnElement[bool]:
-    """Stuck at `now` but not yet at `since`: a range on the column an index leads with.
-
-    `dispatched_at_null` counts only after `grace`: the gate inserts new events already claimed,
-    but a row written unclaimed (older code, a bulk import, a hand fix) may be claimed in a moment
-    by the gate's claim 1; the grace keeps the sensor from asking a sweep for it too early.
-    """
-    wait = dt.timedelta(minutes=minutes)
-    if reason is SweepReason.FAILED_OLD:  # few rows: every failed row waits out a backoff
-        ready = _failed_ready(now, now - wait)
-        if since is None:
-            return ready
-        return sa.and_(ready, sa.not_(_failed_ready(since, since - wait)))
-    column, status, delay = {
-        SweepReason.DISPATCHED_AT_NULL: (E.created_at, EventStatus.RECEIVED, grace),
-        SweepReason.DISPATCH_LOST: (E.dispatched_at, EventStatus.RECEIVED, wait),
-        SweepReason.PROCESSING_STALLED: (
-            E.processing_started_at,
-            EventStatus.PROCESSING,
-            dt.timedelta(minutes=timeout_minutes),
-        ),
-    }[reason]
-    cond = sa.and_(E.status == status.value, column < now - delay)
-    if reason is SweepReason.DISPATCHED_AT_NULL:
-        cond = sa.and_(cond, E.dispatched_at.is_(None))
-    return cond if since is None else sa.and_(cond, column >= since - delay)
-
-
 def count_newly_stuck(
     conn: Connection,
     *,
@@ -1091,6 +1154,11 @@ def count_newly_stuck(
     Each branch is a range on an index's leading columns ((status, dispatched_at),
     (status, processing_started_at)), so the cost follows the rows found, not the table.
     """
+    wait, stalled = dt.timedelta(minutes=minutes), dt.timedelta(minutes=timeout_minutes)
+    at_now = Cutoffs.at(now, stuck=wait, stalled=stalled, fresh=grace)
+    at_since = (
+        None if since is None else Cutoffs.at(since, stuck=wait, stalled=stalled, fresh=grace)
+    )
     parts = [
         sa.select(
             sa.literal(reason.value, sa.String(32)).label("reason"),
@@ -1099,14 +1167,7 @@ def count_newly_stuck(
             func.max(E.id).label("max_id"),
         )
         .where(
-            _became_stuck(
-                reason,
-                now=now,
-                since=since,
-                minutes=minutes,
-                timeout_minutes=timeout_minutes,
-                grace=grace,
-            ),
+            STUCK_REASONS[reason].became_stuck(at_now, at_since),
             E.created_at >= created_after,
         )
         .group_by(E.provider)

@@ -1,0 +1,138 @@
+"""The sweep audit: sweep_runs and sweep_events."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+from sqlalchemy.dialects import postgresql
+
+from ..models import (
+    SweepOutcome,
+    SweepStatus,
+)
+from .engine import changed_one
+from .schema import sweep_events, sweep_runs
+from .stuck import _ids_array
+
+# --- sweep audit ---------------------------------------------------------------------------------
+
+
+def insert_sweep_run(
+    conn: Connection,
+    *,
+    started_at: dt.datetime,
+    trigger: str,
+    dagster_run_id: str | None,
+    minutes: int,
+    provider: str,
+) -> int:
+    result = conn.execute(
+        sa.insert(sweep_runs).values(
+            started_at=started_at,
+            trigger=trigger,
+            dagster_run_id=dagster_run_id,
+            minutes=minutes,
+            provider=provider,
+            status=SweepStatus.RUNNING.value,
+        )
+    )
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def finish_sweep_run(
+    conn: Connection,
+    *,
+    sweep_id: int,
+    finished_at: dt.datetime,
+    status: SweepStatus,
+    scanned: int = 0,
+    dispatched: int = 0,
+    skipped: int = 0,
+    expired: int = 0,
+    error: str | None = None,
+) -> None:
+    conn.execute(
+        sa.update(sweep_runs)
+        .where(sweep_runs.c.id == sweep_id)
+        .values(
+            finished_at=finished_at,
+            status=status.value,
+            scanned=scanned,
+            dispatched=dispatched,
+            skipped=skipped,
+            expired=expired,
+            error=None if error is None else error[:500],
+        )
+    )
+
+
+def insert_sweep_events(
+    conn: Connection, *, sweep_id: int, rows: Iterable[tuple[int, str, SweepOutcome]]
+) -> None:
+    """The per-event audit (reason: a `SweepReason` or `replay`), one statement per batch."""
+    rows = list(rows)
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        # One INSERT ... SELECT over unnest(arrays): executemany would send one row per statement.
+        u = (
+            sa.func.unnest(
+                _ids_array("audit_ids", [i for i, _, _ in rows]),
+                sa.bindparam(
+                    "audit_reasons", [str(r) for _, r, _ in rows], postgresql.ARRAY(sa.Text)
+                ),
+                sa.bindparam(
+                    "audit_outcomes", [o.value for _, _, o in rows], postgresql.ARRAY(sa.Text)
+                ),
+            )
+            .table_valued("event_id", "reason", "outcome")
+            .render_derived(name="audit")
+        )
+        conn.execute(
+            sa.insert(sweep_events).from_select(
+                ["sweep_id", "event_id", "reason", "outcome"],
+                sa.select(
+                    sa.literal(sweep_id, sa.BigInteger), u.c.event_id, u.c.reason, u.c.outcome
+                ),
+            )
+        )
+        return
+    # PyMySQL folds an executemany INSERT into multi-row VALUES; SQLite runs it in-process.
+    conn.execute(
+        sa.insert(sweep_events),
+        [
+            {"sweep_id": sweep_id, "event_id": i, "reason": str(r), "outcome": o.value}
+            for i, r, o in rows
+        ],
+    )
+
+
+def set_sweep_event_outcome(
+    conn: Connection, *, sweep_id: int, event_ids: Sequence[int], outcome: SweepOutcome
+) -> None:
+    if event_ids:
+        conn.execute(
+            sa.update(sweep_events)
+            .where(sweep_events.c.sweep_id == sweep_id, sweep_events.c.event_id.in_(event_ids))
+            .values(outcome=outcome.value)
+        )
+
+
+def fail_running_sweep_of_dagster_run(
+    conn: Connection, *, dagster_run_id: str, finished_at: dt.datetime, error: str
+) -> bool:
+    """Close the audit row of a Dagster run that died without closing it; False if none was open."""
+    return changed_one(
+        conn,
+        sa.update(sweep_runs)
+        .where(
+            sweep_runs.c.dagster_run_id == dagster_run_id,
+            sweep_runs.c.status == SweepStatus.RUNNING.value,
+        )
+        .values(finished_at=finished_at, status=SweepStatus.FAILED.value, error=error[:500]),
+    )

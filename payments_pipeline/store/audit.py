@@ -7,15 +7,14 @@ from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
-from sqlalchemy.dialects import postgresql
 
 from ..models import (
     SweepOutcome,
     SweepStatus,
 )
+from .backends import backend_for
 from .engine import changed_one
 from .schema import sweep_events, sweep_runs
-from .stuck import _ids_array
 
 # --- sweep audit ---------------------------------------------------------------------------------
 
@@ -78,38 +77,7 @@ def insert_sweep_events(
     rows = list(rows)
     if not rows:
         return
-    if conn.dialect.name == "postgresql":
-        # One INSERT ... SELECT over unnest(arrays): executemany would send one row per statement.
-        u = (
-            sa.func.unnest(
-                _ids_array("audit_ids", [i for i, _, _ in rows]),
-                sa.bindparam(
-                    "audit_reasons", [str(r) for _, r, _ in rows], postgresql.ARRAY(sa.Text)
-                ),
-                sa.bindparam(
-                    "audit_outcomes", [o.value for _, _, o in rows], postgresql.ARRAY(sa.Text)
-                ),
-            )
-            .table_valued("event_id", "reason", "outcome")
-            .render_derived(name="audit")
-        )
-        conn.execute(
-            sa.insert(sweep_events).from_select(
-                ["sweep_id", "event_id", "reason", "outcome"],
-                sa.select(
-                    sa.literal(sweep_id, sa.BigInteger), u.c.event_id, u.c.reason, u.c.outcome
-                ),
-            )
-        )
-        return
-    # PyMySQL folds an executemany INSERT into multi-row VALUES; SQLite runs it in-process.
-    conn.execute(
-        sa.insert(sweep_events),
-        [
-            {"sweep_id": sweep_id, "event_id": i, "reason": str(r), "outcome": o.value}
-            for i, r, o in rows
-        ],
-    )
+    backend_for(conn).insert_sweep_events(conn, sweep_id=sweep_id, rows=rows)
 
 
 def set_sweep_event_outcome(

@@ -17,9 +17,10 @@ from ..models import (
     WebhookEvent,
 )
 from ._rows import PROVIDERS, REF_COLUMNS, event_from_row, ref_from_row
-from .engine import _insert_if_absent, changed_one
+from .backends import backend_for
+from .engine import changed_one
 from .schema import E, webhook_events
-from .stuck import STUCK_REASONS, Cutoffs, _update_ids_returning
+from .stuck import STUCK_REASONS, Cutoffs
 
 
 def get_event(conn: Connection, *, event_id: int) -> WebhookEvent | None:
@@ -54,7 +55,7 @@ def insert_event_if_new(
     With `claim`, the row is inserted already dispatched (`dispatched_at = now`): the unique key
     lets exactly one inserter win, so the insert *is* claim 1 for a new event, in one statement.
     """
-    return _insert_if_absent(
+    return backend_for(conn).insert_if_absent(
         conn,
         webhook_events,
         {
@@ -73,7 +74,7 @@ def insert_event_if_new(
 
 
 # The gate's duplicate path runs on every repeated delivery: its statements are built once, with
-# bound parameters, like the INSERT of a new one (`_insert_if_absent_statement`).
+# bound parameters, like the INSERT of a new one (`Backend.insert_if_absent_statement`).
 _EVENT_STATE = sa.select(*REF_COLUMNS, E.status).where(
     E.provider == sa.bindparam("provider"), E.provider_event_id == sa.bindparam("key")
 )
@@ -248,7 +249,7 @@ def requeue_for_replay(
         "last_error": None,
         "updated_at": now,
     }
-    return _update_ids_returning(conn, event_ids, cond, values)
+    return backend_for(conn).update_ids_returning(conn, event_ids, cond, values)
 
 
 def insert_events(conn: Connection, *, rows: Sequence[dict[str, Any]]) -> None:

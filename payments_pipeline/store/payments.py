@@ -13,7 +13,8 @@ from ..models import (
     PaymentStatus,
     Provider,
 )
-from .engine import _insert_if_absent, changed_one
+from .backends import backend_for
+from .engine import changed_one
 from .schema import payment_ledger, payments
 
 # --- payments ------------------------------------------------------------------------------------
@@ -60,7 +61,7 @@ def insert_payment_if_absent(
     now: dt.datetime,
 ) -> bool:
     """First event for a payment creates it; True when this call inserted."""
-    return None is not _insert_if_absent(
+    return None is not backend_for(conn).insert_if_absent(
         conn,
         payments,
         {

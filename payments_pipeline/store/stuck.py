@@ -9,7 +9,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import ColumnElement, Connection, func
-from sqlalchemy.dialects import postgresql
 
 from ..models import (
     EventRef,
@@ -18,8 +17,8 @@ from ..models import (
     SweepReason,
 )
 from ._rows import PROVIDERS, REF_COLUMNS
-from .engine import _is_mysql
-from .schema import E, webhook_events
+from .backends import backend_for
+from .schema import E
 
 # --- the four stuck reasons ----------------------------------------------------------------------
 
@@ -218,65 +217,9 @@ def claim_stuck(
     """
     if not event_ids:
         return []
-    return _update_ids_returning(conn, event_ids, condition, _claim_values(reason, now))
-
-
-def _ids_array(name: str, ids: Sequence[int]) -> Any:
-    """One PostgreSQL array parameter instead of one bound parameter per id."""
-    return sa.bindparam(name, value=list(ids), type_=postgresql.ARRAY(sa.BigInteger))
-
-
-def _update_ids_returning(
-    conn: Connection,
-    event_ids: Sequence[int],
-    condition: ColumnElement[bool],
-    values: dict[str, Any],
-) -> list[int]:
-    """UPDATE the rows among `event_ids` that match `condition` and that no concurrent
-    transaction holds; return the ids updated. One claim, whatever the backend."""
-    if conn.dialect.name == "postgresql":
-        # The locking SELECT is a MATERIALIZED CTE over `id = ANY(array)`: one primary-key probe
-        # per id. As `IN (SELECT ... FOR UPDATE SKIP LOCKED)` the planner misjudged the row count
-        # and chose a nested-loop semi join that re-ran the subquery per row: 0.2 s per 2,000-id
-        # batch, 6 s per 1,000-id batch (benchmarks/sweep_benchmark.py, EXPLAIN ANALYZE).
-        locked = (
-            sa.select(E.id)
-            .where(E.id == sa.any_(_ids_array("claim_ids", event_ids)), condition)
-            .with_for_update(skip_locked=True)
-            .cte("locked")
-            .prefix_with("MATERIALIZED")
-        )
-        result = conn.execute(
-            sa.update(webhook_events)
-            .where(E.id == locked.c.id, condition)
-            .values(**values)
-            .returning(E.id)
-        )
-        return sorted(result.scalars())
-    if conn.dialect.name == "sqlite":
-        # No row locks (and no FOR UPDATE): BEGIN IMMEDIATE already serialises SQLite's writers.
-        result = conn.execute(
-            sa.update(webhook_events)
-            .where(E.id.in_(event_ids), condition)
-            .values(**values)
-            .returning(E.id)
-        )
-        return sorted(result.scalars())
-    lock = sa.select(E.id).where(E.id.in_(event_ids), condition).with_for_update(skip_locked=True)
-    if _is_mysql(conn):
-        # MariaDB has no UPDATE ... RETURNING and refuses a subquery on the updated table: lock
-        # the matching rows first, then update exactly those (still repeating the condition).
-        # Through the primary key only: through a secondary index InnoDB also locks, for a moment,
-        # rows it then filters out, and a concurrent sweep's SKIP LOCKED would skip rows that
-        # nobody claims (seen in test_four_concurrent_sweeps_dispatch_each_event_once).
-        by_pk = lock.with_hint(webhook_events, "FORCE INDEX (PRIMARY)", "mysql").with_hint(
-            webhook_events, "FORCE INDEX (PRIMARY)", "mariadb"
-        )
-        ids = list(conn.execute(by_pk).scalars())
-        if ids:
-            conn.execute(sa.update(webhook_events).where(E.id.in_(ids), condition).values(**values))
-        return sorted(ids)
-    raise NotImplementedError(f"unsupported database backend {conn.dialect.name!r}")
+    return backend_for(conn).update_ids_returning(
+        conn, event_ids, condition, _claim_values(reason, now)
+    )
 
 
 # --- sensor --------------------------------------------------------------------------------------

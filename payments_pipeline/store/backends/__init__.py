@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy import ColumnElement, Connection, Engine
+from sqlalchemy import Connection, Engine
 
 from ...models import SweepOutcome
+from .base import Ids, Values, Where
 from .mysql import MySQL
 from .postgresql import PostgreSQL
 from .sqlite import SQLite
@@ -46,13 +47,9 @@ class Backend(Protocol):
         insert)."""
 
     def update_ids_returning(
-        self,
-        conn: Connection,
-        event_ids: Sequence[int],
-        condition: ColumnElement[bool],
-        values: dict[str, Any],
+        self, conn: Connection, ids: Ids, where: Where, values: Values
     ) -> list[int]:
-        """UPDATE the events among `event_ids` that match `condition` and that no concurrent
+        """UPDATE the events among `ids` that still match `where` and that no concurrent
         transaction holds; the ids updated, sorted. The set-based claim."""
 
     def insert_sweep_events(
@@ -67,8 +64,6 @@ _BACKENDS: dict[str, type[Backend]] = {
     "mysql": MySQL,
     "mariadb": MySQL,
 }
-
-
 def backend_for(conn_or_dialect_name: Connection | Engine | str) -> Backend:
     """The backend of a connection, an engine or a dialect name (`sa.URL.get_backend_name()`)."""
     if isinstance(conn_or_dialect_name, str):

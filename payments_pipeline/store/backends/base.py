@@ -13,6 +13,11 @@ from sqlalchemy import ColumnElement, Connection, Engine, event
 from ...models import SweepOutcome
 from ..schema import E, sweep_events, webhook_events
 
+# The set-based claim's arguments: event ids, the condition they must still match, the new values.
+Ids = Sequence[int]
+Where = ColumnElement[bool]
+Values = dict[str, Any]
+
 
 class Basic:
     """Standard SQL: INSERT ... ON CONFLICT DO NOTHING RETURNING, UPDATE ... RETURNING, an
@@ -64,25 +69,19 @@ class Basic:
     # --- the set-based claim ---
 
     def update_ids_returning(
-        self,
-        conn: Connection,
-        event_ids: Sequence[int],
-        condition: ColumnElement[bool],
-        values: dict[str, Any],
+        self, conn: Connection, ids: Ids, where: Where, values: Values
     ) -> list[int]:
         result = conn.execute(
             sa.update(webhook_events)
-            .where(self.claimable(event_ids, condition), condition)
+            .where(self.claimable(ids, where), where)
             .values(**values)
             .returning(E.id)
         )
         return sorted(result.scalars())
 
-    def claimable(
-        self, event_ids: Sequence[int], condition: ColumnElement[bool]
-    ) -> ColumnElement[bool]:
-        """Which of `event_ids` the claim's UPDATE may take: all of them (no row locks to skip)."""
-        return E.id.in_(event_ids)
+    def claimable(self, ids: Ids, where: Where) -> Where:
+        """Which of `ids` the claim's UPDATE may take: all of them (no row locks to skip)."""
+        return E.id.in_(ids)
 
     # --- the audit ---
 

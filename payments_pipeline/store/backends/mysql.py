@@ -4,14 +4,13 @@ COMMITTED, and MariaDB's idle-transaction timeout. The audit insert is `Basic`'s
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import ColumnElement, Connection
+from sqlalchemy import Connection
 
 from ..schema import E, webhook_events
-from .base import Basic
+from .base import Basic, Ids, Values, Where
 
 DUPLICATE_KEY = 1062  # ER_DUP_ENTRY
 
@@ -47,11 +46,7 @@ class MySQL(Basic):
         return int(result.lastrowid)
 
     def update_ids_returning(
-        self,
-        conn: Connection,
-        event_ids: Sequence[int],
-        condition: ColumnElement[bool],
-        values: dict[str, Any],
+        self, conn: Connection, ids: Ids, where: Where, values: Values
     ) -> list[int]:
         """MariaDB has no UPDATE ... RETURNING and refuses a subquery on the updated table: lock
         the matching rows first (SKIP LOCKED), then update exactly those, still repeating the
@@ -63,15 +58,15 @@ class MySQL(Basic):
         """
         lock = (
             sa.select(E.id)
-            .where(E.id.in_(event_ids), condition)
+            .where(E.id.in_(ids), where)
             .with_for_update(skip_locked=True)
             .with_hint(webhook_events, "FORCE INDEX (PRIMARY)", "mysql")
             .with_hint(webhook_events, "FORCE INDEX (PRIMARY)", "mariadb")
         )
-        ids = list(conn.execute(lock).scalars())
-        if ids:
-            conn.execute(sa.update(webhook_events).where(E.id.in_(ids), condition).values(**values))
-        return sorted(ids)
+        locked = list(conn.execute(lock).scalars())
+        if locked:
+            conn.execute(sa.update(webhook_events).where(E.id.in_(locked), where).values(**values))
+        return sorted(locked)
 
 
 @functools.cache

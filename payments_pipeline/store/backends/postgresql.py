@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import ColumnElement, Connection
+from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql
 
 from ...models import SweepOutcome
 from ..schema import E, sweep_events
-from .base import Basic
+from .base import Basic, Ids, Where
 
 
 def _ids_array(name: str, ids: Sequence[int]) -> Any:
@@ -27,10 +27,8 @@ class PostgreSQL(Basic):
     def idle_timeout_statement(self, dbapi_connection: Any, seconds: int) -> str | None:
         return f"SET idle_in_transaction_session_timeout = {seconds * 1000}"
 
-    def claimable(
-        self, event_ids: Sequence[int], condition: ColumnElement[bool]
-    ) -> ColumnElement[bool]:
-        """The rows among `event_ids` that match and that no other transaction holds (SKIP
+    def claimable(self, ids: Ids, where: Where) -> Where:
+        """The rows among `ids` that match and that no other transaction holds (SKIP
         LOCKED): rows locked by a concurrent claim belong to it, and are never waited on.
 
         The locking SELECT is a MATERIALIZED CTE over `id = ANY(array)`: one primary-key probe
@@ -40,7 +38,7 @@ class PostgreSQL(Basic):
         """
         locked = (
             sa.select(E.id)
-            .where(E.id == sa.any_(_ids_array("claim_ids", event_ids)), condition)
+            .where(E.id == sa.any_(_ids_array("claim_ids", ids)), where)
             .with_for_update(skip_locked=True)
             .cte("locked")
             .prefix_with("MATERIALIZED")

@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
-from .backends import backend_for
+from .backends import SUPPORTED, backend_for
+from .backends.base import Basic
 
 T = TypeVar("T")
 
@@ -45,7 +46,10 @@ def make_engine(
     no server to hang on).
     """
     url = normalize_url(url)
-    backend = backend_for(sa.make_url(url).get_backend_name())
+    name = sa.make_url(url).get_backend_name()
+    # A database we do not support still gets its engine (`create_engine` judges the URL, and the
+    # first statement says what is unsupported), with no set-up of ours.
+    backend = backend_for(name) if name in SUPPORTED else Basic()
     backend.engine_options(kwargs)
     kwargs.setdefault("pool_pre_ping", True)
     # Bound parameters are payloads and secrets: never part of an exception message or a log.

@@ -64,6 +64,9 @@ _BACKENDS: dict[str, type[Backend]] = {
     "mysql": MySQL,
     "mariadb": MySQL,
 }
+SUPPORTED = frozenset(_BACKENDS)
+
+
 def backend_for(conn_or_dialect_name: Connection | Engine | str) -> Backend:
     """The backend of a connection, an engine or a dialect name (`sa.URL.get_backend_name()`)."""
     if isinstance(conn_or_dialect_name, str):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
@@ -13,6 +13,7 @@ from ..models import (
     PaymentStatus,
     Provider,
 )
+from ._rows import payment_from_row
 from .backends import backend_for
 from .engine import changed_one
 from .schema import payment_ledger, payments
@@ -22,43 +23,47 @@ from .schema import payment_ledger, payments
 P = payments.c
 
 
-def _payment_from_row(row: Any) -> Payment:
-    return Payment(
-        id=row.id,
-        provider=Provider(row.provider),
-        reference=row.reference,
-        status=PaymentStatus(row.status),
-        amount=row.amount,
-        currency=row.currency,
-        last_event_id=row.last_event_id,
-        last_event_at=row.last_event_at,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
-
-
 def get_payment(conn: Connection, *, provider: Provider, reference: str) -> Payment | None:
     row = conn.execute(
         sa.select(payments).where(P.provider == provider.value, P.reference == reference)
     ).first()
-    return _payment_from_row(row) if row else None
+    return payment_from_row(row) if row else None
 
 
 def list_payments(conn: Connection) -> list[Payment]:
-    return [_payment_from_row(r) for r in conn.execute(sa.select(payments).order_by(P.id))]
+    return [payment_from_row(r) for r in conn.execute(sa.select(payments).order_by(P.id))]
+
+
+class PaymentEffect(TypedDict):
+    """What applying one event writes to its payment: the keyword arguments both writes take."""
+
+    status: PaymentStatus
+    amount: int | None
+    currency: str | None
+    event_id: int
+    event_at: dt.datetime | None
+    now: dt.datetime
+
+
+def _written(effect: PaymentEffect, *, seen: Payment | None = None) -> dict[str, Any]:
+    """The columns an effect sets; over a `seen` row, an amount or currency the event does not
+    carry (None) keeps the row's."""
+    amount, currency = effect["amount"], effect["currency"]
+    if seen is not None:
+        amount = seen.amount if amount is None else amount
+        currency = seen.currency if currency is None else currency
+    return {
+        "status": effect["status"].value,
+        "amount": amount,
+        "currency": currency,
+        "last_event_id": effect["event_id"],
+        "last_event_at": effect["event_at"],
+        "updated_at": effect["now"],
+    }
 
 
 def insert_payment_if_absent(
-    conn: Connection,
-    *,
-    provider: Provider,
-    reference: str,
-    status: PaymentStatus,
-    amount: int | None,
-    currency: str | None,
-    event_id: int,
-    event_at: dt.datetime | None,
-    now: dt.datetime,
+    conn: Connection, *, provider: Provider, reference: str, **effect: Unpack[PaymentEffect]
 ) -> bool:
     """First event for a payment creates it; True when this call inserted."""
     return None is not backend_for(conn).insert_if_absent(
@@ -67,27 +72,14 @@ def insert_payment_if_absent(
         {
             "provider": provider.value,
             "reference": reference,
-            "status": status.value,
-            "amount": amount,
-            "currency": currency,
-            "last_event_id": event_id,
-            "last_event_at": event_at,
-            "created_at": now,
-            "updated_at": now,
+            **_written(effect),
+            "created_at": effect["now"],
         },
     )
 
 
 def update_payment_if_unchanged(
-    conn: Connection,
-    *,
-    seen: Payment,
-    status: PaymentStatus,
-    amount: int | None,
-    currency: str | None,
-    event_id: int,
-    event_at: dt.datetime | None,
-    now: dt.datetime,
+    conn: Connection, *, seen: Payment, **effect: Unpack[PaymentEffect]
 ) -> bool:
     """Compare-and-set: apply only if the row still holds what the decision was made on."""
     unchanged = sa.and_(
@@ -98,17 +90,7 @@ def update_payment_if_unchanged(
         else P.last_event_id == seen.last_event_id,
     )
     return changed_one(
-        conn,
-        sa.update(payments)
-        .where(unchanged)
-        .values(
-            status=status.value,
-            amount=seen.amount if amount is None else amount,
-            currency=seen.currency if currency is None else currency,
-            last_event_id=event_id,
-            last_event_at=event_at,
-            updated_at=now,
-        ),
+        conn, sa.update(payments).where(unchanged).values(**_written(effect, seen=seen))
     )
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
-from sqlalchemy import Connection
+from sqlalchemy import ColumnElement, Connection
 
 from ..models import (
     SweepOutcome,
@@ -43,6 +43,21 @@ def insert_sweep_run(
     return int(key[0])
 
 
+def _closing(
+    which: ColumnElement[bool], finished_at: dt.datetime, status: SweepStatus, error: str | None
+) -> sa.Update:
+    """The UPDATE that closes the sweep runs matching `which`."""
+    return (
+        sa.update(sweep_runs)
+        .where(which)
+        .values(
+            finished_at=finished_at,
+            status=status.value,
+            error=None if error is None else error[:500],
+        )
+    )
+
+
 def finish_sweep_run(
     conn: Connection,
     *,
@@ -55,18 +70,9 @@ def finish_sweep_run(
     expired: int = 0,
     error: str | None = None,
 ) -> None:
+    closing = _closing(sweep_runs.c.id == sweep_id, finished_at, status, error)
     conn.execute(
-        sa.update(sweep_runs)
-        .where(sweep_runs.c.id == sweep_id)
-        .values(
-            finished_at=finished_at,
-            status=status.value,
-            scanned=scanned,
-            dispatched=dispatched,
-            skipped=skipped,
-            expired=expired,
-            error=None if error is None else error[:500],
-        )
+        closing.values(scanned=scanned, dispatched=dispatched, skipped=skipped, expired=expired)
     )
 
 
@@ -95,12 +101,9 @@ def fail_running_sweep_of_dagster_run(
     conn: Connection, *, dagster_run_id: str, finished_at: dt.datetime, error: str
 ) -> bool:
     """Close the audit row of a Dagster run that died without closing it; False if none was open."""
-    return changed_one(
-        conn,
-        sa.update(sweep_runs)
-        .where(
-            sweep_runs.c.dagster_run_id == dagster_run_id,
-            sweep_runs.c.status == SweepStatus.RUNNING.value,
-        )
-        .values(finished_at=finished_at, status=SweepStatus.FAILED.value, error=error[:500]),
+    running = sa.and_(
+        sweep_runs.c.dagster_run_id == dagster_run_id,
+        sweep_runs.c.status == SweepStatus.RUNNING.value,
     )
+    failed = _closing(running, finished_at, SweepStatus.FAILED, error)
+    return changed_one(conn, failed)

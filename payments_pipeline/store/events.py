@@ -135,6 +135,16 @@ def _dispatched_since_last_attempt() -> ColumnElement[bool]:
     return sa.or_(E.processing_started_at.is_(None), E.processing_started_at < E.dispatched_at)
 
 
+def _awaits_attempt(event_id: int) -> ColumnElement[bool]:
+    """The event, claimable, and handed on since its last attempt began: what both starting an
+    attempt and burying an event whose budget is spent require."""
+    return sa.and_(E.id == event_id, E.status.in_(_CLAIMABLE), _dispatched_since_last_attempt())
+
+
+# The retry budget counts from the last replay (`attempts_base`).
+_attempts_used = E.attempts - E.attempts_base
+
+
 def claim_for_processing(
     conn: Connection, *, event_id: int, now: dt.datetime, max_attempts: int
 ) -> int | None:
@@ -147,12 +157,7 @@ def claim_for_processing(
     started = changed_one(
         conn,
         sa.update(webhook_events)
-        .where(
-            E.id == event_id,
-            E.status.in_(_CLAIMABLE),
-            _dispatched_since_last_attempt(),
-            E.attempts - E.attempts_base < max_attempts,
-        )
+        .where(_awaits_attempt(event_id), _attempts_used < max_attempts)
         .values(
             status=EventStatus.PROCESSING.value,
             attempts=E.attempts + 1,
@@ -174,12 +179,7 @@ def mark_exhausted_dead(
     return changed_one(
         conn,
         sa.update(webhook_events)
-        .where(
-            E.id == event_id,
-            E.status.in_(_CLAIMABLE),
-            _dispatched_since_last_attempt(),
-            E.attempts - E.attempts_base >= max_attempts,
-        )
+        .where(_awaits_attempt(event_id), _attempts_used >= max_attempts)
         .values(
             status=EventStatus.DEAD.value,
             last_error=f"gave up after {max_attempts} attempts without completing",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
+from sqlalchemy.schema import SchemaItem
 
 metadata = sa.MetaData()
 
@@ -14,13 +15,28 @@ TS = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 PAYLOAD = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 
-webhook_events = sa.Table(
+
+def _table(name: str, *items: SchemaItem) -> sa.Table:
+    """A table of `metadata` whose rows are keyed by a surrogate `id`."""
+    return sa.Table(
+        name, metadata, sa.Column("id", ID, primary_key=True, autoincrement=True), *items
+    )
+
+
+def _provider() -> sa.Column[str]:
+    return sa.Column("provider", sa.String(32), nullable=False)
+
+
+def _key(name: str) -> sa.Column[str]:
+    """A provider's identifier or name (`KEY_LENGTH`)."""
+    return sa.Column(name, sa.String(KEY_LENGTH), nullable=False)
+
+
+webhook_events = _table(
     "webhook_events",
-    metadata,
-    sa.Column("id", ID, primary_key=True, autoincrement=True),
-    sa.Column("provider", sa.String(32), nullable=False),
-    sa.Column("provider_event_id", sa.String(KEY_LENGTH), nullable=False),
-    sa.Column("event_type", sa.String(KEY_LENGTH), nullable=False),
+    _provider(),
+    _key("provider_event_id"),
+    _key("event_type"),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("payload", PAYLOAD, nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
@@ -40,12 +56,10 @@ webhook_events = sa.Table(
     sa.Index("ix_webhook_events_created_at", "created_at"),
 )
 
-payments = sa.Table(
+payments = _table(
     "payments",
-    metadata,
-    sa.Column("id", ID, primary_key=True, autoincrement=True),
-    sa.Column("provider", sa.String(32), nullable=False),
-    sa.Column("reference", sa.String(KEY_LENGTH), nullable=False),
+    _provider(),
+    _key("reference"),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("amount", sa.BigInteger),
     sa.Column("currency", sa.String(8)),
@@ -58,30 +72,26 @@ payments = sa.Table(
 
 # One row per effect applied to `payments`; the unique event id makes a second application of the
 # same event impossible even if every other guard failed, and gives the soak its proof.
-payment_ledger = sa.Table(
+payment_ledger = _table(
     "payment_ledger",
-    metadata,
-    sa.Column("id", ID, primary_key=True, autoincrement=True),
     sa.Column("webhook_event_id", ID, nullable=False),
     sa.Column("attempt", sa.Integer, nullable=False),
-    sa.Column("provider", sa.String(32), nullable=False),
-    sa.Column("reference", sa.String(KEY_LENGTH), nullable=False),
+    _provider(),
+    _key("reference"),
     sa.Column("from_status", sa.String(16)),
     sa.Column("to_status", sa.String(16), nullable=False),
     sa.Column("applied_at", TS, nullable=False),
     sa.UniqueConstraint("webhook_event_id", name="uq_payment_ledger_event"),
 )
 
-sweep_runs = sa.Table(
+sweep_runs = _table(
     "sweep_runs",
-    metadata,
-    sa.Column("id", ID, primary_key=True, autoincrement=True),
     sa.Column("started_at", TS, nullable=False),
     sa.Column("finished_at", TS),
     sa.Column("trigger", sa.String(16), nullable=False),
     sa.Column("dagster_run_id", sa.String(64)),
     sa.Column("minutes", sa.Integer, nullable=False),
-    sa.Column("provider", sa.String(32), nullable=False),
+    _provider(),
     sa.Column("scanned", sa.Integer, nullable=False, server_default="0"),
     sa.Column("dispatched", sa.Integer, nullable=False, server_default="0"),
     sa.Column("skipped", sa.Integer, nullable=False, server_default="0"),

@@ -35,5 +35,7 @@ if _MODE == "fence":
     _handlers.apply_payment_update = _outside_the_fence  # type: ignore[assignment]
 elif _MODE == "dispatch":
     from payments_pipeline import store as _store
+    from payments_pipeline.store import events as _events
 
-    _store._dispatched_since_last_attempt = lambda: _store.E.dispatched_at.is_not(None)
+    # Patched where the processing claim looks it up (`store` only re-exports it).
+    _events._dispatched_since_last_attempt = lambda: _store.E.dispatched_at.is_not(None)

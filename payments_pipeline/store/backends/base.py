@@ -1,0 +1,124 @@
+"""What every database does alike unless its backend module says otherwise."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import ColumnElement, Connection, Engine, event
+
+from ...models import SweepOutcome
+from ..schema import E, sweep_events, webhook_events
+
+# The set-based claim's arguments: event ids, the condition they must still match, the new values.
+Ids = Sequence[int]
+Where = ColumnElement[bool]
+Values = dict[str, Any]
+
+
+class Basic:
+    """Standard SQL: INSERT ... ON CONFLICT DO NOTHING RETURNING, UPDATE ... RETURNING, an
+    executemany audit, and no session settings. A subclass names its dialect's INSERT construct
+    (the one that has `on_conflict_do_nothing`) and overrides what its database does otherwise."""
+
+    name: str
+    dialect_insert: Callable[..., Any]
+
+    # --- engine set-up ---
+
+    def engine_options(self, kwargs: dict[str, Any]) -> None:
+        pass
+
+    def configure(
+        self, engine: Engine, *, idle_in_transaction_timeout: dt.timedelta | None
+    ) -> None:
+        """`idle_in_transaction_timeout`: the server ends a session left idle inside a transaction
+        that long, rolling it back (`make_engine`); set on each new connection where the server
+        has such a setting (`idle_timeout_statement`)."""
+        if idle_in_transaction_timeout is None:
+            return
+        seconds = max(1, int(idle_in_transaction_timeout.total_seconds()))
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            sql = self.idle_timeout_statement(dbapi_connection, seconds)
+            if sql is None:
+                return
+            cursor = dbapi_connection.cursor()
+            cursor.execute(sql)
+            cursor.close()
+            dbapi_connection.commit()  # end the transaction the driver may have opened for the SET
+
+    def idle_timeout_statement(self, dbapi_connection: Any, seconds: int) -> str | None:
+        """The session setting that ends idle transactions after `seconds`; None: there is none."""
+        return None
+
+    # --- insert-if-absent ---
+
+    def insert_if_absent_statement(self, table: sa.Table) -> Any:
+        return _on_conflict_do_nothing(type(self).dialect_insert, table)
+
+    def insert_if_absent(
+        self, conn: Connection, table: sa.Table, values: dict[str, Any]
+    ) -> int | None:
+        return conn.execute(self.insert_if_absent_statement(table), values).scalar()
+
+    # --- the set-based claim ---
+
+    def update_ids_returning(
+        self, conn: Connection, ids: Ids, where: Where, values: Values
+    ) -> list[int]:
+        result = conn.execute(
+            sa.update(webhook_events)
+            .where(self.claimable(ids, where), where)
+            .values(**values)
+            .returning(E.id)
+        )
+        return sorted(result.scalars())
+
+    def claimable(self, ids: Ids, where: Where) -> Where:
+        """Which of `ids` the claim's UPDATE may take: all of them (no row locks to skip)."""
+        return E.id.in_(ids)
+
+    def claim_batch(self, conn: Connection, where: Where, values: Values, limit: int) -> list[Any]:
+        """No ORDER BY: the (status, dispatched_at) index already yields each status's rows oldest
+        hand-off first, and a sort would read the whole backlog on every poll."""
+        picked = self.batch_claimable(where, limit)
+        return list(
+            conn.execute(
+                sa.update(webhook_events)
+                .where(picked, where)
+                .values(**values)
+                .returning(*webhook_events.c)
+            )
+        )
+
+    def batch_claimable(self, where: Where, limit: int) -> Where:
+        """Which rows the batch claim's UPDATE may take: the first `limit` that match."""
+        return E.id.in_(sa.select(E.id).where(where).limit(limit).scalar_subquery())
+
+    # --- the audit ---
+
+    def insert_sweep_events(
+        self, conn: Connection, *, sweep_id: int, rows: Sequence[tuple[int, str, SweepOutcome]]
+    ) -> None:
+        # PyMySQL folds an executemany INSERT into multi-row VALUES; SQLite runs it in-process.
+        conn.execute(
+            sa.insert(sweep_events),
+            [
+                {"sweep_id": sweep_id, "event_id": i, "reason": str(r), "outcome": o.value}
+                for i, r, o in rows
+            ],
+        )
+
+
+@functools.cache
+def _on_conflict_do_nothing(dialect_insert: Callable[[sa.Table], Any], table: sa.Table) -> Any:
+    """Built once per backend and table: the values go in as execution parameters, so a delivery
+    does not rebuild and re-key an INSERT (the receiver's hot path; docs/PERFORMANCE.md, receiver
+    section)."""
+    # RETURNING rather than rowcount: with implicit RETURNING the drivers' rowcounts differ.
+    return dialect_insert(table).on_conflict_do_nothing().returning(table.c.id)

@@ -1,0 +1,316 @@
+"""Webhook events: reads, the gate, processing claims and fences, replay, the worker's queue."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import ColumnElement, Connection
+
+from ..models import (
+    EventRef,
+    EventStatus,
+    Provider,
+    SweepReason,
+    WebhookEvent,
+)
+from ._rows import PROVIDERS, REF_COLUMNS, event_from_row, ref_from_row
+from .backends import backend_for
+from .engine import changed_one
+from .schema import E, webhook_events
+from .stuck import STUCK_REASONS, Cutoffs
+
+
+def get_event(conn: Connection, *, event_id: int) -> WebhookEvent | None:
+    """One event by id, payload included."""
+    row = conn.execute(sa.select(webhook_events).where(E.id == event_id)).first()
+    return event_from_row(row) if row else None
+
+
+def get_event_refs(conn: Connection, *, event_ids: Sequence[int]) -> list[EventRef]:
+    """The loggable fields of several events, in id order."""
+    if not event_ids:
+        return []
+    rows = conn.execute(sa.select(*REF_COLUMNS).where(E.id.in_(event_ids)).order_by(E.id))
+    return [ref_from_row(r) for r in rows]
+
+
+# --- webhook events: the gate --------------------------------------------------------------------
+
+
+def insert_event_if_new(
+    conn: Connection,
+    *,
+    provider: Provider,
+    provider_event_id: str,
+    event_type: str,
+    payload: str,
+    now: dt.datetime,
+    claim: bool = False,
+) -> int | None:
+    """Record a delivery unless (provider, provider_event_id) exists; the new id, or None.
+
+    With `claim`, the row is inserted already dispatched (`dispatched_at = now`): the unique key
+    lets exactly one inserter win, so the insert *is* claim 1 for a new event, in one statement.
+    """
+    return backend_for(conn).insert_if_absent(
+        conn,
+        webhook_events,
+        {
+            "provider": provider.value,
+            "provider_event_id": provider_event_id,
+            "event_type": event_type,
+            "status": EventStatus.RECEIVED.value,
+            "payload": payload,
+            "attempts": 0,
+            "attempts_base": 0,
+            "dispatched_at": now if claim else None,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+
+
+# The gate's duplicate path runs on every repeated delivery: its statements are built once, with
+# bound parameters, like the INSERT of a new one (`Backend.insert_if_absent_statement`).
+_EVENT_STATE = sa.select(*REF_COLUMNS, E.status).where(
+    E.provider == sa.bindparam("provider"), E.provider_event_id == sa.bindparam("key")
+)
+_CLAIM_UNDISPATCHED = (
+    sa.update(webhook_events)
+    .where(
+        E.id == sa.bindparam("event_id"),
+        E.dispatched_at.is_(None),
+        E.status != EventStatus.PROCESSED.value,
+    )
+    .values(dispatched_at=sa.bindparam("at"), updated_at=sa.bindparam("at"))
+)
+
+
+def get_event_state(
+    conn: Connection, *, provider: Provider, provider_event_id: str
+) -> tuple[EventRef, EventStatus] | None:
+    """What the gate decides on for a duplicate delivery: id, type and status, not the payload."""
+    params = {"provider": provider.value, "key": provider_event_id}
+    row = conn.execute(_EVENT_STATE, params).first()
+    if row is None:
+        return None
+    return EventRef(row[0], PROVIDERS[row[1]], row[2], row[3]), EventStatus(row[4])
+
+
+def claim_undispatched(conn: Connection, *, event_id: int, now: dt.datetime) -> bool:
+    """Gate claim 1: hand the event on only if nobody ever has (dispatched_at IS NULL)."""
+    return changed_one(conn, _CLAIM_UNDISPATCHED, {"event_id": event_id, "at": now})
+
+
+_CLAIM_FAILED = (
+    sa.update(webhook_events)
+    .where(
+        E.id == sa.bindparam("event_id"),
+        STUCK_REASONS[SweepReason.FAILED_OLD].condition(
+            Cutoffs(sa.bindparam("at"), sa.bindparam("stuck_before"), None)
+        ),
+    )
+    .values(dispatched_at=sa.bindparam("at"), updated_at=sa.bindparam("at"))
+)
+
+
+def claim_failed_for_redispatch(
+    conn: Connection, *, event_id: int, now: dt.datetime, stuck_before: dt.datetime
+) -> bool:
+    """Gate claim 2: a failed event last dispatched before `stuck_before`, its backoff over."""
+    params = {"event_id": event_id, "at": now, "stuck_before": stuck_before}
+    return changed_one(conn, _CLAIM_FAILED, params)
+
+
+# --- webhook events: processing ------------------------------------------------------------------
+
+_CLAIMABLE = (EventStatus.RECEIVED.value, EventStatus.FAILED.value)
+
+
+def _dispatched_since_last_attempt() -> ColumnElement[bool]:
+    """No attempt yet, or a claim stamped `dispatched_at` after the last attempt started."""
+    return sa.or_(E.processing_started_at.is_(None), E.processing_started_at < E.dispatched_at)
+
+
+def _awaits_attempt(event_id: int) -> ColumnElement[bool]:
+    """The event, claimable, and handed on since its last attempt began: what both starting an
+    attempt and burying an event whose budget is spent require."""
+    return sa.and_(E.id == event_id, E.status.in_(_CLAIMABLE), _dispatched_since_last_attempt())
+
+
+def _queued() -> ColumnElement[bool]:
+    """Handed on and not started since: the table engine's queue (a claim stamped
+    `dispatched_at` after the last attempt began, or there was no attempt yet)."""
+    return sa.and_(
+        E.status.in_(_CLAIMABLE), E.dispatched_at.is_not(None), _dispatched_since_last_attempt()
+    )
+
+
+# The retry budget counts from the last replay (`attempts_base`).
+_attempts_used = E.attempts - E.attempts_base
+
+
+def claim_for_processing(
+    conn: Connection, *, event_id: int, now: dt.datetime, max_attempts: int
+) -> int | None:
+    """Start an attempt; returns its number (the fencing token), None if someone else has it.
+
+    Only an event handed on since its last attempt began can start one (`_dispatched_since`): a
+    worker holding a stale batch, or a duplicate dispatch, cannot retry a failed event before a
+    claim (gate claim 2, the sweep, a replay) has re-dispatched it, i.e. before its backoff.
+    """
+    started = changed_one(
+        conn,
+        sa.update(webhook_events)
+        .where(_awaits_attempt(event_id), _attempts_used < max_attempts)
+        .values(**_starts_attempt(now)),
+    )
+    if not started:
+        return None
+    # We hold the row lock until commit, so this reads our own attempt number.
+    return int(conn.execute(sa.select(E.attempts).where(E.id == event_id)).scalar_one())
+
+
+def _starts_attempt(now: dt.datetime) -> dict[str, Any]:
+    return {
+        "status": EventStatus.PROCESSING.value,
+        "attempts": E.attempts + 1,
+        "processing_started_at": now,
+        "processed_at": None,
+        "updated_at": now,
+    }
+
+
+def claim_dispatched_batch(
+    conn: Connection, *, limit: int, now: dt.datetime, max_attempts: int
+) -> list[WebhookEvent]:
+    """Start an attempt on up to `limit` dispatched events in one set-based claim; returns them
+    as they are now (`attempts` is each one's new attempt number, its fencing token).
+
+    Rows another transaction holds are skipped (SKIP LOCKED), so concurrent workers never take
+    the same event, and the UPDATE repeats the condition, so a row that moved is not taken.
+    """
+    ready = sa.and_(_queued(), _attempts_used < max_attempts)
+    rows = backend_for(conn).claim_batch(conn, ready, _starts_attempt(now), limit)
+    return sorted((event_from_row(r) for r in rows), key=lambda e: e.id)
+
+
+def bury_exhausted(conn: Connection, *, now: dt.datetime, max_attempts: int) -> list[int]:
+    """Mark `dead` every dispatched event whose budget is spent without a recorded failure
+    (its workers died mid-attempt); their ids."""
+    spent = sa.and_(_queued(), _attempts_used >= max_attempts)
+    ids = list(conn.execute(sa.select(E.id).where(spent)).scalars())
+    if not ids:
+        return []
+    return backend_for(conn).update_ids_returning(conn, ids, spent, _buried(max_attempts, now))
+
+
+def _buried(max_attempts: int, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "status": EventStatus.DEAD.value,
+        "last_error": f"gave up after {max_attempts} attempts without completing",
+        "updated_at": now,
+    }
+
+
+def mark_exhausted_dead(
+    conn: Connection, *, event_id: int, now: dt.datetime, max_attempts: int
+) -> bool:
+    """Bury an event whose retry budget is spent without a recorded failure (worker crashes)."""
+    return changed_one(
+        conn,
+        sa.update(webhook_events)
+        .where(_awaits_attempt(event_id), _attempts_used >= max_attempts)
+        .values(**_buried(max_attempts, now)),
+    )
+
+
+def _fence(event_id: int, attempt: int) -> ColumnElement[bool]:
+    return sa.and_(
+        E.id == event_id, E.status == EventStatus.PROCESSING.value, E.attempts == attempt
+    )
+
+
+def mark_processed(conn: Connection, *, event_id: int, attempt: int, now: dt.datetime) -> bool:
+    """Fenced: only the attempt that still owns the row may mark it processed."""
+    return changed_one(
+        conn,
+        sa.update(webhook_events)
+        .where(_fence(event_id, attempt))
+        .values(
+            status=EventStatus.PROCESSED.value,
+            processed_at=now,
+            next_attempt_at=None,
+            last_error=None,
+            updated_at=now,
+        ),
+    )
+
+
+def mark_failed(
+    conn: Connection,
+    *,
+    event_id: int,
+    attempt: int,
+    now: dt.datetime,
+    error: str,
+    next_attempt_at: dt.datetime | None,
+    dead: bool,
+) -> bool:
+    """Fenced: record a failed attempt (`failed` with a backoff, or `dead`)."""
+    return changed_one(
+        conn,
+        sa.update(webhook_events)
+        .where(_fence(event_id, attempt))
+        .values(
+            status=(EventStatus.DEAD if dead else EventStatus.FAILED).value,
+            last_error=error[:500],
+            next_attempt_at=None if dead else next_attempt_at,
+            updated_at=now,
+        ),
+    )
+
+
+def requeue_for_replay(
+    conn: Connection, *, event_ids: Sequence[int], now: dt.datetime
+) -> list[int]:
+    """Send `dead`/`processed` events round again: a fresh retry budget, dispatched now."""
+    if not event_ids:
+        return []
+    cond = E.status.in_((EventStatus.DEAD.value, EventStatus.PROCESSED.value))
+    values = {
+        "status": EventStatus.RECEIVED.value,
+        "attempts_base": E.attempts,
+        "dispatched_at": now,
+        "next_attempt_at": None,
+        "last_error": None,
+        "updated_at": now,
+    }
+    return backend_for(conn).update_ids_returning(conn, event_ids, cond, values)
+
+
+def insert_events(conn: Connection, *, rows: Sequence[dict[str, Any]]) -> None:
+    """Bulk-insert event rows in any state (the demo, fixtures of benchmarks): one multi-row
+    INSERT. Missing columns take the defaults of a fresh delivery."""
+    if not rows:
+        return
+    now = rows[0].get("created_at")
+    defaults = {
+        "status": EventStatus.RECEIVED.value,
+        "attempts": 0,
+        "attempts_base": 0,
+        "dispatched_at": None,
+        "processing_started_at": None,
+        "processed_at": None,
+        "next_attempt_at": None,
+        "last_error": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+    conn.execute(sa.insert(webhook_events), [defaults | row for row in rows])
+
+
+# --- worker --------------------------------------------------------------------------------------

@@ -1,0 +1,126 @@
+"""Payments and their ledger."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, TypedDict, Unpack
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from ..models import (
+    Payment,
+    PaymentStatus,
+    Provider,
+)
+from ._rows import payment_from_row
+from .backends import backend_for
+from .engine import changed_one
+from .schema import payment_ledger, payments
+
+# --- payments ------------------------------------------------------------------------------------
+
+P = payments.c
+
+
+def get_payment(conn: Connection, *, provider: Provider, reference: str) -> Payment | None:
+    row = conn.execute(
+        sa.select(payments).where(P.provider == provider.value, P.reference == reference)
+    ).first()
+    return payment_from_row(row) if row else None
+
+
+def list_payments(conn: Connection) -> list[Payment]:
+    return [payment_from_row(r) for r in conn.execute(sa.select(payments).order_by(P.id))]
+
+
+class PaymentEffect(TypedDict):
+    """What applying one event writes to its payment: the keyword arguments both writes take."""
+
+    status: PaymentStatus
+    amount: int | None
+    currency: str | None
+    event_id: int
+    event_at: dt.datetime | None
+    now: dt.datetime
+
+
+def _written(effect: PaymentEffect, *, seen: Payment | None = None) -> dict[str, Any]:
+    """The columns an effect sets; over a `seen` row, an amount or currency the event does not
+    carry (None) keeps the row's."""
+    amount, currency = effect["amount"], effect["currency"]
+    if seen is not None:
+        amount = seen.amount if amount is None else amount
+        currency = seen.currency if currency is None else currency
+    return {
+        "status": effect["status"].value,
+        "amount": amount,
+        "currency": currency,
+        "last_event_id": effect["event_id"],
+        "last_event_at": effect["event_at"],
+        "updated_at": effect["now"],
+    }
+
+
+def insert_payment_if_absent(
+    conn: Connection, *, provider: Provider, reference: str, **effect: Unpack[PaymentEffect]
+) -> bool:
+    """First event for a payment creates it; True when this call inserted."""
+    return None is not backend_for(conn).insert_if_absent(
+        conn,
+        payments,
+        {
+            "provider": provider.value,
+            "reference": reference,
+            **_written(effect),
+            "created_at": effect["now"],
+        },
+    )
+
+
+def update_payment_if_unchanged(
+    conn: Connection, *, seen: Payment, **effect: Unpack[PaymentEffect]
+) -> bool:
+    """Compare-and-set: apply only if the row still holds what the decision was made on."""
+    unchanged = sa.and_(
+        P.id == seen.id,
+        P.status == seen.status.value,
+        P.last_event_id.is_(None)
+        if seen.last_event_id is None
+        else P.last_event_id == seen.last_event_id,
+    )
+    return changed_one(
+        conn, sa.update(payments).where(unchanged).values(**_written(effect, seen=seen))
+    )
+
+
+def insert_ledger_entry(
+    conn: Connection,
+    *,
+    event_id: int,
+    attempt: int,
+    provider: Provider,
+    reference: str,
+    from_status: PaymentStatus | None,
+    to_status: PaymentStatus,
+    now: dt.datetime,
+) -> None:
+    """Record one applied effect; a second one for the same event violates the unique key."""
+    conn.execute(
+        sa.insert(payment_ledger).values(
+            webhook_event_id=event_id,
+            attempt=attempt,
+            provider=provider.value,
+            reference=reference,
+            from_status=from_status.value if from_status else None,
+            to_status=to_status.value,
+            applied_at=now,
+        )
+    )
+
+
+def ledger_has_event(conn: Connection, *, event_id: int) -> bool:
+    row = conn.execute(
+        sa.select(payment_ledger.c.id).where(payment_ledger.c.webhook_event_id == event_id)
+    ).first()
+    return row is not None

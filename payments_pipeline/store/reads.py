@@ -1,0 +1,70 @@
+"""Read-only views of the events table: status counts, the oldest stuck, dead events, ping."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy import ColumnElement, Connection, func
+
+from ..models import (
+    EventRef,
+    EventStatus,
+    Provider,
+)
+from ._rows import REF_COLUMNS, ref_from_row
+from .schema import E
+
+# --- status --------------------------------------------------------------------------------------
+
+
+def count_by_provider_status(conn: Connection) -> dict[tuple[str, str], int]:
+    rows = conn.execute(
+        sa.select(E.provider, E.status, func.count()).group_by(E.provider, E.status)
+    )
+    return {(p, s): int(n) for p, s, n in rows}
+
+
+def oldest_created_at(
+    conn: Connection, *, condition: ColumnElement[bool]
+) -> dict[str, dt.datetime]:
+    """Per provider, the creation time of the oldest row matching `condition`."""
+    rows = conn.execute(
+        sa.select(E.provider, func.min(E.created_at)).where(condition).group_by(E.provider)
+    )
+    return {p: t for p, t in rows if t is not None}
+
+
+def list_event_refs(
+    conn: Connection, *, status: EventStatus, limit: int
+) -> list[tuple[EventRef, str | None]]:
+    rows = conn.execute(
+        sa.select(*REF_COLUMNS, E.last_error)
+        .where(E.status == status.value)
+        .order_by(E.id)
+        .limit(limit)
+    )
+    return [(ref_from_row(r), r.last_error) for r in rows]
+
+
+# --- receiver ------------------------------------------------------------------------------------
+
+
+def ping(conn: Connection) -> None:
+    """Raise unless the database answers and holds our table (the receiver's /healthz).
+
+    Reads no row: a database that accepts connections but was never migrated would fail every
+    delivery, so it must not look healthy either.
+    """
+    conn.execute(sa.select(E.id).where(sa.false())).all()
+
+
+def count_dead_events(conn: Connection, *, providers: Sequence[Provider]) -> dict[Provider, int]:
+    """Dead events per provider (a Dagster check); served by the indexes led by `status`."""
+    rows = conn.execute(
+        sa.select(E.provider, func.count())
+        .where(E.status == EventStatus.DEAD.value, E.provider.in_([p.value for p in providers]))
+        .group_by(E.provider)
+    )
+    return {Provider(p): int(n) for p, n in rows}

@@ -1,0 +1,276 @@
+"""The four reasons an event is stuck, and the sweep's and sensor's statements built from them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import ColumnElement, Connection, func
+
+from ..models import (
+    EventRef,
+    EventStatus,
+    Provider,
+    SweepReason,
+)
+from ._rows import PROVIDERS, REF_COLUMNS
+from .backends import backend_for
+from .schema import E
+
+# --- the four stuck reasons ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cutoffs:
+    """One look at the table: `now`, and the moments before which each wait is over (values, or
+    bound parameters for a statement built once). `fresh_before` is None where an event never
+    dispatched counts as stuck at once (the sweep); the sensor gives it a grace."""
+
+    now: Any
+    stuck_before: Any
+    stalled_before: Any
+    fresh_before: Any = None
+
+    @classmethod
+    def at(
+        cls, now: Any, *, stuck: dt.timedelta, stalled: dt.timedelta, fresh: dt.timedelta
+    ) -> Cutoffs:
+        return cls(now, now - stuck, now - stalled, now - fresh)
+
+
+@dataclass(frozen=True, eq=False)  # columns compare into SQL, not into a bool
+class StuckReason:
+    """One way an event gets stuck: it is in `status`, and its `clock` column was set before the
+    cutoff named `waits_for` (a NULL clock counts as long ago when `null_is_old`); `requires` is a
+    further fixed condition, and `after_backoff` waits for `next_attempt_at` too."""
+
+    reason: SweepReason
+    status: EventStatus
+    clock: sa.Column[Any]
+    waits_for: str
+    requires: ColumnElement[bool] | None = None
+    null_is_old: bool = False
+    after_backoff: bool = False
+
+    def condition(self, at: Cutoffs) -> ColumnElement[bool]:
+        """Stuck for this reason at `at` (the scan's WHERE; the claim repeats it verbatim)."""
+        terms = [E.status == self.status.value]
+        before = getattr(at, self.waits_for)
+        if before is not None:
+            clock = self.clock
+            terms.append(
+                sa.or_(clock.is_(None), clock < before) if self.null_is_old else clock < before
+            )
+        if self.requires is not None:
+            terms.append(self.requires)
+        if self.after_backoff:
+            terms.append(sa.or_(E.next_attempt_at.is_(None), E.next_attempt_at <= at.now))
+        return sa.and_(*terms)
+
+    def became_stuck(self, now: Cutoffs, since: Cutoffs | None) -> ColumnElement[bool]:
+        """Stuck at `now` but not yet at `since` (every stuck row when `since` is None).
+
+        A reason that only waits on its clock stays stuck once it is, so "not yet at `since`" is
+        a lower bound on the same column: a range on the column an index leads with. A failed
+        event can also become stuck when its backoff ends (few rows: every failed row waits one
+        out), so its window is the plain difference of the two conditions.
+        """
+        stuck_now = self.condition(now)
+        if since is None:
+            return stuck_now
+        since_before = getattr(since, self.waits_for)
+        if not (self.null_is_old or self.after_backoff) and since_before is not None:
+            return sa.and_(stuck_now, self.clock >= since_before)
+        return sa.and_(stuck_now, sa.not_(self.condition(since)))
+
+
+# `dispatched_at_null` waits only in the sensor (`fresh_before`, its grace): the gate inserts new
+# events already claimed, but a row written unclaimed (older code, a bulk import, a hand fix) may be
+# claimed in a moment by the gate's claim 1; the grace keeps the sensor from asking a sweep for it
+# too early. The sweep takes such a row at once.
+STUCK_REASONS: dict[SweepReason, StuckReason] = {
+    r.reason: r
+    for r in (
+        StuckReason(
+            SweepReason.DISPATCHED_AT_NULL,
+            EventStatus.RECEIVED,
+            clock=E.created_at,
+            waits_for="fresh_before",
+            requires=E.dispatched_at.is_(None),
+        ),
+        StuckReason(
+            SweepReason.DISPATCH_LOST,
+            EventStatus.RECEIVED,
+            clock=E.dispatched_at,
+            waits_for="stuck_before",
+        ),
+        # Failed, last dispatched before `stuck_before` (or never), its backoff over.
+        StuckReason(
+            SweepReason.FAILED_OLD,
+            EventStatus.FAILED,
+            clock=E.dispatched_at,
+            waits_for="stuck_before",
+            null_is_old=True,
+            after_backoff=True,
+        ),
+        StuckReason(
+            SweepReason.PROCESSING_STALLED,
+            EventStatus.PROCESSING,
+            clock=E.processing_started_at,
+            waits_for="stalled_before",
+        ),
+    )
+}
+assert set(STUCK_REASONS) == set(SweepReason)
+
+
+def stuck_condition(
+    reason: SweepReason,
+    *,
+    now: dt.datetime,
+    stuck_before: dt.datetime,
+    stalled_before: dt.datetime,
+) -> ColumnElement[bool]:
+    """The WHERE clause of one sweep reason; the claim repeats it verbatim."""
+    if reason not in STUCK_REASONS:
+        raise ValueError(f"unknown sweep reason {reason!r}")
+    return STUCK_REASONS[reason].condition(Cutoffs(now, stuck_before, stalled_before))
+
+
+def any_stuck_condition(
+    *, now: dt.datetime, stuck_before: dt.datetime, stalled_before: dt.datetime
+) -> ColumnElement[bool]:
+    """Stuck for any reason, as the sweep sees it (the status report's oldest stuck event)."""
+    at = Cutoffs(now, stuck_before, stalled_before)
+    return sa.or_(*(STUCK_REASONS[r].condition(at) for r in SweepReason))
+
+
+# --- webhook events: the sweep -------------------------------------------------------------------
+
+
+def _claim_values(reason: SweepReason, now: dt.datetime) -> dict[str, Any]:
+    values: dict[str, Any] = {"dispatched_at": now, "updated_at": now}
+    if reason is SweepReason.PROCESSING_STALLED:
+        # Back to `received` in the same statement: the stale worker's fenced commit now finds
+        # its attempt gone, and the next processing claim can take the row.
+        values |= {"status": EventStatus.RECEIVED.value, "processing_started_at": None}
+    return values
+
+
+def select_stuck(
+    conn: Connection,
+    *,
+    condition: ColumnElement[bool],
+    providers: Sequence[Provider],
+    created_after: dt.datetime,
+) -> list[EventRef]:
+    """Candidates of one reason inside the age window, in id order (the scan)."""
+    rows = conn.execute(
+        sa.select(*REF_COLUMNS)
+        .where(
+            condition,
+            E.provider.in_([p.value for p in providers]),
+            E.created_at >= created_after,
+        )
+        .order_by(E.id)
+    )
+    # Plain tuples and a dict lookup: a sweep may scan 100,000 rows, and attribute access on
+    # Row plus Provider(...) per row was most of the scan's time (cProfile).
+    return [EventRef(i, PROVIDERS[p], key, t) for i, p, key, t in rows]
+
+
+def count_expired(
+    conn: Connection,
+    *,
+    conditions: Sequence[ColumnElement[bool]],
+    providers: Sequence[Provider],
+    created_after: dt.datetime,
+) -> dict[Provider, int]:
+    """Stuck rows older than the window, per provider: never touched, always counted."""
+    rows = conn.execute(
+        sa.select(E.provider, func.count())
+        .where(
+            sa.or_(*conditions),
+            E.provider.in_([p.value for p in providers]),
+            E.created_at < created_after,
+        )
+        .group_by(E.provider)
+    )
+    return {Provider(p): int(n) for p, n in rows}
+
+
+def claim_stuck(
+    conn: Connection,
+    *,
+    reason: SweepReason,
+    event_ids: Sequence[int],
+    condition: Any,
+    now: dt.datetime,
+) -> list[int]:
+    """Claim a batch of candidates of one reason in one statement; returns the ids this call won.
+
+    Rows locked by a concurrent claim are skipped (SKIP LOCKED), never waited on: the other sweep
+    owns them. A row whose state moved since the scan no longer matches the repeated condition.
+    """
+    if not event_ids:
+        return []
+    return backend_for(conn).update_ids_returning(
+        conn, event_ids, condition, _claim_values(reason, now)
+    )
+
+
+# --- sensor --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StuckCount:
+    """How many events of one provider became stuck for one reason, and the highest id."""
+
+    provider: Provider
+    reason: SweepReason
+    count: int
+    max_id: int
+
+
+def count_newly_stuck(
+    conn: Connection,
+    *,
+    now: dt.datetime,
+    since: dt.datetime | None,
+    minutes: int,
+    timeout_minutes: int,
+    created_after: dt.datetime,
+    grace: dt.timedelta = dt.timedelta(minutes=1),
+) -> list[StuckCount]:
+    """Events that became stuck in `(since, now]` (every stuck one when `since` is None), per
+    provider and reason: the sensor's one query, in one round trip.
+
+    Each branch is a range on an index's leading columns ((status, dispatched_at),
+    (status, processing_started_at)), so the cost follows the rows found, not the table.
+    """
+    wait, stalled = dt.timedelta(minutes=minutes), dt.timedelta(minutes=timeout_minutes)
+    at_now = Cutoffs.at(now, stuck=wait, stalled=stalled, fresh=grace)
+    at_since = (
+        None if since is None else Cutoffs.at(since, stuck=wait, stalled=stalled, fresh=grace)
+    )
+    parts = [
+        sa.select(
+            sa.literal(reason.value, sa.String(32)).label("reason"),
+            E.provider,
+            func.count().label("n"),
+            func.max(E.id).label("max_id"),
+        )
+        .where(
+            STUCK_REASONS[reason].became_stuck(at_now, at_since),
+            E.created_at >= created_after,
+        )
+        .group_by(E.provider)
+        for reason in SweepReason
+    ]
+    return [
+        StuckCount(Provider(row.provider), SweepReason(row.reason), int(row.n), int(row.max_id))
+        for row in conn.execute(sa.union_all(*parts))
+    ]

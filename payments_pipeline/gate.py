@@ -22,12 +22,9 @@ from sqlalchemy import Connection, Engine
 
 from . import store
 from .dispatch import Dispatcher
-from .models import EventRef, EventStatus, GateOutcome, Provider, utcnow
+from .models import KEY_LENGTH, EventRef, EventStatus, GateOutcome, Provider, utcnow
 
 log = logging.getLogger(__name__)
-
-MAX_PROVIDER_EVENT_ID = 255
-MAX_EVENT_TYPE = 255
 
 
 @dataclass(frozen=True)
@@ -58,10 +55,10 @@ def receive(
     dispatches when `result.should_dispatch` (the HTTP receiver answers first, then dispatches).
     """
     provider = Provider(provider)
-    if not provider_event_id or len(provider_event_id) > MAX_PROVIDER_EVENT_ID:
-        raise ValueError(f"provider_event_id must be 1-{MAX_PROVIDER_EVENT_ID} characters")
-    if not event_type or len(event_type) > MAX_EVENT_TYPE:
-        raise ValueError(f"event_type must be 1-{MAX_EVENT_TYPE} characters")
+    if not provider_event_id or len(provider_event_id) > KEY_LENGTH:
+        raise ValueError(f"provider_event_id must be 1-{KEY_LENGTH} characters")
+    if not event_type or len(event_type) > KEY_LENGTH:
+        raise ValueError(f"event_type must be 1-{KEY_LENGTH} characters")
     if minutes < 1:
         raise ValueError("minutes must be at least 1")
     at = now or utcnow()

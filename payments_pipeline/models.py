@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 
+# The longest provider event id, event type and payment reference stored (one column width; the
+# gate and the providers refuse longer).
+KEY_LENGTH = 255
+
+
 class Provider(StrEnum):
     STRIPE = "stripe"
     MONETBIL = "monetbil"

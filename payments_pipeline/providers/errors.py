@@ -6,7 +6,7 @@ Messages name the problem and the field, never a value: they end up in HTTP resp
 
 from __future__ import annotations
 
-MAX_IDENTIFIER_LENGTH = 255
+from payments_pipeline.models import KEY_LENGTH
 
 
 class SignatureError(ValueError):
@@ -25,11 +25,11 @@ def check_identifier(value: object, what: str) -> str:
     """Return `value` if it can serve as a stored key (event id, payment reference), else raise.
 
     A key must be a non-blank string of printable characters (no NUL, which PostgreSQL text
-    refuses, no lone surrogates, which no database encodes) short enough for a 255-character
-    column.
+    refuses, no lone surrogates, which no database encodes) short enough for its column
+    (`KEY_LENGTH`).
     """
     if not isinstance(value, str) or not value.strip():
         raise PayloadError(f"{what} is missing or blank")
-    if len(value) > MAX_IDENTIFIER_LENGTH or not value.isprintable():
-        raise PayloadError(f"{what} is longer than {MAX_IDENTIFIER_LENGTH} or not printable text")
+    if len(value) > KEY_LENGTH or not value.isprintable():
+        raise PayloadError(f"{what} is longer than {KEY_LENGTH} or not printable text")
     return value

@@ -6,10 +6,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.schema import SchemaItem
 
-metadata = sa.MetaData()
+from ..models import KEY_LENGTH
 
-# The longest provider key, event type and payment reference we store (the gate refuses longer).
-KEY_LENGTH = 255
+metadata = sa.MetaData()
 
 TS = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection
 
 from . import payment_state, store
-from .models import PaymentStatus, PaymentUpdate, Provider, WebhookEvent
+from .models import PaymentFacts, PaymentStatus, PaymentUpdate, Provider, WebhookEvent
 from .providers import monetbil, stripe
 
 log = logging.getLogger(__name__)
@@ -84,37 +84,28 @@ def apply_payment_update(ctx: HandlerContext, update: PaymentUpdate) -> bool:
         return False  # applied by an earlier attempt or before a replay: never twice
     for _ in range(_CAS_ATTEMPTS):
         current = store.get_payment(conn, provider=update.provider, reference=update.reference)
+        facts = payment_state.apply_update(
+            None if current is None else PaymentFacts.of(current), update
+        )
+        if facts is None:
+            return False
         if current is None:
-            if store.insert_payment_if_absent(
+            written = store.insert_payment_if_absent(
                 conn,
                 provider=update.provider,
                 reference=update.reference,
-                status=update.status,
-                amount=update.amount,
-                currency=update.currency,
+                facts=facts,
                 event_id=event.id,
-                event_at=update.occurred_at,
                 now=ctx.now,
-            ):
-                _record(ctx, update, None, update.status)
-                return True
-            continue  # another event created it first: decide again on its state
-        new_status = payment_state.next_state(current.status, current.last_event_at, update)
-        if new_status is None:
-            return False
-        if store.update_payment_if_unchanged(
-            conn,
-            seen=current,
-            status=new_status,
-            amount=update.amount,
-            currency=update.currency,
-            event_id=event.id,
-            # the later of the two: an older event that still applies never moves the clock back
-            event_at=payment_state.next_event_at(current.last_event_at, update),
-            now=ctx.now,
-        ):
-            _record(ctx, update, current.status, new_status)
+            )
+        else:
+            written = store.update_payment_if_unchanged(
+                conn, seen=current, facts=facts, event_id=event.id, now=ctx.now
+            )
+        if written:
+            _record(ctx, update, None if current is None else current.status, facts.status)
             return True
+        # another event for this payment committed first: decide again on its state
     raise RuntimeError(f"payment {update.reference!r} kept changing under event {event.id}")
 
 

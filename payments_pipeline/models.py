@@ -10,7 +10,6 @@ import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 
-
 # The longest provider event id, event type and payment reference stored (one column width; the
 # gate and the providers refuse longer).
 KEY_LENGTH = 255
@@ -95,6 +94,7 @@ class PaymentStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    PARTIALLY_REFUNDED = "partially_refunded"
     REFUNDED = "refunded"
 
 
@@ -139,12 +139,17 @@ class EventRef:
 
 @dataclass(frozen=True, slots=True)
 class Payment:
+    """A `payments` row. Amounts are integer minor units of `currency` (ISO 4217 exponent)."""
+
     id: int
     provider: Provider
     reference: str
     status: PaymentStatus
-    amount: int | None
+    amount: int | None  # what the payment is for
+    amount_received: int | None  # what was captured or paid
+    amount_refunded: int  # sum refunded so far
     currency: str | None
+    livemode: bool  # False: Stripe `livemode: false`, Monetbil test statuses 7/8/9
     last_event_id: int | None
     last_event_at: dt.datetime | None
     created_at: dt.datetime
@@ -156,7 +161,11 @@ class PaymentUpdate:
     """What one provider event says about one payment, parsed from its payload.
 
     `occurred_at` is the provider's own timestamp (Stripe `created`) when it has one; it orders
-    events for the same payment so an older event never overwrites a newer state.
+    events for the same payment so an older event never overwrites a newer state. Amounts are
+    integer minor units; None: the event does not say. `amounts_fill_only`: the event's `amount`
+    and `amount_received` only fill what the payment does not know yet (a refund names the
+    charge's amounts, which must not overwrite the PaymentIntent's); `amount_refunded` is the
+    cumulative sum refunded, so the larger of the stored and the event's value wins.
     """
 
     provider: Provider
@@ -165,6 +174,36 @@ class PaymentUpdate:
     amount: int | None
     currency: str | None
     occurred_at: dt.datetime | None
+    amount_received: int | None = None
+    amount_refunded: int | None = None
+    livemode: bool = True
+    amounts_fill_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentFacts:
+    """What a `payments` row says about its payment (no ids, no bookkeeping): what the lifecycle
+    rule (`payment_state.apply_update`) decides on and decides."""
+
+    status: PaymentStatus
+    amount: int | None
+    amount_received: int | None
+    amount_refunded: int
+    currency: str | None
+    livemode: bool
+    last_event_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, payment: Payment) -> PaymentFacts:
+        return cls(
+            payment.status,
+            payment.amount,
+            payment.amount_received,
+            payment.amount_refunded,
+            payment.currency,
+            payment.livemode,
+            payment.last_event_at,
+        )
 
 
 def utcnow() -> dt.datetime:

@@ -43,7 +43,7 @@ def server_url(backend: str) -> str | None:
 class _ServerDatabase:
     """A database of our own on a shared server, created on first use and dropped at exit."""
 
-    def __init__(self, backend: str, admin_url: str) -> None:
+    def __init__(self, backend: str, admin_url: str, revision: str = "head") -> None:
         self.backend = backend
         self.admin_url = store.normalize_url(admin_url)
         self.name = f"pp_test_{uuid.uuid4().hex[:12]}"
@@ -64,7 +64,7 @@ class _ServerDatabase:
         finally:
             admin.dispose()
         self.engine = store.make_engine(self.url, pool_size=12, max_overflow=12)
-        migrations.upgrade(self.engine)
+        migrations.upgrade(self.engine, revision)
 
     def drop(self) -> None:
         self.engine.dispose()
@@ -137,6 +137,32 @@ def engine(
     yield eng
     if backend == "sqlite":
         eng.dispose()
+
+
+@pytest.fixture
+def engine_at_revision(backend: str, tmp_path: Path) -> Iterator[Callable[[str], Engine]]:
+    """A database of its own on `backend`, migrated only to the revision asked for (to test an
+    upgrade with rows in it); dropped at the end."""
+    made: list[_ServerDatabase] = []
+    engines: list[Engine] = []
+
+    def at(revision: str) -> Engine:
+        if backend == "sqlite":
+            eng = store.make_engine(f"sqlite:///{tmp_path / f'at_{revision}.sqlite3'}")
+            migrations.upgrade(eng, revision)
+            engines.append(eng)
+            return eng
+        url = server_url(backend)
+        if url is None:
+            pytest.skip(f"{SERVER_ENV[backend]} is not set: no {backend} server to test against")
+        made.append(_ServerDatabase(backend, url, revision))
+        return made[-1].engine
+
+    yield at
+    for eng in engines:
+        eng.dispose()
+    for db in made:
+        db.drop()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ must equal an independent replay of the events, and no event may have applied an
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 
@@ -16,7 +17,7 @@ from sqlalchemy import Engine
 
 from payments_pipeline import gate, payment_state, store
 from payments_pipeline.dispatch import InlineDispatcher
-from payments_pipeline.models import EventStatus, PaymentStatus, Provider
+from payments_pipeline.models import EventStatus, PaymentFacts, PaymentStatus, Provider
 from payments_pipeline.providers import stripe
 from payments_pipeline.sweep import SweepParams, run_sweep
 
@@ -114,11 +115,8 @@ def test_compare_and_set_refuses_a_decision_taken_on_a_stale_read(engine: Engine
         landed = store.update_payment_if_unchanged(
             conn,
             seen=stale,
-            status=PaymentStatus.FAILED,
-            amount=None,
-            currency=None,
+            facts=dataclasses.replace(PaymentFacts.of(stale), status=PaymentStatus.FAILED),
             event_id=999,
-            event_at=None,
             now=stale.updated_at,
         )
     assert landed is False

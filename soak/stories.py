@@ -1,10 +1,10 @@
 """Payment stories: the events one payment goes through, as the providers would deliver them.
 
-A story never mixes a cancel with a success or a refund, so its final status does not depend on
-the order its events arrive in (`payment_state`: without a cancel the highest rank wins; a cancel
-only competes with `failed`, which it outranks). The verifier re-checks that for every story by
-replaying it in every order. Stripe `created` grows along a story; Monetbil sends no timestamp and
-each notification is its own transaction (`transaction_id`) for the same `payment_ref`.
+A story's final status does not depend on the order its events arrive in (`payment_state`: every
+allowed change moves forward in rank, so the highest ranked status wins; a success outranks an
+earlier cancel). The verifier re-checks that for every story by replaying it in every order.
+Stripe `created` grows along a story; Monetbil sends no timestamp and each notification is its
+own transaction (`transaction_id`) for the same `payment_ref`, keyed `<transaction_id>:<status>`.
 
 Every payload carries the run's marker (a customer e-mail) so the log check can prove that no
 payload reached a log line.
@@ -29,6 +29,7 @@ STRIPE_STORIES: dict[str, tuple[str, ...]] = {
     "failed": ("payment_intent.payment_failed",),
     "canceled": ("payment_intent.canceled",),
     "failed_then_canceled": ("payment_intent.payment_failed", "payment_intent.canceled"),
+    "canceled_then_succeeded": ("payment_intent.canceled", "payment_intent.succeeded"),
 }
 MONETBIL_STORIES: dict[str, tuple[str, ...]] = {
     "success": ("1",),
@@ -36,6 +37,7 @@ MONETBIL_STORIES: dict[str, tuple[str, ...]] = {
     "failed": ("0",),
     "cancelled": ("-1",),
     "failed_then_cancelled": ("0", "-1"),
+    "cancelled_then_success": ("-1", "1"),
 }
 _TEST_MODE = {"1": "7", "0": "8", "-1": "9"}
 
@@ -137,7 +139,7 @@ class StoryFactory:
         fields = self._monetbil_fields(story, f"FORGED{self.token}x{n}", "1", wrong)
         return SoakEvent(
             Provider.MONETBIL,
-            fields["transaction_id"],
+            monetbil.event_id_for(fields),
             monetbil.SUCCESS,
             urlencode(fields),
             -n,
@@ -200,7 +202,7 @@ class StoryFactory:
         body = urlencode(fields)
         event_type = monetbil.event_type_for(fields)
         update = monetbil.payment_update(event_type, body)
-        tx = fields["transaction_id"]
+        key = monetbil.event_id_for(fields)  # `<transaction_id>:<status>`
         return SoakEvent(
-            Provider.MONETBIL, tx, event_type, body, story.number, index, update, False, fields
+            Provider.MONETBIL, key, event_type, body, story.number, index, update, False, fields
         )

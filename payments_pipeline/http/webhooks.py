@@ -33,6 +33,7 @@ class Delivery:
     event_type: str
     payload: str
     reference: str | None = None  # Monetbil's payment_ref, for the checkPayment comparison
+    transaction_id: str | None = None  # Monetbil's, the checkPayment lookup key
 
 
 def _malformed(detail: str) -> Refusal:
@@ -94,7 +95,14 @@ async def read_monetbil(request: Request, settings: Settings) -> Delivery:
     except PayloadError as exc:
         raise _malformed(str(exc)) from None
     payload = source.decode("utf-8") if body else monetbil.canonical_payload(fields)
-    return Delivery(Provider.MONETBIL, event_id, event_type, _storable(payload), reference)
+    return Delivery(
+        Provider.MONETBIL,
+        event_id,
+        event_type,
+        _storable(payload),
+        reference,
+        fields["transaction_id"],
+    )
 
 
 async def confirm_monetbil(delivery: Delivery, settings: Settings) -> None:
@@ -104,13 +112,14 @@ async def confirm_monetbil(delivery: Delivery, settings: Settings) -> None:
     url = settings.monetbil_check_payment_url
     if not url or delivery.provider is not Provider.MONETBIL:
         return
-    if delivery.event_type != monetbil.SUCCESS:
+    transaction_id = delivery.transaction_id
+    if delivery.event_type != monetbil.SUCCESS or transaction_id is None:
         return
     try:
         check = await anyio.to_thread.run_sync(
             lambda: monetbil_check.check_payment(
                 url,
-                delivery.provider_event_id,
+                transaction_id,
                 timeout=settings.monetbil_check_payment_timeout_seconds,
             ),
             abandon_on_cancel=True,

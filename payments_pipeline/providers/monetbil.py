@@ -51,6 +51,7 @@ from collections.abc import Mapping
 from urllib.parse import parse_qsl, urlencode
 
 from payments_pipeline.models import PaymentStatus, PaymentUpdate, Provider
+from payments_pipeline.providers.currency import to_minor_units
 from payments_pipeline.providers.errors import PayloadError, SignatureError, check_identifier
 
 SIGN_FIELD = "sign"
@@ -70,6 +71,7 @@ _EVENT_TYPE_BY_STATUS: dict[str, str] = {
     "8": FAILED,  # test mode
     "9": CANCELLED,  # test mode
 }
+TEST_MODE_STATUSES = frozenset({"7", "8", "9"})
 _PAYMENT_STATUS: dict[str, PaymentStatus] = {
     SUCCESS: PaymentStatus.SUCCEEDED,
     FAILED: PaymentStatus.FAILED,
@@ -77,8 +79,6 @@ _PAYMENT_STATUS: dict[str, PaymentStatus] = {
 }
 EVENT_TYPES: frozenset[str] = frozenset(_PAYMENT_STATUS)
 
-# Whole amounts (XAF has no minor unit); "500.00" is still whole. 18 digits fit a BIGINT.
-_WHOLE_AMOUNT = re.compile(r"([0-9]{1,18})(?:\.0+)?")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 
 
@@ -156,8 +156,11 @@ def event_type_for(fields: Mapping[str, str]) -> str:
 
 
 def event_id_for(fields: Mapping[str, str]) -> str:
-    """The provider event id: Monetbil's `transaction_id`, one notification per transaction."""
-    return check_identifier(fields.get("transaction_id"), "transaction_id")
+    """The provider event id: `<transaction_id>:<status>`. A later status of one transaction
+    (failed, then paid) is a new event; the same status delivered again is a duplicate."""
+    transaction = check_identifier(fields.get("transaction_id"), "transaction_id")
+    event_type_for(fields)  # a known status code, so the id names a real notification
+    return f"{transaction}:{fields['status']}"
 
 
 def reference_for(fields: Mapping[str, str]) -> str:
@@ -176,17 +179,16 @@ def canonical_payload(fields: Mapping[str, str]) -> str:
     return urlencode(sorted(fields.items()))
 
 
-def _amount(raw: str | None) -> int | None:
-    match = _WHOLE_AMOUNT.fullmatch(raw.strip()) if raw else None
-    return int(match.group(1)) if match else None
-
-
 def payment_update(event_type: str, payload: str) -> PaymentUpdate | None:
     """What a stored Monetbil notification says about its payment; None for unknown types.
 
-    Reference: `payment_ref`, required (`reference_for`). Amount: the whole number Monetbil
-    sent, None if it is not one. Monetbil sends no timestamp, so
-    `occurred_at` is None and ordering falls to the lifecycle rules alone.
+    Reference: `payment_ref`, required (`reference_for`). Amount: Monetbil sends major units
+    (`10.50` USD, `1 000` XAF), converted to minor units with the currency's ISO 4217 exponent
+    (`currency.to_minor_units`); an amount that cannot be read is a `PayloadError`, so the event
+    goes `dead` with that reason instead of a payment without an amount. What was paid is the
+    amount for a success, nothing otherwise. Statuses 7/8/9 are test mode (`livemode` False).
+    Monetbil sends no timestamp, so `occurred_at` is None and ordering falls to the lifecycle
+    rules alone.
     """
     status = _PAYMENT_STATUS.get(event_type)
     if status is None:
@@ -198,11 +200,17 @@ def payment_update(event_type: str, payload: str) -> PaymentUpdate | None:
     currency = fields.get("currency", "").strip().upper() or DEFAULT_CURRENCY
     if not _CURRENCY.fullmatch(currency):
         raise PayloadError("currency is not a three-letter code")
+    raw_amount = fields.get("amount", "").strip()
+    if not raw_amount:
+        raise PayloadError("amount is missing")
+    amount = to_minor_units(raw_amount, currency)
     return PaymentUpdate(
         provider=Provider.MONETBIL,
         reference=reference,
         status=status,
-        amount=_amount(fields.get("amount")),
+        amount=amount,
         currency=currency,
         occurred_at=None,
+        amount_received=amount if status is PaymentStatus.SUCCEEDED else None,
+        livemode=fields["status"] not in TEST_MODE_STATUSES,
     )

@@ -33,8 +33,11 @@ _PAYMENT_INTENT_STATUS: dict[str, PaymentStatus] = {
     "payment_intent.payment_failed": PaymentStatus.FAILED,
     "payment_intent.canceled": PaymentStatus.CANCELLED,
 }
+CHARGE_SUCCEEDED = "charge.succeeded"
+CHARGE_REFUNDED = "charge.refunded"
+CHECKOUT_COMPLETED = "checkout.session.completed"
 HANDLED_EVENT_TYPES: frozenset[str] = frozenset(
-    {*_PAYMENT_INTENT_STATUS, "charge.refunded", "checkout.session.completed"}
+    {*_PAYMENT_INTENT_STATUS, CHARGE_SUCCEEDED, CHARGE_REFUNDED, CHECKOUT_COMPLETED}
 )
 
 # Year 9999: beyond it a datetime cannot hold the timestamp.
@@ -173,13 +176,66 @@ def _id_of(value: object) -> object:
     return value.get("id") if isinstance(value, dict) else value
 
 
+def _livemode(event: dict[str, Any]) -> bool:
+    value = event.get("livemode", True)
+    if not isinstance(value, bool):
+        raise PayloadError("event livemode is not a boolean")
+    return value
+
+
+def _charge(obj: dict[str, Any], event_type: str, common: dict[str, Any]) -> PaymentUpdate | None:
+    """A charge's event: its PaymentIntent's payment, or (legacy Charges API, no PaymentIntent)
+    a payment of its own keyed by the charge id."""
+    intent = _id_of(obj.get("payment_intent"))
+    reference = check_identifier(
+        obj.get("id") if intent is None else intent,
+        "data.object.id" if intent is None else "data.object.payment_intent",
+    )
+    amount = _amount(obj, "amount")
+    captured = _amount(obj, "amount_captured")
+    if captured is None and obj.get("captured") is True:
+        captured = amount  # API versions before amount_captured
+    if event_type == CHARGE_SUCCEEDED:
+        # A charge that succeeds is a payment received. With a PaymentIntent its own events tell
+        # the story; the charge only fills what the payment does not know yet.
+        return PaymentUpdate(
+            reference=reference,
+            status=PaymentStatus.SUCCEEDED,
+            amount=amount,
+            amount_received=captured,
+            amounts_fill_only=intent is not None,
+            **common,
+        )
+    refunded = _amount(obj, "amount_refunded")
+    if refunded is None:
+        raise PayloadError("data.object.amount_refunded is missing")
+    received = captured if captured is not None else amount
+    full = obj.get("refunded") is True or (received is not None and refunded >= received)
+    if refunded == 0 and not full:
+        return None  # a refund of nothing (a refund that failed or was reversed): no trace
+    return PaymentUpdate(
+        reference=reference,
+        status=PaymentStatus.REFUNDED if full else PaymentStatus.PARTIALLY_REFUNDED,
+        amount=amount,
+        amount_received=received,
+        amount_refunded=refunded,
+        amounts_fill_only=True,  # the charge's amounts never rewrite the PaymentIntent's
+        **common,
+    )
+
+
 def payment_update(event_type: str, payload: str) -> PaymentUpdate | None:
-    """What a stored Stripe event says about its payment; None for types we record only.
+    """What a stored Stripe event says about its payment; None for types that move no payment.
 
     `payload` is the stored raw body. The reference is the PaymentIntent id whenever the event has
-    one, so a checkout session, its PaymentIntent and its charge's refund land on one payment.
-    A `charge.refunded` whose charge is not fully refunded (`refunded: false`, a partial refund)
-    returns None: the payment has no partially-refunded status, and it stays as it is.
+    one, so a checkout session, its PaymentIntent and its charge's refund land on one payment; a
+    charge without a PaymentIntent (legacy Charges API) is its own payment, keyed by `ch_...`.
+    A PaymentIntent's `amount` is what the payment is for and its `amount_received` what was
+    captured (a manual capture of 1500 of 2000 receives 1500). `charge.refunded` carries the
+    cumulative `amount_refunded`: `partially_refunded` below the amount received, `refunded` at it.
+    A Checkout Session in `payment` mode joins its PaymentIntent's payment; one without a
+    PaymentIntent (`subscription` or `setup` mode, `no_payment_required`) moves no payment: the
+    invoice's PaymentIntent is the payment. `livemode: false` marks a test-mode payment.
     Raises `PayloadError` when a handled type lacks what it needs.
     """
     if event_type not in HANDLED_EVENT_TYPES:
@@ -192,36 +248,32 @@ def payment_update(event_type: str, payload: str) -> PaymentUpdate | None:
     obj = data.get("object") if isinstance(data, dict) else None
     if not isinstance(obj, dict):
         raise PayloadError("data.object is missing or not an object")
-
+    common: dict[str, Any] = {
+        "provider": Provider.STRIPE,
+        "currency": _currency(obj),
+        "occurred_at": _EPOCH + dt.timedelta(seconds=header.created),
+        "livemode": _livemode(event),
+    }
     if event_type in _PAYMENT_INTENT_STATUS:
-        reference = check_identifier(obj.get("id"), "data.object.id")
-        status = _PAYMENT_INTENT_STATUS[event_type]
-        amount = _amount(obj, "amount")
-    elif event_type == "charge.refunded":
-        if obj.get("refunded") is False:
-            return None
-        intent = _id_of(obj.get("payment_intent"))
-        if intent is None:
-            reference = check_identifier(obj.get("id"), "data.object.id")
-        else:
-            reference = check_identifier(intent, "data.object.payment_intent")
-        status = PaymentStatus.REFUNDED
-        amount = _amount(obj, "amount")
-    else:  # checkout.session.completed
-        intent = _id_of(obj.get("payment_intent"))
-        if intent is None:
-            reference = check_identifier(obj.get("id"), "data.object.id")
-        else:
-            reference = check_identifier(intent, "data.object.payment_intent")
-        paid = obj.get("payment_status") == "paid"
-        status = PaymentStatus.SUCCEEDED if paid else PaymentStatus.PENDING
-        amount = _amount(obj, "amount_total")
-
+        return PaymentUpdate(
+            reference=check_identifier(obj.get("id"), "data.object.id"),
+            status=_PAYMENT_INTENT_STATUS[event_type],
+            amount=_amount(obj, "amount"),
+            amount_received=_amount(obj, "amount_received"),
+            **common,
+        )
+    if event_type in (CHARGE_SUCCEEDED, CHARGE_REFUNDED):
+        return _charge(obj, event_type, common)
+    # checkout.session.completed
+    intent = _id_of(obj.get("payment_intent"))
+    if intent is None or obj.get("mode", "payment") != "payment":
+        return None
+    paid = obj.get("payment_status") == "paid"
     return PaymentUpdate(
-        provider=Provider.STRIPE,
-        reference=reference,
-        status=status,
-        amount=amount,
-        currency=_currency(obj),
-        occurred_at=_EPOCH + dt.timedelta(seconds=header.created),
+        reference=check_identifier(intent, "data.object.payment_intent"),
+        status=PaymentStatus.SUCCEEDED if paid else PaymentStatus.PENDING,
+        amount=_amount(obj, "amount_total"),
+        amount_received=_amount(obj, "amount_total") if paid else None,
+        amounts_fill_only=True,  # the PaymentIntent's own events carry the amounts
+        **common,
     )

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, TypedDict, Unpack
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from ..models import (
-    Payment,
-    PaymentStatus,
-    Provider,
-)
+from ..models import Payment, PaymentFacts, PaymentStatus, Provider
 from ._rows import payment_from_row
 from .backends import backend_for
 from .engine import changed_one
@@ -34,36 +30,29 @@ def list_payments(conn: Connection) -> list[Payment]:
     return [payment_from_row(r) for r in conn.execute(sa.select(payments).order_by(P.id))]
 
 
-class PaymentEffect(TypedDict):
-    """What applying one event writes to its payment: the keyword arguments both writes take."""
-
-    status: PaymentStatus
-    amount: int | None
-    currency: str | None
-    event_id: int
-    event_at: dt.datetime | None
-    now: dt.datetime
-
-
-def _written(effect: PaymentEffect, *, seen: Payment | None = None) -> dict[str, Any]:
-    """The columns an effect sets; over a `seen` row, an amount or currency the event does not
-    carry (None) keeps the row's."""
-    amount, currency = effect["amount"], effect["currency"]
-    if seen is not None:
-        amount = seen.amount if amount is None else amount
-        currency = seen.currency if currency is None else currency
+def _written(facts: PaymentFacts, event_id: int, now: dt.datetime) -> dict[str, Any]:
+    """The columns one applied event sets: the payment's facts after it, and who set them."""
     return {
-        "status": effect["status"].value,
-        "amount": amount,
-        "currency": currency,
-        "last_event_id": effect["event_id"],
-        "last_event_at": effect["event_at"],
-        "updated_at": effect["now"],
+        "status": facts.status.value,
+        "amount": facts.amount,
+        "amount_received": facts.amount_received,
+        "amount_refunded": facts.amount_refunded,
+        "currency": facts.currency,
+        "livemode": facts.livemode,
+        "last_event_id": event_id,
+        "last_event_at": facts.last_event_at,
+        "updated_at": now,
     }
 
 
 def insert_payment_if_absent(
-    conn: Connection, *, provider: Provider, reference: str, **effect: Unpack[PaymentEffect]
+    conn: Connection,
+    *,
+    provider: Provider,
+    reference: str,
+    facts: PaymentFacts,
+    event_id: int,
+    now: dt.datetime,
 ) -> bool:
     """First event for a payment creates it; True when this call inserted."""
     return None is not backend_for(conn).insert_if_absent(
@@ -72,16 +61,17 @@ def insert_payment_if_absent(
         {
             "provider": provider.value,
             "reference": reference,
-            **_written(effect),
-            "created_at": effect["now"],
+            **_written(facts, event_id, now),
+            "created_at": now,
         },
     )
 
 
 def update_payment_if_unchanged(
-    conn: Connection, *, seen: Payment, **effect: Unpack[PaymentEffect]
+    conn: Connection, *, seen: Payment, facts: PaymentFacts, event_id: int, now: dt.datetime
 ) -> bool:
-    """Compare-and-set: apply only if the row still holds what the decision was made on."""
+    """Compare-and-set: apply only if the row still holds what the decision was made on (every
+    applied event moves `last_event_id`, so that column and the status say it is unchanged)."""
     unchanged = sa.and_(
         P.id == seen.id,
         P.status == seen.status.value,
@@ -90,7 +80,7 @@ def update_payment_if_unchanged(
         else P.last_event_id == seen.last_event_id,
     )
     return changed_one(
-        conn, sa.update(payments).where(unchanged).values(**_written(effect, seen=seen))
+        conn, sa.update(payments).where(unchanged).values(**_written(facts, event_id, now))
     )
 
 

@@ -59,13 +59,16 @@ payments = _table(
     "payments",
     _provider(),
     _key("reference"),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("amount", sa.BigInteger),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("amount", sa.BigInteger),  # minor units: what the payment is for
     sa.Column("currency", sa.String(8)),
     sa.Column("last_event_id", ID),
     sa.Column("last_event_at", TS),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
+    sa.Column("amount_received", sa.BigInteger),  # what was captured or paid
+    sa.Column("amount_refunded", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("livemode", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.UniqueConstraint("provider", "reference", name="uq_payments_provider_reference"),
 )
 
@@ -77,8 +80,8 @@ payment_ledger = _table(
     sa.Column("attempt", sa.Integer, nullable=False),
     _provider(),
     _key("reference"),
-    sa.Column("from_status", sa.String(16)),
-    sa.Column("to_status", sa.String(16), nullable=False),
+    sa.Column("from_status", sa.String(32)),
+    sa.Column("to_status", sa.String(32), nullable=False),
     sa.Column("applied_at", TS, nullable=False),
     sa.UniqueConstraint("webhook_event_id", name="uq_payment_ledger_event"),
 )

@@ -24,7 +24,7 @@ def test_form_notification_is_recorded_then_processed(client: Client, engine: En
     assert response.status_code == 200 and response.json()["outcome"] == "dispatched"
     client.wait_dispatched()
     event = fetch_event(engine, response.json()["event_id"])
-    assert (event.provider, event.provider_event_id) == (Provider.MONETBIL, "tx_form")
+    assert (event.provider, event.provider_event_id) == (Provider.MONETBIL, "tx_form:1")
     assert event.event_type == "payment.success"
     assert event.payload == body  # the raw form body as received
     assert event.status is EventStatus.PROCESSED

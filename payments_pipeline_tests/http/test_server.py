@@ -176,7 +176,7 @@ def test_serve_runs_the_receiver_and_keeps_secrets_out_of_its_logs(
         "pi_served_ref",
     ):
         assert secret not in logs
-    assert fetch_event(sqlite_engine, 1).provider_event_id == "tx_served"
+    assert fetch_event(sqlite_engine, 1).provider_event_id == "tx_served:1"
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:

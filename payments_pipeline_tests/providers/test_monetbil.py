@@ -220,10 +220,15 @@ def test_unknown_status_is_a_payload_error(status: str) -> None:
         monetbil.event_type_for(notification(status=status))
 
 
-def test_event_id_is_the_transaction_id() -> None:
-    assert monetbil.event_id_for(notification(transaction_id="TX-77")) == "TX-77"
+def test_event_id_is_the_transaction_and_its_status() -> None:
+    # a later status of one transaction is a new event; the same status again, a duplicate
+    assert monetbil.event_id_for(notification(transaction_id="TX-77", status="0")) == "TX-77:0"
+    assert monetbil.event_id_for(notification(transaction_id="TX-77", status="1")) == "TX-77:1"
+    assert monetbil.event_id_for(notification(transaction_id="TX-77", status="-1")) == "TX-77:-1"
     with pytest.raises(PayloadError):
         monetbil.event_id_for({"status": "1"})
+    with pytest.raises(PayloadError, match="status"):
+        monetbil.event_id_for(notification(transaction_id="TX-77", status="5"))
 
 
 # --- payment updates --------------------------------------------------------------------------
@@ -277,31 +282,62 @@ def test_no_payment_ref_is_refused_with_no_fallback(fields: dict[str, str]) -> N
 
 
 @pytest.mark.parametrize(
-    ("amount", "expected"),
+    ("amount", "currency", "expected"),
     [
-        ("500", 500),
-        (" 1500 ", 1500),
-        ("500.00", 500),
-        ("12.5", None),
-        ("", None),
-        ("-5", None),
-        ("1e3", None),
-        ("\u0665", None),
-        ("9" * 19, None),
+        ("500", "XAF", 500),
+        (" 1500 ", "XAF", 1500),
+        ("500.00", "XAF", 500),
+        ("1 000", "XAF", 1000),
+        ("1\u00a0000", "XAF", 1000),
+        ("10.50", "USD", 1050),
+        ("10", "EUR", 1000),
+        ("1,000.25", "USD", 100025),
+        ("1.500", "KWD", 1500),
     ],
 )
-def test_amount_is_whole_or_none(amount: str, expected: int | None) -> None:
-    update = monetbil.payment_update("payment.success", body(amount=amount))
-    assert update is not None and update.amount == expected
+def test_amounts_become_minor_units_of_their_currency(
+    amount: str, currency: str, expected: int
+) -> None:
+    update = monetbil.payment_update("payment.success", body(amount=amount, currency=currency))
+    assert update is not None and (update.amount, update.currency) == (expected, currency)
+    assert update.amount_received == expected
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "message"),
+    [
+        ("12.5", "XAF", "decimals"),  # XAF has no minor unit: no rounding of money
+        ("10.505", "USD", "decimals"),
+        ("", "XAF", "missing"),
+        ("-5", "XAF", "not a number"),
+        ("1e3", "XAF", "not a number"),
+        ("\u0665", "XAF", "not a number"),
+        ("1 0000", "XAF", "not a number"),
+        ("9" * 19, "XAF", "too large"),
+        ("5", "ZZZ", "ISO 4217"),
+        ("5", "XAU", "minor unit"),
+    ],
+)
+def test_an_unreadable_amount_is_a_payload_error(amount: str, currency: str, message: str) -> None:
+    with pytest.raises(PayloadError, match=message):
+        monetbil.payment_update("payment.success", body(amount=amount, currency=currency))
 
 
 def test_currency_uppercased_with_xaf_default() -> None:
     assert monetbil.payment_update("payment.success", body(currency="xof")).currency == "XOF"  # type: ignore[union-attr]
     assert monetbil.payment_update("payment.success", body(currency="")).currency == "XAF"  # type: ignore[union-attr]
-    no_currency = "transaction_id=T&status=1&payment_ref=P"
+    no_currency = "transaction_id=T&status=1&payment_ref=P&amount=5"
     assert monetbil.payment_update("payment.success", no_currency).currency == "XAF"  # type: ignore[union-attr]
     with pytest.raises(PayloadError, match="currency"):
         monetbil.payment_update("payment.success", body(currency="francs"))
+
+
+@pytest.mark.parametrize(("status", "live"), [("1", True), ("0", True), ("7", False), ("9", False)])
+def test_test_mode_statuses_are_not_live(status: str, live: bool) -> None:
+    event_type = monetbil.event_type_for({"status": status})
+    update = monetbil.payment_update(event_type, body(status=status))
+    assert update is not None and update.livemode is live
+    assert update.amount_received == (update.amount if status in ("1", "7") else None)
 
 
 @pytest.mark.parametrize(

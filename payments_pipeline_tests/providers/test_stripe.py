@@ -259,6 +259,7 @@ def test_handled_event_types() -> None:
         "payment_intent.succeeded",
         "payment_intent.payment_failed",
         "payment_intent.canceled",
+        "charge.succeeded",
         "charge.refunded",
         "checkout.session.completed",
     } == stripe.HANDLED_EVENT_TYPES
@@ -284,41 +285,116 @@ def test_payment_intent_events(event_type: str, status: PaymentStatus) -> None:
 
 
 def test_charge_refunded_uses_the_payment_intent_or_the_charge() -> None:
-    body = event("charge.refunded", id="ch_1", payment_intent="pi_1", amount=700, refunded=True)
+    body = event(
+        "charge.refunded",
+        id="ch_1",
+        payment_intent="pi_1",
+        amount=700,
+        amount_captured=700,
+        amount_refunded=700,
+        refunded=True,
+    )
     update = stripe.payment_update("charge.refunded", body)
     assert update is not None
-    assert (update.reference, update.status, update.amount) == ("pi_1", PaymentStatus.REFUNDED, 700)
-    bare = event("charge.refunded", id="ch_1", payment_intent=None, amount=700, currency="eur")
+    assert (update.reference, update.status) == ("pi_1", PaymentStatus.REFUNDED)
+    assert (update.amount, update.amount_received, update.amount_refunded) == (700, 700, 700)
+    assert update.amounts_fill_only  # a refund never rewrites the PaymentIntent's amounts
+    bare = event("charge.refunded", id="ch_1", payment_intent=None, amount=700, amount_refunded=700)
     update = stripe.payment_update("charge.refunded", bare)
     assert update is not None
-    assert (update.reference, update.currency) == ("ch_1", "eur")
-    expanded = event("charge.refunded", id="ch_1", payment_intent={"id": "pi_x"}, amount=1)
+    assert (update.reference, update.currency) == ("ch_1", None)
+    expanded = event(
+        "charge.refunded", id="ch_1", payment_intent={"id": "pi_x"}, amount=1, amount_refunded=1
+    )
     assert stripe.payment_update("charge.refunded", expanded).reference == "pi_x"  # type: ignore[union-attr]
 
 
-def test_partial_refund_changes_nothing() -> None:
-    body = event("charge.refunded", id="ch_1", payment_intent="pi_1", amount=700, refunded=False)
-    assert stripe.payment_update("charge.refunded", body) is None
+def test_partial_refund_is_partially_refunded() -> None:
+    body = event(
+        "charge.refunded",
+        id="ch_1",
+        payment_intent="pi_1",
+        amount=1500,
+        amount_captured=1500,
+        amount_refunded=500,
+        refunded=False,
+    )
+    update = stripe.payment_update("charge.refunded", body)
+    assert update is not None
+    assert (update.status, update.amount_received, update.amount_refunded) == (
+        PaymentStatus.PARTIALLY_REFUNDED,
+        1500,
+        500,
+    )
+
+
+def test_a_legacy_charge_is_its_own_payment() -> None:
+    body = event("charge.succeeded", id="ch_9", payment_intent=None, amount=900, captured=True)
+    update = stripe.payment_update("charge.succeeded", body)
+    assert update is not None
+    assert (update.reference, update.status, update.amount, update.amount_received) == (
+        "ch_9",
+        PaymentStatus.SUCCEEDED,
+        900,
+        900,
+    )
+    assert not update.amounts_fill_only
+    with_intent = event("charge.succeeded", id="ch_9", payment_intent="pi_9", amount=900)
+    joined = stripe.payment_update("charge.succeeded", with_intent)
+    assert joined is not None and joined.reference == "pi_9" and joined.amounts_fill_only
+
+
+def test_manual_capture_receives_less_than_the_amount() -> None:
+    body = event(id="pi_m", amount=2000, amount_received=1500, currency="usd")
+    update = stripe.payment_update("payment_intent.succeeded", body)
+    assert update is not None and (update.amount, update.amount_received) == (2000, 1500)
 
 
 @pytest.mark.parametrize(
     ("payment_status", "status"),
-    [
-        ("paid", PaymentStatus.SUCCEEDED),
-        ("unpaid", PaymentStatus.PENDING),
-        ("no_payment_required", PaymentStatus.PENDING),
-    ],
+    [("paid", PaymentStatus.SUCCEEDED), ("unpaid", PaymentStatus.PENDING)],
 )
-def test_checkout_session_completed(payment_status: str, status: PaymentStatus) -> None:
+def test_checkout_session_in_payment_mode_joins_its_payment_intent(
+    payment_status: str, status: PaymentStatus
+) -> None:
     kind = "checkout.session.completed"
     body = event(
-        kind, id="cs_1", payment_intent="pi_7", amount_total=990, payment_status=payment_status
+        kind,
+        id="cs_1",
+        mode="payment",
+        payment_intent="pi_7",
+        amount_total=990,
+        payment_status=payment_status,
     )
     update = stripe.payment_update(kind, body)
     assert update is not None
     assert (update.reference, update.status, update.amount) == ("pi_7", status, 990)
-    no_intent = event(kind, id="cs_1", payment_intent=None, amount_total=990, payment_status="paid")
-    assert stripe.payment_update(kind, no_intent).reference == "cs_1"  # type: ignore[union-attr]
+    assert update.amounts_fill_only
+
+
+@pytest.mark.parametrize(
+    "session",
+    [
+        {"mode": "subscription", "payment_intent": None, "payment_status": "paid"},
+        {"mode": "setup", "payment_intent": None, "payment_status": "no_payment_required"},
+        {"mode": "payment", "payment_intent": None, "payment_status": "no_payment_required"},
+    ],
+)
+def test_checkout_session_without_a_payment_intent_moves_no_payment(
+    session: dict[str, Any],
+) -> None:
+    kind = "checkout.session.completed"
+    assert stripe.payment_update(kind, event(kind, id="cs_1", amount_total=990, **session)) is None
+
+
+def test_livemode_is_read_from_the_event() -> None:
+    live = json.loads(event(id="pi_1", amount=1)) | {"livemode": True}
+    test = json.loads(event(id="pi_1", amount=1)) | {"livemode": False}
+    assert stripe.payment_update("payment_intent.succeeded", json.dumps(live)).livemode  # type: ignore[union-attr]
+    assert not stripe.payment_update("payment_intent.succeeded", json.dumps(test)).livemode  # type: ignore[union-attr]
+    junk = json.loads(event(id="pi_1")) | {"livemode": "no"}
+    with pytest.raises(PayloadError, match="livemode"):
+        stripe.payment_update("payment_intent.succeeded", json.dumps(junk))
 
 
 def test_missing_amount_and_currency_are_none() -> None:
@@ -331,7 +407,6 @@ def test_missing_amount_and_currency_are_none() -> None:
     "event_type",
     [
         "payment_intent.created",
-        "charge.succeeded",
         "customer.created",
         "",
         "PAYMENT_INTENT.SUCCEEDED",
@@ -347,9 +422,22 @@ def test_unknown_types_are_none_even_with_junk_payloads(event_type: str) -> None
     [
         ("payment_intent.succeeded", event(amount=1), "data.object.id"),
         ("payment_intent.succeeded", event(id=""), "data.object.id"),
-        ("charge.refunded", event("charge.refunded", payment_intent=None), "data.object.id"),
-        ("charge.refunded", event("charge.refunded", payment_intent=5), "payment_intent"),
-        ("checkout.session.completed", event("checkout.session.completed"), "data.object.id"),
+        (
+            "charge.refunded",
+            event("charge.refunded", payment_intent=None, amount_refunded=1),
+            "data.object.id",
+        ),
+        (
+            "charge.refunded",
+            event("charge.refunded", payment_intent=5, amount_refunded=1),
+            "payment_intent",
+        ),
+        ("charge.refunded", event("charge.refunded", id="ch_1"), "amount_refunded"),
+        (
+            "checkout.session.completed",
+            event("checkout.session.completed", payment_intent=7),
+            "payment_intent",
+        ),
         ("payment_intent.succeeded", event(id="pi_1", amount="10"), "amount"),
         ("payment_intent.succeeded", event(id="pi_1", amount=-1), "amount"),
         ("payment_intent.succeeded", event(id="pi_1", amount=True), "amount"),

@@ -10,7 +10,6 @@ import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 
-
 # The longest provider event id, event type and payment reference stored (one column width; the
 # gate and the providers refuse longer).
 KEY_LENGTH = 255

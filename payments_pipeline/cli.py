@@ -13,6 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 import sqlalchemy as sa
@@ -347,30 +348,14 @@ def worker(settings: Settings, batch: int, poll_interval: float) -> None:
     help="Proxies trusted for X-Forwarded-For/-Proto (default 127.0.0.1).",
 )
 @click.pass_obj
-def serve(
-    settings: Settings,
-    host: str,
-    port: int,
-    workers: int,
-    dispatch: str | None,
-    access_log: bool,
-    forwarded_allow_ips: str | None,
-) -> None:
+def serve(settings: Settings, **options: Any) -> None:
     """The HTTP receiver: signed Stripe and Monetbil deliveries through the gate."""
     from .http import server
 
     open_database(settings).dispose()  # unreachable or unmigrated: one line, before listening
+    log_level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
     try:
-        server.serve(
-            settings,
-            host=host,
-            port=port,
-            workers=workers,
-            dispatch=dispatch,
-            access_log=access_log,
-            forwarded_allow_ips=forwarded_allow_ips,
-            log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(),
-        )
+        server.serve(settings, server.ServeOptions(**options, log_level=log_level))
     except server.ServeError as exc:
         raise CliError(str(exc)) from None
 

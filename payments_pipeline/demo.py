@@ -22,50 +22,49 @@ DEMO_DB = "payments.sqlite3"
 
 
 def demo_rows(now: dt.datetime) -> list[dict[str, Any]]:
-    def ago(**kw: float) -> dt.datetime:
-        return now - dt.timedelta(**kw)
+    def state(
+        status: EventStatus = EventStatus.RECEIVED,
+        attempts: int = 0,
+        *,
+        last_error: str | None = None,
+        **minutes_ago: float,
+    ) -> dict[str, Any]:
+        """A row's state columns; its timestamp columns are given in minutes before `now`."""
+        times = {column: now - dt.timedelta(minutes=m) for column, m in minutes_ago.items()}
+        return {"status": status.value, "attempts": attempts, "last_error": last_error, **times}
 
     created = int((now - dt.timedelta(hours=1)).replace(tzinfo=dt.UTC).timestamp())
     rows: list[dict[str, Any]] = []
+    # (suffix, state columns): one of each sweep reason, then what must not move
     specs: list[tuple[str, dict[str, Any]]] = [
-        # (suffix, state columns): one of each sweep reason, then what must not move
-        ("null", {"created_at": ago(minutes=30)}),
-        ("lost", {"dispatched_at": ago(minutes=25), "created_at": ago(minutes=26)}),
+        ("null", state(created_at=30)),
+        ("lost", state(dispatched_at=25, created_at=26)),
         (
             "failed",
-            {
-                "status": EventStatus.FAILED.value,
-                "attempts": 1,
-                "dispatched_at": ago(minutes=40),
-                "next_attempt_at": ago(minutes=30),
-                "last_error": "TimeoutError: upstream",
-                "created_at": ago(minutes=41),
-            },
+            state(
+                EventStatus.FAILED,
+                1,
+                last_error="TimeoutError: upstream",
+                dispatched_at=40,
+                next_attempt_at=30,
+                created_at=41,
+            ),
         ),
         (
             "stalled",
-            {
-                "status": EventStatus.PROCESSING.value,
-                "attempts": 1,
-                "dispatched_at": ago(hours=2),
-                "processing_started_at": ago(hours=2),
-                "created_at": ago(hours=2),
-            },
+            state(
+                EventStatus.PROCESSING,
+                1,
+                dispatched_at=120,
+                processing_started_at=120,
+                created_at=120,
+            ),
         ),
-        ("fresh", {"dispatched_at": ago(minutes=1), "created_at": ago(minutes=1)}),
-        (
-            "done",
-            {
-                "status": EventStatus.PROCESSED.value,
-                "attempts": 1,
-                "dispatched_at": ago(minutes=50),
-                "processed_at": ago(minutes=49),
-                "created_at": ago(minutes=50),
-            },
-        ),
-        ("ancient", {"created_at": ago(days=9)}),
+        ("fresh", state(dispatched_at=1, created_at=1)),
+        ("done", state(EventStatus.PROCESSED, 1, dispatched_at=50, processed_at=49, created_at=50)),
+        ("ancient", state(created_at=9 * 24 * 60)),
     ]
-    for n, (suffix, state) in enumerate(specs, start=1):
+    for n, (suffix, columns) in enumerate(specs, start=1):
         ref = f"pi_demo{n}"
         rows.append(
             {
@@ -76,7 +75,7 @@ def demo_rows(now: dt.datetime) -> list[dict[str, Any]]:
                     f"evt_demo_{suffix}", reference=ref, amount=1000 * n, created=created
                 ),
                 "updated_at": now,
-                **state,
+                **columns,
             }
         )
         tx = f"tx_demo_{suffix}"
@@ -93,7 +92,7 @@ def demo_rows(now: dt.datetime) -> list[dict[str, Any]]:
                     service="demo-service",
                 ),
                 "updated_at": now,
-                **state,
+                **columns,
             }
         )
     return rows

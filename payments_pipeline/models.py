@@ -53,8 +53,7 @@ class SweepOutcome(StrEnum):
     # The claim succeeded but the dispatcher raised: the row keeps its fresh dispatched_at and
     # becomes `dispatch_lost` after `minutes`, so the next sweep recovers it.
     DISPATCH_FAILED = "dispatch_failed"
-    # --dry-run only: would have been claimed; nothing was written.
-    WOULD_DISPATCH = "would_dispatch"
+    WOULD_DISPATCH = "would_dispatch"  # --dry-run only: would have been claimed; nothing written
 
 
 class SweepStatus(StrEnum):

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Engine
 from . import store
 from .dispatch import Dispatcher
 from .models import EventRef, SweepOutcome, SweepStatus, SweepTrigger, utcnow
+from .sweep import Counts, close_sweep_run
 
 REPLAY_REASON = "replay"
 
@@ -58,17 +59,11 @@ def replay_events(
     sweep_id, refs = store.in_transaction(engine, work)
     for ref in refs:
         dispatcher.dispatch(ref)
-    store.in_transaction(
+    close_sweep_run(
         engine,
-        lambda conn: store.finish_sweep_run(
-            conn,
-            sweep_id=sweep_id,
-            finished_at=utcnow(),
-            status=SweepStatus.SUCCEEDED,
-            scanned=len(wanted),
-            dispatched=len(refs),
-            skipped=len(wanted) - len(refs),
-        ),
+        sweep_id,
+        status=SweepStatus.SUCCEEDED,
+        counts=Counts(scanned=len(wanted), dispatched=len(refs), skipped=len(wanted) - len(refs)),
     )
     replayed_ids = {r.id for r in refs}
     return ReplayResult(sweep_id, tuple(refs), tuple(i for i in wanted if i not in replayed_ids))

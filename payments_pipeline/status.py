@@ -114,9 +114,9 @@ def newly_stuck(
         conn,
         now=now,
         since=since,
+        created_after=now - dt.timedelta(days=settings.max_age_days),
         minutes=settings.stuck_requeue_minutes,
         timeout_minutes=settings.processing_timeout_minutes,
-        created_after=now - dt.timedelta(days=settings.max_age_days),
     )
 
 

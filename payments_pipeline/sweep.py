@@ -402,6 +402,29 @@ def dispatch_claimed(
     return DispatchResult(tuple(dispatched), tuple(failed))
 
 
+def close_sweep_run(
+    engine: Engine,
+    sweep_id: int,
+    *,
+    status: SweepStatus,
+    counts: Counts = Counts(),
+    error: str | None = None,
+    finished_at: dt.datetime | None = None,
+) -> None:
+    """Close the `sweep_runs` row `sweep_id` in its own transaction (finished now by default)."""
+    store.in_transaction(
+        engine,
+        lambda conn: store.finish_sweep_run(
+            conn,
+            sweep_id=sweep_id,
+            finished_at=finished_at or utcnow(),
+            status=status,
+            error=error,
+            **counts.as_dict(),
+        ),
+    )
+
+
 def finish_sweep(
     engine: Engine,
     scan: Scan,
@@ -446,20 +469,12 @@ def finish_sweep(
         reasons=dict(Counter(c.reason for c in dispatch.dispatched)),
     )
     if scan.sweep_id is not None:
-        total = summary.total
-        sweep_id = scan.sweep_id
-        store.in_transaction(
+        close_sweep_run(
             engine,
-            lambda conn: store.finish_sweep_run(
-                conn,
-                sweep_id=sweep_id,
-                finished_at=finished_at,
-                status=SweepStatus.SUCCEEDED,
-                scanned=total.scanned,
-                dispatched=total.dispatched,
-                skipped=total.skipped,
-                expired=total.expired,
-            ),
+            scan.sweep_id,
+            status=SweepStatus.SUCCEEDED,
+            counts=summary.total,
+            finished_at=finished_at,
         )
     return summary
 
@@ -468,20 +483,10 @@ def fail_sweep(engine: Engine, scan: Scan, exc: BaseException) -> None:
     """Mark the audit row failed (best effort: the database may be what failed)."""
     if scan.sweep_id is None:
         return
-    sweep_id = scan.sweep_id
     try:
-        store.in_transaction(
-            engine,
-            lambda conn: store.finish_sweep_run(
-                conn,
-                sweep_id=sweep_id,
-                finished_at=utcnow(),
-                status=SweepStatus.FAILED,
-                error=short_error(exc),
-            ),
-        )
+        close_sweep_run(engine, scan.sweep_id, status=SweepStatus.FAILED, error=short_error(exc))
     except Exception:
-        log.exception("could not mark sweep %s failed", sweep_id)
+        log.exception("could not mark sweep %s failed", scan.sweep_id)
 
 
 def run_sweep(

@@ -36,39 +36,53 @@ CHECK_SPECS = [
 ]
 
 
+def _count_check(
+    name: str,
+    key: str,
+    counts: Mapping[str, int],
+    severity: dg.AssetCheckSeverity,
+    problem: str,
+    ok: str,
+) -> dg.AssetCheckResult:
+    """A check that passes when every provider's count is zero.
+
+    `counts` is keyed by provider value; the description is `"{total} {problem}"` when the check
+    fails, `ok` when it passes; the metadata holds the total under `key` and each provider's count
+    under `{key}_{provider}`.
+    """
+    total = sum(counts.values())
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=total == 0,
+        severity=severity,
+        description=f"{total} {problem}" if total else ok,
+        metadata={key: total, **{f"{key}_{p}": n for p, n in counts.items()}},
+    )
+
+
 def no_expired_stuck_events(summary: SweepSummary) -> dg.AssetCheckResult:
     """Stuck rows older than the window are never requeued: someone has to look at them."""
-    expired = {p.value: c.expired for p, c in summary.providers.items()}
-    total = sum(expired.values())
-    return dg.AssetCheckResult(
-        check_name="no_expired_stuck_events",
-        passed=total == 0,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=(
-            f"{total} stuck event(s) older than the window are never requeued automatically: "
-            "look at them (`payments-pipeline status`) and decide by hand"
-            if total
-            else "no stuck event is older than the window"
-        ),
-        metadata={"expired": total, **{f"expired_{p}": n for p, n in expired.items()}},
+    return _count_check(
+        "no_expired_stuck_events",
+        "expired",
+        {p.value: c.expired for p, c in summary.providers.items()},
+        dg.AssetCheckSeverity.ERROR,
+        "stuck event(s) older than the window are never requeued automatically: "
+        "look at them (`payments-pipeline status`) and decide by hand",
+        "no stuck event is older than the window",
     )
 
 
 def no_dead_events(summary: SweepSummary, dead: Mapping[Provider, int]) -> dg.AssetCheckResult:
     """`dead` events spent their retry budget: no sweep touches them again until a replay."""
-    counts = {p: dead.get(p, 0) for p in summary.providers}
-    total = sum(counts.values())
-    return dg.AssetCheckResult(
-        check_name="no_dead_events",
-        passed=total == 0,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=(
-            f"{total} dead event(s): list them with `payments-pipeline status`, "
-            "send them round again with `payments-pipeline replay ID...`"
-            if total
-            else "no dead events"
-        ),
-        metadata={"dead": total, **{f"dead_{p.value}": n for p, n in counts.items()}},
+    return _count_check(
+        "no_dead_events",
+        "dead",
+        {p.value: dead.get(p, 0) for p in summary.providers},
+        dg.AssetCheckSeverity.WARN,
+        "dead event(s): list them with `payments-pipeline status`, "
+        "send them round again with `payments-pipeline replay ID...`",
+        "no dead events",
     )
 
 

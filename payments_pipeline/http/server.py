@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import socket
+from dataclasses import dataclass
 
 import uvicorn
 
@@ -59,20 +60,23 @@ def check_can_listen(host: str, port: int) -> None:
             raise ServeError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
-def serve(
-    settings: Settings,
-    *,
-    host: str,
-    port: int,
-    workers: int,
-    dispatch: str | None,
-    access_log: bool,
-    forwarded_allow_ips: str | None,
-    log_level: str,
-) -> None:
+@dataclass(frozen=True)
+class ServeOptions:
+    """The `serve` command's options, as uvicorn and the receiver take them."""
+
+    host: str
+    port: int
+    workers: int
+    dispatch: str | None  # overrides PAYMENTS_DISPATCH for the receiver; None keeps it
+    access_log: bool
+    forwarded_allow_ips: str | None
+    log_level: str
+
+
+def serve(settings: Settings, options: ServeOptions) -> None:
     """Run the receiver until interrupted. Raises `ServeError` before starting if it cannot work."""
-    if workers < 1:
-        raise ServeError(f"--workers must be at least 1, got {workers}")
+    if options.workers < 1:
+        raise ServeError(f"--workers must be at least 1, got {options.workers}")
     unconfigured = unconfigured_providers(settings)
     if len(unconfigured) == 2:
         raise ServeError(
@@ -80,26 +84,26 @@ def serve(
         )
     for warning in unconfigured:
         log.warning(warning)
-    check_can_listen(host, port)
-    mode = settings.receiver_mode if dispatch is None else DispatchMode(dispatch)
+    check_can_listen(options.host, options.port)
+    mode = settings.receiver_mode if options.dispatch is None else DispatchMode(options.dispatch)
     os.environ["PAYMENTS_RECEIVER_DISPATCH"] = mode.value  # for the worker processes
     log.info(
         "receiver listening on http://%s:%s (workers=%s, dispatch=%s, max body %s bytes)",
-        host,
-        port,
-        workers,
+        options.host,
+        options.port,
+        options.workers,
         mode.value,
         settings.max_body_bytes,
     )
     uvicorn.run(
         APP_FACTORY,
         factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_config=uvicorn_log_config(log_level),
-        access_log=access_log,
+        host=options.host,
+        port=options.port,
+        workers=options.workers,
+        log_config=uvicorn_log_config(options.log_level),
+        access_log=options.access_log,
         proxy_headers=True,
-        forwarded_allow_ips=forwarded_allow_ips,
+        forwarded_allow_ips=options.forwarded_allow_ips,
         server_header=False,
     )

@@ -12,41 +12,44 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
 PAYMENT_INTENT_SUCCEEDED = "payment_intent.succeeded"
+
+
+class _StripeObject(NamedTuple):
+    """How `stripe_object` builds the `data.object` of one event type."""
+
+    id_prefix: str  # put before the reference to make the object's id
+    kind: str  # its `object` field; anything but a PaymentIntent names its `payment_intent`
+    amount_fields: tuple[str, ...]  # the fields that carry the amount, in order
+    fixed: Mapping[str, Any]  # the fields with the same value in every sample, after the amount
+
+
+_PAYMENT_INTENT = _StripeObject("", "payment_intent", ("amount",), {})
+_STRIPE_OBJECTS = {
+    "charge.refunded": _StripeObject(
+        "ch_", "charge", ("amount", "amount_refunded"), {"refunded": True}
+    ),
+    "checkout.session.completed": _StripeObject(
+        "cs_", "checkout.session", ("amount_total",), {"payment_status": "paid"}
+    ),
+}
 
 
 def stripe_object(
     event_type: str, *, reference: str, amount: int, currency: str, object_id: str | None = None
 ) -> dict[str, Any]:
     """`data.object` of a Stripe event of `event_type` for the PaymentIntent `reference`."""
-    if event_type == "charge.refunded":
-        return {
-            "id": object_id or f"ch_{reference}",
-            "object": "charge",
-            "payment_intent": reference,
-            "amount": amount,
-            "amount_refunded": amount,
-            "refunded": True,
-            "currency": currency,
-        }
-    if event_type == "checkout.session.completed":
-        return {
-            "id": object_id or f"cs_{reference}",
-            "object": "checkout.session",
-            "payment_intent": reference,
-            "amount_total": amount,
-            "payment_status": "paid",
-            "currency": currency,
-        }
-    return {
-        "id": object_id or reference,
-        "object": "payment_intent",
-        "amount": amount,
-        "currency": currency,
-    }
+    shape = _STRIPE_OBJECTS.get(event_type, _PAYMENT_INTENT)
+    obj: dict[str, Any] = {"id": object_id or f"{shape.id_prefix}{reference}", "object": shape.kind}
+    if shape is not _PAYMENT_INTENT:
+        obj["payment_intent"] = reference
+    obj.update(dict.fromkeys(shape.amount_fields, amount))
+    obj.update(shape.fixed)
+    obj["currency"] = currency
+    return obj
 
 
 def stripe_event(

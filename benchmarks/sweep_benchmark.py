@@ -74,8 +74,8 @@ REASONS: tuple[SweepReason, ...] = (
 )
 
 # The floor (a): the four sweep reasons (docs/semantics.md) OR-ed, inside the window, both
-# providers. Written out by hand (not built from the store package) so the document can quote it; the run
-# checks it matches exactly the rows the sweep claims.
+# providers. Written out by hand (not built from the store package) so the document can quote
+# it; the run checks it matches exactly the rows the sweep claims.
 STUCK_WHERE = """
     provider IN ('stripe', 'monetbil')
     AND created_at >= :created_after

@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from .demo import DEMO_DIR, create_demo_database
 from .dispatch import build_dispatcher
 from .errors import short_error
 from .models import DispatchMode, EventStatus
+from .providers.currency import exponent
+from .providers.errors import PayloadError
 from .replay import replay_events
 from .status import read_status
 from .sweep import SweepParamError, SweepParams, SweepSummary, run_sweep
@@ -173,6 +176,15 @@ def _print_summary(summary: SweepSummary, as_json: bool) -> None:
         click.echo(summary.render_text())
 
 
+def _major(minor: int, currency: str) -> str:
+    """`1050` USD -> `10.50`: an amount in minor units as people read it."""
+    try:
+        digits = exponent(currency)
+    except PayloadError:
+        return str(minor)
+    return f"{Decimal(minor).scaleb(-digits):.{digits}f}"
+
+
 def _age(delta: dt.timedelta) -> str:
     seconds = int(delta.total_seconds())
     days, rest = divmod(seconds, 86400)
@@ -211,6 +223,19 @@ def status(settings: Settings, as_json: bool) -> None:
         click.echo(
             f"  #{ref.id} {ref.provider.value} {ref.provider_event_id} {ref.event_type}: "
             f"{dead.last_error}"
+        )
+    for mode, label in (("live", "live payments"), ("test", "test-mode payments")):
+        totals = report.payments[mode]
+        counted = ", ".join(f"{s} {n}" for s, n in totals.by_status.items() if n)
+        sums = "; ".join(
+            f"{what} " + ", ".join(f"{_major(n, c)} {c}" for c, n in sorted(by_currency.items()))
+            for what, by_currency in (("received", totals.received), ("refunded", totals.refunded))
+            if by_currency
+        )
+        click.echo(
+            f"{label}: {totals.count}"
+            + (f" ({counted})" if counted else "")
+            + (f"; {sums}" if sums else "")
         )
     expired = sum(report.expired.values())
     if expired:

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine
 
 from . import store
 from .config import Settings
-from .models import PROVIDERS, EventRef, EventStatus, Provider, utcnow
+from .models import PROVIDERS, EventRef, EventStatus, PaymentStatus, Provider, utcnow
 
 DEAD_SHOWN = 20
 
@@ -26,6 +26,46 @@ DEAD_SHOWN = 20
 class DeadEvent:
     event: EventRef
     last_error: str | None
+
+
+@dataclass(frozen=True)
+class PaymentTotals:
+    """Payments of one mode (live or test): how many per status, and the sums per currency (minor
+    units) of what was received and refunded."""
+
+    by_status: dict[str, int]
+    received: dict[str, int]
+    refunded: dict[str, int]
+
+    @property
+    def count(self) -> int:
+        return sum(self.by_status.values())
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "by_status": self.by_status,
+            "received": self.received,
+            "refunded": self.refunded,
+        }
+
+
+def payment_totals(conn: Connection) -> dict[str, PaymentTotals]:
+    """Live and test-mode payments apart (`"live"`, `"test"`): test money is never counted as
+    real. Every status appears, zeros included."""
+    modes = {
+        mode: PaymentTotals({s.value: 0 for s in PaymentStatus}, {}, {})
+        for mode in ("live", "test")
+    }
+    for live, _provider, status, currency, n, received, refunded in store.payment_totals(conn):
+        totals = modes["live" if live else "test"]
+        totals.by_status[status] = totals.by_status.get(status, 0) + n
+        key = currency.upper() if currency else "unknown"
+        if received:
+            totals.received[key] = totals.received.get(key, 0) + received
+        if refunded:
+            totals.refunded[key] = totals.refunded.get(key, 0) + refunded
+    return modes
 
 
 @dataclass(frozen=True)
@@ -39,6 +79,7 @@ class StatusReport:
     dead_events: tuple[DeadEvent, ...]  # the first `DEAD_SHOWN`, by id
     # provider -> stuck events older than the window: never requeued by a sweep
     expired: dict[str, int]
+    payments: dict[str, PaymentTotals]  # "live" and "test"
 
     def oldest_stuck_age(self, provider: str) -> dt.timedelta:
         return self.taken_at - self.oldest_stuck[provider]
@@ -68,6 +109,7 @@ class StatusReport:
                 ],
             },
             "expired": {"count": sum(self.expired.values()), "by_provider": self.expired},
+            "payments": {mode: totals.as_json() for mode, totals in self.payments.items()},
         }
 
 
@@ -95,6 +137,7 @@ def read_status(
             providers=PROVIDERS,
             created_after=now - dt.timedelta(days=settings.max_age_days),
         )
+        payments = payment_totals(conn)
     providers = sorted({p.value for p in PROVIDERS} | {p for p, _ in counts})
     return StatusReport(
         taken_at=now,
@@ -103,6 +146,7 @@ def read_status(
         dead_count=sum(counts.get((p, EventStatus.DEAD.value), 0) for p in providers),
         dead_events=tuple(DeadEvent(ref, err) for ref, err in dead),
         expired={p.value: expired.get(p, 0) for p in PROVIDERS},
+        payments=payments,
     )
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from payments_pipeline import status
+from payments_pipeline import gate, status
 from payments_pipeline.config import Settings
+from payments_pipeline.dispatch import InlineDispatcher
 from payments_pipeline.models import EventStatus, Provider
+from payments_pipeline.providers import samples
 
 from .conftest import EventFactory
 from .helpers import ago
@@ -44,3 +46,32 @@ def test_nothing_stuck_reads_as_empty(engine: Engine, settings: Settings) -> Non
     assert report.oldest_stuck == {} and report.dead_count == 0
     assert report.expired == {"stripe": 0, "monetbil": 0}
     assert all(n == 0 for row in report.counts.values() for n in row.values())
+
+
+def test_live_and_test_mode_payments_are_reported_apart(engine: Engine, settings: Settings) -> None:
+    dispatcher = InlineDispatcher(engine, settings)
+    deliveries = [
+        ("stripe", "evt_live", samples.stripe_event("evt_live", reference="pi_l", livemode=True)),
+        ("stripe", "evt_test", samples.stripe_event("evt_test", reference="pi_t", amount=700)),
+        (
+            "monetbil",
+            "TX1:7",  # Monetbil's test-mode success
+            samples.monetbil_notification("TX1", "7", payment_ref="o1", amount="500"),
+        ),
+    ]
+    for provider, key, payload in deliveries:
+        event_type = "payment.success" if provider == "monetbil" else "payment_intent.succeeded"
+        gate.receive(
+            engine,
+            provider=provider,
+            provider_event_id=key,
+            event_type=event_type,
+            payload=payload,
+            minutes=10,
+            dispatcher=dispatcher,
+        )
+    report = status.read_status(engine, settings).as_json()["payments"]
+    assert report["live"]["count"] == 1 and report["live"]["by_status"]["succeeded"] == 1
+    assert report["test"]["count"] == 2 and report["test"]["by_status"]["succeeded"] == 2
+    # the samples' PaymentIntents name no amount_received: only Monetbil's success counts here
+    assert report["test"]["received"] == {"XAF": 500} and report["live"]["received"] == {}

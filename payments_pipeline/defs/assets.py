@@ -136,8 +136,9 @@ def requeue_sweep_summary(
     )
     with payments_db.engine.connect() as conn:  # the sweep is closed: a failure here is the check's
         dead = status.dead_counts(conn, scan.params.providers)
+        payments = status.payment_totals(conn)
     return dg.MaterializeResult(
         value=summary,
-        metadata=md.summary_metadata(summary, dispatch),
+        metadata=md.summary_metadata(summary, dispatch, payments),
         check_results=checks.evaluate(summary, dead),
     )

@@ -15,6 +15,7 @@ from typing import Any
 import dagster as dg
 
 from ..models import DispatchMode, ProcessOutcome, Provider, SweepOutcome, SweepReason
+from ..status import PaymentTotals
 from ..sweep import Candidate, ClaimResult, DispatchResult, Scan, SweepSummary
 from .tables import summary_tables, table
 
@@ -117,9 +118,18 @@ def dispatch_metadata(
     }
 
 
-def summary_metadata(summary: SweepSummary, dispatch: DispatchResult) -> dict[str, Any]:
-    """The seed's totals, per provider too, the two pandas-shaped tables and the events."""
+def summary_metadata(
+    summary: SweepSummary, dispatch: DispatchResult, payments: Mapping[str, PaymentTotals]
+) -> dict[str, Any]:
+    """The seed's totals, per provider too, live and test-mode payments apart (test money is
+    never counted as real), the two pandas-shaped tables and the events."""
     return {
+        **{f"payments_{mode}": totals.count for mode, totals in payments.items()},
+        **{
+            f"payments_{mode}_{s}": n
+            for mode, totals in payments.items()
+            for s, n in totals.by_status.items()
+        },
         "sweep_id": summary.sweep_id,
         **summary.total.as_dict(),
         "dispatch_failed": len(dispatch.failed),

@@ -50,6 +50,7 @@ from .payments import (
     insert_payment_if_absent,
     ledger_has_event,
     list_payments,
+    payment_totals,
     update_payment_if_unchanged,
 )
 from .reads import (
@@ -134,6 +135,7 @@ __all__ = [
     "normalize_url",
     "oldest_created_at",
     "payment_ledger",
+    "payment_totals",
     "payments",
     "ping",
     "requeue_for_replay",

@@ -84,6 +84,23 @@ def update_payment_if_unchanged(
     )
 
 
+def payment_totals(conn: Connection) -> list[tuple[bool, str, str, str | None, int, int, int]]:
+    """Per (livemode, provider, status, currency): how many payments, the sum received and the
+    sum refunded (the read side's live/test-mode split). One grouped scan of `payments`."""
+    rows = conn.execute(
+        sa.select(
+            P.livemode,
+            P.provider,
+            P.status,
+            P.currency,
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(P.amount_received), 0),
+            sa.func.coalesce(sa.func.sum(P.amount_refunded), 0),
+        ).group_by(P.livemode, P.provider, P.status, P.currency)
+    )
+    return [(bool(m), p, s, c, int(n), int(r), int(f)) for m, p, s, c, n, r, f in rows]
+
+
 def insert_ledger_entry(
     conn: Connection,
     *,

@@ -89,6 +89,12 @@ def test_metadata_tells_what_the_sweep_found_claimed_dispatched_and_why(
     for key, value in {"scanned": 56, "dispatched": 56, "skipped": 0, "expired": 1}.items():
         assert summary[key] == dg.IntMetadataValue(value)
     assert summary["monetbil_expired"] == dg.IntMetadataValue(1)
+    # the 55 Stripe events are test mode (`livemode: false`), the Monetbil success is live
+    assert summary["payments_test"] == dg.IntMetadataValue(55)
+    assert summary["payments_live"] == dg.IntMetadataValue(1)
+    assert summary["payments_live_succeeded"] == dg.IntMetadataValue(1)
+    assert dispatched["engine"] == dg.TextMetadataValue("inline")
+    assert dispatched["handed_on"] == dg.IntMetadataValue(56)
     assert isinstance(summary["duration_seconds"], dg.FloatMetadataValue)
     table = summary["summary"]
     assert isinstance(table, dg.TableMetadataValue)

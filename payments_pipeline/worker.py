@@ -142,7 +142,8 @@ def run_celery_worker(
         concurrency=concurrency,
         pool="prefork",
         loglevel=loglevel,
-        # A node name per process, so several workers on one host stay distinct for remote control.
+        # A node name per process: two workers of one name on a broker cannot both start (their
+        # remote-control queue is exclusive), and several per host is the point.
         hostname=f"payments-pipeline-{os.getpid()}@{socket.gethostname()}",
         # Mingle and gossip share revoked task ids and clocks between workers at start-up (mingle
         # waits a second for replies): we never revoke, and the database orders everything.

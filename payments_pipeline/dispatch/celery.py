@@ -152,7 +152,16 @@ def _dispose_engine(**_: Any) -> None:
     _process.close()
 
 
-@app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, autoretry_for=())
+# No Celery retries (max_retries 0, nothing retried automatically, no retry on worker loss): the
+# product's backoff and the sweep decide when an event goes round again.
+@app.task(
+    name=TASK_NAME,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(),
+    max_retries=0,
+    retry_on_worker_lost=False,
+)
 def process_webhook_event(event_id: int) -> str:
     """One processing attempt of one event. Any error is `process_event`'s to record; one that
     escapes it (the database down before the claim) leaves the row for the sweep."""

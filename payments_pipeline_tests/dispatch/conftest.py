@@ -194,7 +194,7 @@ def running(worker: LoggedProcess, *, graceful: bool = True) -> Iterator[LoggedP
 class Workers:
     """The two workers of a module and backend, each on a queue of its own."""
 
-    main: LoggedProcess  # `payments-pipeline worker`, built-in handlers
+    main: LoggedProcess  # built-in handlers
     main_queue: str
     slow: LoggedProcess  # `celery -A payments_pipeline_tests.celery_slow_app worker`
     slow_queue: str
@@ -212,8 +212,15 @@ def _workers(
     which two cores do side by side) and stopped at the end of the module's `backend` tests."""
     folder = tmp_path_factory.mktemp(f"workers_{backend}")
     main_queue = celery_broker.new_queue(backend)
-    exe = str(Path(sys.executable).with_name("payments-pipeline"))
     main_env = worker_env(module_database, celery_broker, main_queue)
+    # Both doors onto the product's app: our command, and Celery's own on PostgreSQL.
+    if backend == "postgres":
+        main_argv = [sys.executable, "-m", "celery", "-A", "payments_pipeline.dispatch.celery"]
+        main_argv += ["worker", "-Q", main_queue, "--concurrency", "2", "--loglevel", "info"]
+        main_argv += ["-n", f"{main_queue}@%h"]
+    else:
+        exe = str(Path(sys.executable).with_name("payments-pipeline"))
+        main_argv = [exe, "worker", "--concurrency", "2"]
     slow_queue = celery_broker.new_queue(f"slow.{backend}")
     pid_file = folder / "handler.pid"
     slow_env = worker_env(
@@ -224,11 +231,7 @@ def _workers(
     # A node name of its own (a taken one stops the worker), and no mingle: a second less.
     slow_argv += ["-n", f"{slow_queue}@%h", "--without-mingle"]
     with ExitStack() as stack:
-        main = stack.enter_context(
-            running(
-                LoggedProcess([exe, "worker", "--concurrency", "2"], main_env, folder / "main.log")
-            )
-        )
+        main = stack.enter_context(running(LoggedProcess(main_argv, main_env, folder / "main.log")))
         # Stopped with SIGKILL: a warm shutdown would only cost time here.
         slow = stack.enter_context(
             running(LoggedProcess(slow_argv, slow_env, folder / "slow.log"), graceful=False)
@@ -250,7 +253,7 @@ def workers(_workers: Workers, celery_broker: Broker) -> Workers:
 
 @pytest.fixture
 def celery_worker(workers: Workers) -> LoggedProcess:
-    """`payments-pipeline worker` on `engine`'s database, consuming `celery_queue`."""
+    """A worker with the built-in handlers on `engine`'s database, consuming `celery_queue`."""
     return workers.main
 
 

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from . import migrations, store
-from .config import ConfigError, Settings, load_settings
+from .config import QUEUE_NAME_RULE, ConfigError, Settings, is_queue_name, load_settings
 from .demo import DEMO_DIR, create_demo_database
 from .dispatch import build_dispatcher
 from .errors import short_error
@@ -313,32 +313,72 @@ def demo(settings: Settings, directory: Path, as_json: bool) -> None:
         click.echo(f"see the run in the Dagster UI: {ui_command(home, database_url)}")
 
 
+def _queue_name(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not is_queue_name(value):
+        raise click.BadParameter(f"must be {QUEUE_NAME_RULE}, got {value!r}")
+    return value
+
+
+# Each engine's own options; naming one under the other engine is refused, never ignored.
+_TABLE_OPTIONS = ("batch", "poll_interval")
+_CELERY_OPTIONS = ("concurrency", "queue")
+
+
 @cli.command("worker")
 @click.option(
     "--batch",
     type=click.IntRange(min=1),
     default=50,
     show_default=True,
-    help="Events taken per poll.",
+    help="table: events taken per poll.",
 )
 @click.option(
     "--poll-interval",
     type=click.FloatRange(min=0.01),
     default=0.5,
     show_default=True,
-    help="Seconds between polls when the queue is empty.",
+    help="table: seconds between polls when the queue is empty.",
 )
-@click.pass_obj
-def worker(settings: Settings, batch: int, poll_interval: float) -> None:
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="celery: pool processes (default: Celery's, one per CPU).",
+)
+@click.option(
+    "--queue",
+    default=None,
+    callback=_queue_name,
+    help="celery: the queue to consume (default: PAYMENTS_CELERY_QUEUE).",
+)
+@click.pass_context
+def worker(
+    ctx: click.Context,
+    batch: int,
+    poll_interval: float,
+    concurrency: int | None,
+    queue: str | None,
+) -> None:
     """Process dispatched events until SIGTERM/SIGINT, with the engine PAYMENTS_DISPATCH names
-    (`table`: take claimed rows from the table; run several)."""
-    from .worker import Worker
-
-    if settings.dispatch is DispatchMode.INLINE:
+    (`table`: take claimed rows from the table; `celery`: a Celery worker on the queue; run
+    several of either)."""
+    settings: Settings = ctx.obj
+    mode = settings.dispatch
+    if mode is DispatchMode.INLINE:
         raise CliError(
             "PAYMENTS_DISPATCH is inline: events are processed where they are claimed, so there "
-            "is nothing for a worker to do; set PAYMENTS_DISPATCH=table to run table workers"
+            "is nothing for a worker to do; set PAYMENTS_DISPATCH=table or celery to run workers"
         )
+    foreign = _CELERY_OPTIONS if mode is DispatchMode.TABLE else _TABLE_OPTIONS
+    for name in foreign:
+        if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
+            option = "--" + name.replace("_", "-")
+            raise CliError(f"{option} is not an option of the {mode.value} worker")
+    if mode is DispatchMode.CELERY:
+        _celery_worker(settings, queue or settings.celery_queue, concurrency)
+        return
+    from .worker import Worker
+
     engine = open_database(settings)
     runner = Worker(engine, settings, batch=batch, poll_interval=poll_interval)
     runner.install_signal_handlers()
@@ -351,6 +391,20 @@ def worker(settings: Settings, batch: int, poll_interval: float) -> None:
     click.echo(f"worker stopped after {stats.polls} polls: {counts}")
 
 
+def _celery_worker(settings: Settings, queue: str, concurrency: int | None) -> None:
+    from .worker import WorkerStartError, run_celery_worker
+
+    # Each pool process opens its own engine; this one only proves the database is usable.
+    open_database(settings).dispose()
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+    try:
+        code = run_celery_worker(settings, queue=queue, concurrency=concurrency, loglevel=level)
+    except WorkerStartError as exc:
+        raise CliError(str(exc)) from None
+    if code:
+        raise click.exceptions.Exit(code)
+
+
 @cli.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
@@ -359,12 +413,12 @@ def worker(settings: Settings, batch: int, poll_interval: float) -> None:
 )
 @click.option(
     "--dispatch",
-    type=click.Choice(["inline", "table", "none", "queue"]),
+    type=click.Choice(["inline", "table", "celery", "none", "queue"]),
     default=None,
     help="Overrides PAYMENTS_DISPATCH for the receiver. inline: process claimed events after "
     "answering; table: claim only, `payments-pipeline worker` processes take them from the table "
-    "(`queue` is its former name); none: claim only, the sweep processes them later (to measure "
-    "the door alone).",
+    "(`queue` is its former name); celery: publish a task after answering, Celery workers process "
+    "it; none: claim only, the sweep processes them later (to measure the door alone).",
 )
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
 @click.option(

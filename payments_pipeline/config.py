@@ -116,13 +116,20 @@ def _choice(env: Mapping[str, str], name: str, choices: Sequence[E]) -> E | None
     return value
 
 
+QUEUE_NAME_RULE = "letters, digits, '.', '_' or '-'"
+
+
+def is_queue_name(raw: str) -> bool:
+    """A queue name: letters, digits, `.`, `_`, `-`, 1 to 200 characters (safe on any broker)."""
+    return 0 < len(raw) <= 200 and all(c.isalnum() or c in "._-" for c in raw)
+
+
 def _name(env: Mapping[str, str], name: str, default: str) -> str:
-    """A queue name: letters, digits, `.`, `_`, `-`, at most 200 characters."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    if len(raw) > 200 or not all(c.isalnum() or c in "._-" for c in raw):
-        raise ConfigError(f"{name} must be letters, digits, '.', '_' or '-', got {raw!r}")
+    if not is_queue_name(raw):
+        raise ConfigError(f"{name} must be {QUEUE_NAME_RULE}, got {raw!r}")
     return raw
 
 

@@ -85,7 +85,7 @@ class DispatchMode(StrEnum):
 
 
 # The engines a sweep, a replay and `PAYMENTS_DISPATCH` may name (`none` is the receiver's own).
-PROCESSING_DISPATCH_MODES = (DispatchMode.INLINE, DispatchMode.TABLE)
+PROCESSING_DISPATCH_MODES = (DispatchMode.INLINE, DispatchMode.TABLE, DispatchMode.CELERY)
 
 
 class PaymentStatus(StrEnum):

@@ -1,4 +1,5 @@
-"""`payments-pipeline worker`: processing in separate processes, with the table as the queue.
+"""`payments-pipeline worker`: processing in separate processes, with the table as the queue
+(`Worker`), or a Celery worker on the `celery` engine's queue (`run_celery_worker`).
 
 A claim (gate or sweep) stamps `dispatched_at`; an event whose `dispatched_at` is newer than the
 start of its last attempt is therefore *handed on and not yet started*: it is the queued job. With
@@ -8,12 +9,17 @@ that skips rows another worker is claiming (`processing.claim_batch`), so N work
 same event, then commits the batch's effects together (`processing.complete_attempts`).
 Nothing is lost with a worker: a worker killed mid-batch leaves `processing` rows that the sweep
 re-claims as `processing_stalled`, and its fenced commit can never land afterwards.
+
+The Celery worker is Celery's own (prefork pool) on `dispatch.celery.app`; Celery is imported only
+when one is started, so the table worker never loads it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -116,3 +122,37 @@ def drain(engine: Engine, settings: Settings, *, registry: HandlerRegistry | Non
         total += found
         time.sleep(0)
     return total
+
+
+class WorkerStartError(Exception):
+    """The worker cannot start; the message is the one line the operator sees."""
+
+
+def run_celery_worker(
+    settings: Settings, *, queue: str, concurrency: int | None, loglevel: str
+) -> int:
+    """Run a Celery worker in this process, consuming `queue`, until SIGTERM (warm shutdown:
+    running tasks finish) or SIGINT; returns its exit code. The broker is checked first, so a bad
+    URL or a broker that does not answer is one `WorkerStartError`, not a worker retrying forever.
+    """
+    from .dispatch import celery as engine
+
+    try:
+        engine.check_broker(settings)
+    except engine.BrokerUnavailable as exc:
+        raise WorkerStartError(str(exc)) from None
+    worker = engine.app.Worker(
+        queues=[queue],
+        concurrency=concurrency,
+        pool="prefork",
+        loglevel=loglevel,
+        # A node name per process: two workers of one name on a broker cannot both start (their
+        # remote-control queue is exclusive), and several per host is the point.
+        hostname=f"payments-pipeline-{os.getpid()}@{socket.gethostname()}",
+        # Mingle and gossip share revoked task ids and clocks between workers at start-up (mingle
+        # waits a second for replies): we never revoke, and the database orders everything.
+        without_mingle=True,
+        without_gossip=True,
+    )
+    worker.start()
+    return int(worker.exitcode or 0)

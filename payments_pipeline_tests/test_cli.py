@@ -222,7 +222,7 @@ def test_worker_refuses_the_inline_engine_in_one_line(
     assert code == 1
     assert _error_lines(err) == [
         "error: PAYMENTS_DISPATCH is inline: events are processed where they are claimed, so "
-        "there is nothing for a worker to do; set PAYMENTS_DISPATCH=table to run table workers"
+        "there is nothing for a worker to do; set PAYMENTS_DISPATCH=table or celery to run workers"
     ]
 
 

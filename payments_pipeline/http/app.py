@@ -261,7 +261,9 @@ def _dispatch_queue(mode: DispatchMode, engine: Engine, settings: Settings) -> D
     """The threads that hand claimed events on after the response, for the engines that send
     them somewhere; None for the engines whose claim is all there is to do."""
     match mode:
-        case DispatchMode.INLINE:  # processed in this process, on the queue's threads
+        # inline: processed in this process; celery: published. Both on the queue's threads, so
+        # neither processing nor a slow or down broker delays a response.
+        case DispatchMode.INLINE | DispatchMode.CELERY:
             return DispatchQueue(
                 build_dispatcher(mode, engine, settings), threads=settings.dispatch_threads
             )

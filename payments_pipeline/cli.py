@@ -324,26 +324,26 @@ _TABLE_OPTIONS = ("batch", "poll_interval")
 _CELERY_OPTIONS = ("concurrency", "queue")
 
 
+def _bounded(name: str, kind: click.ParamType, default: float | None, text: str) -> Any:
+    """A numeric option with its range checked by click (one `error:` line when out of it)."""
+    return click.option(
+        name, type=kind, default=default, show_default=default is not None, help=text
+    )
+
+
 @cli.command("worker")
-@click.option(
-    "--batch",
-    type=click.IntRange(min=1),
-    default=50,
-    show_default=True,
-    help="table: events taken per poll.",
-)
-@click.option(
+@_bounded("--batch", click.IntRange(min=1), 50, "table: events taken per poll.")
+@_bounded(
     "--poll-interval",
-    type=click.FloatRange(min=0.01),
-    default=0.5,
-    show_default=True,
-    help="table: seconds between polls when the queue is empty.",
+    click.FloatRange(min=0.01),
+    0.5,
+    "table: seconds between polls when the queue is empty.",
 )
-@click.option(
+@_bounded(
     "--concurrency",
-    type=click.IntRange(min=1),
-    default=None,
-    help="celery: pool processes (default: Celery's, one per CPU).",
+    click.IntRange(min=1),
+    None,
+    "celery: pool processes (default: Celery's, one per CPU).",
 )
 @click.option(
     "--queue",

@@ -8,6 +8,7 @@ here is exactly what the next sweep would pick up, and what it would count as ex
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,12 +43,7 @@ class PaymentTotals:
         return sum(self.by_status.values())
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "count": self.count,
-            "by_status": self.by_status,
-            "received": self.received,
-            "refunded": self.refunded,
-        }
+        return {"count": self.count, **dataclasses.asdict(self)}
 
 
 def payment_totals(conn: Connection) -> dict[str, PaymentTotals]:

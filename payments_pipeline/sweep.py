@@ -9,6 +9,7 @@ the summary. `run_sweep` chains them; the Dagster assets call one phase each.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections import Counter
@@ -147,12 +148,7 @@ class Counts:
         )
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "scanned": self.scanned,
-            "dispatched": self.dispatched,
-            "skipped": self.skipped,
-            "expired": self.expired,
-        }
+        return dataclasses.asdict(self)
 
 
 class EventOutcome(NamedTuple):

@@ -552,12 +552,18 @@ class Broker:
         return int(ok.message_count), int(ok.consumer_count)
 
     def publish(self, event_ids: Sequence[int]) -> float:
-        """One task per event, `payments_pipeline.process_webhook_event(id)`; returns seconds."""
+        """One task per event, `payments_pipeline.process_webhook_event(id)`; returns seconds.
+
+        Into the queue as the engine's worker declared it (the preflight started one): through
+        the default exchange, routing key = queue name, declaring nothing, so whatever arguments
+        the engine gives its queue, ours cannot conflict with them."""
         self.used = True
         started = time.perf_counter()
         with self.app.producer_or_acquire() as producer:
             for event_id in event_ids:
-                self.app.send_task(TASK_NAME, args=[event_id], queue=self.queue, producer=producer)
+                self.app.send_task(
+                    TASK_NAME, args=[event_id], queue=self.queue, producer=producer, declare=[]
+                )
         return time.perf_counter() - started
 
     def purge(self) -> None:
@@ -585,6 +591,22 @@ def wait_consumers(broker: Broker, procs: list[Proc], limit: float) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+def stop_workers(procs: Processes, engine: Engine, broker: Broker | None) -> None:
+    """Stop every subprocess; after a celery worker, wait (bounded) until the broker has let go
+    of its consumer, and a second more: a worker started at once after another may otherwise
+    find the broker still holding the old one's exclusive queues (RESOURCE_LOCKED)."""
+    procs.stop_all()
+    if not engine.celery or broker is None:
+        return
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        state = broker.depth()
+        if state is None or state[1] == 0:
+            break
+        time.sleep(0.2)
+    time.sleep(1)
 
 
 def wait_backends(prog: Progress, expected: int, procs: list[Proc], limit: float) -> bool:
@@ -737,7 +759,7 @@ def run_drain(
                 )
                 pg_cpu = postgres_cpu(prog.database, prog.backend_pid) - pg_before
             finally:
-                procs.stop_all()
+                stop_workers(procs, engine, broker)
             result.worker_cpu_s = round(children_cpu() - cpu_before, 2)
             result.postgres_cpu_s = round(pg_cpu, 2)
             result.error = waited.error
@@ -789,7 +811,7 @@ def preflight(
             elif not ready:
                 note = "the worker did not come up within the timeout"
         finally:
-            procs.stop_all()
+            stop_workers(procs, engine, broker)
             prog.close()
     return note
 
@@ -1019,7 +1041,7 @@ def run_latency(
                 result.backlog_after_s = round(waited.elapsed, 2)
             result.error = waited.error
         finally:
-            procs.stop_all()
+            stop_workers(procs, engine, broker)
             prog.close()
         engine_db = store.make_engine(url, poolclass=sa.NullPool)
         try:
@@ -1135,7 +1157,7 @@ def run_backlog(
                 if waited.elapsed is not None:
                     result.sweep_and_drain_s = round(waited.elapsed, 2)
         finally:
-            procs.stop_all()
+            stop_workers(procs, engine, broker)
             prog.close()
         result.statuses = count_by_status(url)
         result.processed = result.statuses.get("processed", 0)

@@ -62,7 +62,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
@@ -824,6 +824,7 @@ class Offered:
     sent: int = 0
     answered: int = 0
     errors: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0  # first scheduled send -> last send
     statuses: dict[str, int] = field(default_factory=dict)
     send_lag_ms: dict[str, float] = field(default_factory=dict)  # actual send - scheduled
@@ -868,39 +869,58 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
 async def offer_load(
     port: int, requests: Sequence[bytes], rate: float, max_connections: int, limit: float
 ) -> tuple[Offered, list[int]]:
-    """Open loop: request i is sent at start + i / rate on an idle keep-alive connection (a new
-    one if none is idle), whatever the earlier answers did. Returns the totals and each
-    request's status (0: no answer)."""
+    """Open loop: request i is sent at start + i / rate on an idle keep-alive connection (the
+    longest idle first, so none idles into the server's keep-alive timeout; a new one if none is
+    idle), whatever the earlier answers did. A request whose reused connection turns out closed
+    by the server is sent once more on a new one. Returns the totals and each request's status
+    (0: no answer)."""
     loop = asyncio.get_running_loop()
     out = Offered()
     statuses = [0] * len(requests)
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    idle: deque[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = deque()
     lags: list[float] = []
     http: list[float] = []
+    errors: Counter[str] = Counter()
     opened = 0
     pending: set[asyncio.Task[None]] = set()
 
     async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         nonlocal opened
         opened += 1
-        return await asyncio.open_connection("127.0.0.1", port)
-
-    async def one(i: int, scheduled: float, conn: tuple[Any, Any]) -> None:
-        nonlocal opened
-        reader, writer = conn
         try:
-            writer.write(requests[i])
-            await writer.drain()
-            status, keep = await asyncio.wait_for(_read_response(reader), timeout=30)
+            return await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            opened -= 1
+            raise
+
+    async def one(i: int, scheduled: float, conn: tuple[Any, Any] | None) -> None:
+        nonlocal opened
+        for attempt in (1, 2):
+            try:
+                if conn is None:
+                    conn = await connect()
+                reader, writer = conn
+                writer.write(requests[i])
+                await writer.drain()
+                status, keep = await asyncio.wait_for(_read_response(reader), timeout=30)
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                if conn is not None:
+                    opened -= 1
+                    conn[1].close()
+                conn = None
+                # A reused connection the server closed: nothing was read; send it once more.
+                if attempt == 1 and isinstance(exc, asyncio.IncompleteReadError | OSError):
+                    continue
+                errors[type(exc).__name__] += 1
+                return
             statuses[i] = status
             http.append(loop.time() - scheduled)
             if keep:
                 idle.append(conn)
-                return
-        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
-            out.errors += 1
-        opened -= 1
-        writer.close()
+            else:
+                opened -= 1
+                writer.close()
+            return
 
     for _ in range(min(32, max_connections)):
         idle.append(await connect())
@@ -915,7 +935,7 @@ async def offer_load(
             break
         while not idle and opened >= max_connections:
             await asyncio.sleep(0.001)
-        conn = idle.pop() if idle else await connect()
+        conn = idle.popleft() if idle else None
         last_send = loop.time()
         lags.append(last_send - scheduled)
         task = asyncio.create_task(one(i, scheduled, conn))
@@ -929,6 +949,8 @@ async def offer_load(
         writer.close()
     out.seconds = last_send - start
     out.answered = sum(1 for s in statuses if s)
+    out.errors = sum(errors.values())
+    out.error_kinds = dict(errors)
     out.statuses = {str(k): v for k, v in sorted(Counter(s for s in statuses if s).items())}
     out.send_lag_ms = quantiles_ms(lags)
     out.http_ms = quantiles_ms(http)
@@ -1292,13 +1314,18 @@ def render(report: dict[str, Any], args: argparse.Namespace) -> str:
             )
             if o is not None:
                 add(
-                    f"  {'':<7} HTTP answers {o.statuses}, errors {o.errors}; answer after the "
-                    f"scheduled send p50 {o.http_ms.get('p50', '-')} / p99 "
+                    f"  {'':<7} HTTP answers {o.statuses}, errors {o.error_kinds or 0}; answer "
+                    f"after the scheduled send p50 {o.http_ms.get('p50', '-')} / p99 "
                     f"{o.http_ms.get('p99', '-')} ms; generator lag p99 "
                     f"{o.send_lag_ms.get('p99', '-')} ms, max {o.send_lag_ms.get('max', '-')} ms; "
                     f"{o.connections} connections; backlog after the last request "
                     f"{fmt(lr.backlog_after_s, '.1f', ' s')}"
                 )
+                if lr.achieved_rate is not None and lr.achieved_rate < 0.95 * lr.rate:
+                    add(
+                        f"  {'':<7} WARNING: the schedule was not kept (achieved < 95% of offered:"
+                        " slow answers used up the connections, or the machine is saturated)"
+                    )
             if lr.error:
                 add(f"  {'':<7} ERROR: {lr.error}")
     backlogs = [Backlog(**d) for d in report["backlog"]]

@@ -68,7 +68,7 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 import sqlalchemy as sa
 
@@ -374,7 +374,15 @@ class Processes:
         self.procs: list[Proc] = []
         self._n = 0
 
-    def start(self, name: str, command: Sequence[str], env: dict[str, str], cwd: Path) -> Proc:
+    def start(
+        self,
+        name: str,
+        command: Sequence[str],
+        env: dict[str, str],
+        cwd: Path,
+        stdout: IO[bytes] | None = None,
+    ) -> Proc:
+        """Output to a log file of its own (stdout to `stdout` if given, stderr to the log)."""
         self._n += 1
         log = self.log_dir / f"{self._n:02d}-{name}.log"
         with log.open("wb") as out:
@@ -383,8 +391,8 @@ class Processes:
                 env=env,
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
+                stdout=out if stdout is None else stdout,
+                stderr=out if stdout is not None else subprocess.STDOUT,
                 start_new_session=True,
             )
         proc = Proc(process, log)
@@ -622,6 +630,32 @@ def wait_backends(prog: Progress, expected: int, procs: list[Proc], limit: float
     return False
 
 
+def wait_ready(
+    engine: Engine,
+    prog: Progress,
+    broker: Broker | None,
+    procs: list[Proc],
+    workers: int,
+    limit: float,
+) -> str | None:
+    """Until the workers are up; why not, or None. Celery: the worker consumes from the queue
+    (required: the benchmark publishes into the queue the engine declared). Table: one open
+    connection per worker on our database, a hint only (a worker that holds none is given 10 s,
+    then trusted while it runs)."""
+    if engine.celery:
+        assert broker is not None
+        ready = wait_consumers(broker, procs, limit)
+    else:
+        ready = wait_backends(prog, workers, procs, min(limit, 10))
+    exited = [p for p in procs if p.process.poll() is not None]
+    if exited:
+        p = exited[0]
+        return f"`worker` exited with {p.process.returncode}: {p.tail(2)}"
+    if engine.celery and not ready:
+        return f"the celery worker did not consume from the queue within {limit:.0f} s"
+    return None
+
+
 # --- phase 1: the commit floor --------------------------------------------------------------------
 
 
@@ -743,7 +777,11 @@ def run_drain(
             broker.purge()
             ids = event_ids(url)
             result.publish_s = round(broker.publish(ids), 2)
-            state = broker.depth()
+            deadline = time.monotonic() + 10  # publishes without confirms: let them land
+            while (state := broker.depth()) is not None and state[0] < len(ids):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
             if state is None or state[0] != len(ids):
                 result.error = f"published {len(ids):,} tasks but the queue holds {state}"
                 return result
@@ -798,18 +836,7 @@ def preflight(
         prog = Progress(url)
         try:
             started = engine.start_workers(procs, url, 1, args.log_level)
-            if engine.celery:
-                assert broker is not None
-                ready = wait_consumers(broker, started, min(args.timeout, 120))
-            else:
-                ready = wait_backends(prog, 1, started, min(args.timeout, 120))
-            exited = [p for p in started if p.process.poll() is not None]
-            note = None
-            if exited:
-                p = exited[0]
-                note = f"`worker` exited with {p.process.returncode}: {p.tail(2)}"
-            elif not ready:
-                note = "the worker did not come up within the timeout"
+            note = wait_ready(engine, prog, broker, started, 1, min(args.timeout, 120))
         finally:
             stop_workers(procs, engine, broker)
             prog.close()
@@ -1024,15 +1051,10 @@ def run_latency(
         prog = Progress(url)
         try:
             started = engine.start_workers(procs, url, workers, args.log_level)
-            if engine.celery:
-                assert broker is not None
-                ready = wait_consumers(broker, started, min(args.timeout, 120))
-            else:
-                ready = wait_backends(prog, workers, started, min(args.timeout, 120))
-            if not ready:
-                result.error = "the workers did not come up: " + " ".join(
-                    p.tail(2) for p in started
-                )
+            result.error = wait_ready(
+                engine, prog, broker, started, workers, min(args.timeout, 120)
+            )
+            if result.error:
                 return result
             port = free_port()
             serve = procs.start(
@@ -1117,21 +1139,26 @@ def parse_summary(stdout: str) -> dict[str, Any] | None:
 
 
 def run_sweep_cli(
-    engine: Engine, url: str, args: argparse.Namespace, log: Path, **extra: str
+    engine: Engine, url: str, args: argparse.Namespace, procs: Processes, name: str, **extra: str
 ) -> tuple[float, int | None, str | None]:
-    """`requeue-stuck-webhooks --json` once: (seconds, dispatched, error)."""
+    """`requeue-stuck-webhooks --json` once, bounded by `--timeout`: (seconds, dispatched,
+    error). Its JSON (one entry per event: megabytes at 100k) goes to a file, its logs to
+    another."""
     command = [*engine.command, "--log-level", args.log_level, "requeue-stuck-webhooks", "--json"]
+    out_path = procs.log_dir / f"{name}.json"
     started = time.monotonic()
-    with log.open("wb") as err:
-        done = subprocess.run(
-            command, env=engine.environment(url, **extra), cwd=engine.cwd, stdout=subprocess.PIPE,
-            stderr=err, timeout=args.timeout, start_new_session=True,
-        )  # fmt: skip
+    with out_path.open("wb") as out:
+        proc = procs.start(name, command, engine.environment(url, **extra), engine.cwd, stdout=out)
+        try:
+            proc.process.wait(timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            procs.stop_all()
+            return time.monotonic() - started, None, f"sweep still running after {args.timeout} s"
     seconds = time.monotonic() - started
-    summary = parse_summary(done.stdout.decode(errors="replace"))
-    if done.returncode != 0 or summary is None:
-        tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])
-        return seconds, None, f"sweep exited with {done.returncode}: {tail}"
+    procs.procs.remove(proc)
+    summary = parse_summary(out_path.read_text(errors="replace"))
+    if proc.process.returncode != 0 or summary is None:
+        return seconds, None, f"sweep exited with {proc.process.returncode}: {proc.tail(3)}"
     return seconds, int(summary.get("total", {}).get("dispatched", 0)), None
 
 
@@ -1154,19 +1181,14 @@ def run_backlog(
         prog = Progress(url)
         try:
             started_procs = engine.start_workers(procs, url, workers, args.log_level)
-            if engine.celery:
-                assert broker is not None
-                ready = wait_consumers(broker, started_procs, min(args.timeout, 120))
-            else:
-                ready = wait_backends(prog, workers, started_procs, min(args.timeout, 120))
-            if not ready:
-                result.error = "the workers did not come up: " + " ".join(
-                    p.tail(2) for p in started_procs
-                )
+            result.error = wait_ready(
+                engine, prog, broker, started_procs, workers, min(args.timeout, 120)
+            )
+            if result.error:
                 return result
             started = time.monotonic()
             sweep_s, dispatched, error = run_sweep_cli(
-                engine, url, args, tmp / f"sweep-{engine.name}.log"
+                engine, url, args, procs, f"{engine.name}-sweep"
             )
             result.sweep_s, result.sweep_dispatched = round(sweep_s, 2), dispatched
             if error:
@@ -1190,7 +1212,7 @@ def run_backlog(
         with dbs.database(engine.migrate_with()) as url:
             insert_events(url, args.backlog, f"{run}d", stuck=True)
             sweep_s, dispatched, error = run_sweep_cli(
-                engine, url, args, tmp / f"sweep-dagster-{engine.name}.log", DAGSTER_HOME=str(home)
+                engine, url, args, procs, f"{engine.name}-sweep-dagster", DAGSTER_HOME=str(home)
             )
             result.dagster_sweep_s, result.dagster_dispatched = round(sweep_s, 2), dispatched
             result.dagster_error = error

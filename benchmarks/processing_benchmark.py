@@ -19,6 +19,10 @@ What runs (all on 127.0.0.1, nothing leaves the machine), in one run:
      end). One task per event (`payments_pipeline.process_webhook_event`, args `[id]`) is
      published with the workers stopped, then the workers start and the drain is timed. Skipped,
      with a note, if this tree has no celery engine.
+   The clock includes the workers' start-up (imports, connecting), reported on its own too, with
+   the rate after it; CPU: `getrusage(RUSAGE_CHILDREN)` of the waited workers and /proc of
+   PostgreSQL's backends for the database. Before its first run every engine is started once
+   with one worker and stopped (it must come up; also warms the OS caches).
 3. `--latency`: `payments-pipeline serve --workers 2 --dispatch <engine>` and its workers (celery:
    one `worker --concurrency 2`; table: 2 `worker` processes, for comparison), offered
    `--latency-rate` signed deliveries/s for `--latency-seconds` by an open-loop generator (asyncio,

@@ -19,10 +19,15 @@ from .schema import payment_ledger, payments
 P = payments.c
 
 
+# Read by every payment effect: built once, with bound parameters.
+_GET_PAYMENT = sa.select(payments).where(
+    P.provider == sa.bindparam("provider"), P.reference == sa.bindparam("reference")
+)
+
+
 def get_payment(conn: Connection, *, provider: Provider, reference: str) -> Payment | None:
-    row = conn.execute(
-        sa.select(payments).where(P.provider == provider.value, P.reference == reference)
-    ).first()
+    params = {"provider": provider.value, "reference": reference}
+    row = conn.execute(_GET_PAYMENT, params).first()
     return payment_from_row(row) if row else None
 
 
@@ -114,16 +119,20 @@ def insert_ledger_entry(
 ) -> None:
     """Record one applied effect; a second one for the same event violates the unique key."""
     conn.execute(
-        sa.insert(payment_ledger).values(
-            webhook_event_id=event_id,
-            attempt=attempt,
-            provider=provider.value,
-            reference=reference,
-            from_status=from_status.value if from_status else None,
-            to_status=to_status.value,
-            applied_at=now,
-        )
+        _INSERT_LEDGER,
+        {
+            "webhook_event_id": event_id,
+            "attempt": attempt,
+            "provider": provider.value,
+            "reference": reference,
+            "from_status": from_status.value if from_status else None,
+            "to_status": to_status.value,
+            "applied_at": now,
+        },
     )
+
+
+_INSERT_LEDGER = sa.insert(payment_ledger)  # the values go in at execution
 
 
 def ledger_has_event(conn: Connection, *, event_id: int) -> bool:

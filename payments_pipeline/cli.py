@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from decimal import Decimal
@@ -199,7 +200,8 @@ def _age(delta: dt.timedelta) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_obj
 def status(settings: Settings, as_json: bool) -> None:
-    """Counts by provider and status, the oldest stuck event, dead events."""
+    """Counts by provider and status, the oldest stuck event, dead and expired events, live and
+    test-mode payments."""
     engine = open_database(settings)
     try:
         report = read_status(engine, settings)
@@ -295,6 +297,9 @@ def demo(settings: Settings, directory: Path, as_json: bool) -> None:
     demo_settings = Settings(database_url=database_url, max_attempts=settings.max_attempts)
     try:
         home = prepare_demo_home(directory)
+        # A first look processes what it claims, in this process, whatever the shell exports:
+        # the run's dispatch step reads PAYMENTS_DISPATCH from the environment.
+        os.environ["PAYMENTS_DISPATCH"] = DispatchMode.INLINE.value
         summary = run_sweep_job(
             home,
             database_url=database_url,

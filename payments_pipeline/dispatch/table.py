@@ -1,4 +1,5 @@
-"""`queue` (the table as the queue): dispatch is the claim already made.
+"""`table` (the table as the queue; `queue` is its former name): dispatch is the claim already
+made.
 
 A claim stamps `dispatched_at`; an event whose `dispatched_at` is newer than the start of its last
 attempt is therefore *handed on and not yet started*: it is the queued job, and

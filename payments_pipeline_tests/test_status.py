@@ -73,5 +73,5 @@ def test_live_and_test_mode_payments_are_reported_apart(engine: Engine, settings
     report = status.read_status(engine, settings).as_json()["payments"]
     assert report["live"]["count"] == 1 and report["live"]["by_status"]["succeeded"] == 1
     assert report["test"]["count"] == 2 and report["test"]["by_status"]["succeeded"] == 2
-    # the samples' PaymentIntents name no amount_received: only Monetbil's success counts here
-    assert report["test"]["received"] == {"XAF": 500} and report["live"]["received"] == {}
+    assert report["test"]["received"] == {"XAF": 500, "EUR": 700}
+    assert report["live"]["received"] == {"EUR": 1000} and report["live"]["refunded"] == {}

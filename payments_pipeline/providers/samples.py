@@ -29,8 +29,12 @@ class _StripeObject(NamedTuple):
 
 _PAYMENT_INTENT = _StripeObject("", "payment_intent", ("amount",), {})
 _STRIPE_OBJECTS = {
+    # a success received the whole amount (no manual capture), like the recorded ones
+    PAYMENT_INTENT_SUCCEEDED: _StripeObject(
+        "", "payment_intent", ("amount", "amount_received"), {}
+    ),
     "charge.refunded": _StripeObject(
-        "ch_", "charge", ("amount", "amount_refunded"), {"refunded": True}
+        "ch_", "charge", ("amount", "amount_captured", "amount_refunded"), {"refunded": True}
     ),
     "checkout.session.completed": _StripeObject(
         "cs_", "checkout.session", ("amount_total",), {"payment_status": "paid"}
@@ -44,7 +48,7 @@ def stripe_object(
     """`data.object` of a Stripe event of `event_type` for the PaymentIntent `reference`."""
     shape = _STRIPE_OBJECTS.get(event_type, _PAYMENT_INTENT)
     obj: dict[str, Any] = {"id": object_id or f"{shape.id_prefix}{reference}", "object": shape.kind}
-    if shape is not _PAYMENT_INTENT:
+    if shape.kind != "payment_intent":
         obj["payment_intent"] = reference
     obj.update(dict.fromkeys(shape.amount_fields, amount))
     obj.update(shape.fixed)

@@ -1269,7 +1269,10 @@ def render(report: dict[str, Any], args: argparse.Namespace) -> str:
     m = report["machine"]
     add("processing benchmark")
     add(f"  command:   {report['command']}")
-    add(f"  machine:   {m['cpu']}, {m['cores']} cores, load average before {m['load_before']}")
+    add(
+        f"  machine:   {m['cpu']}, {m['cores']} cores, load average before {m['load_before']}, "
+        f"after {m.get('load_after', '-')}"
+    )
     add(f"  postgres:  {m['postgres']}")
     add(f"  this tree: {report['commits']['this_tree']}")
     if report["commits"].get("baseline"):
@@ -1599,6 +1602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: workers stopped, databases dropped, worktree removed", file=sys.stderr)
         return 130
     report["total_s"] = round(time.monotonic() - started, 1)
+    report["machine"]["load_after"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(render(report, args))
     print(f"\ntotal {report['total_s']:.0f} s")
     if args.json:

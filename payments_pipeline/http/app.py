@@ -195,7 +195,7 @@ def _log_refusal(provider: Provider, refusal: Refusal, request: Request) -> None
         client,
         refusal.status,
         refusal.error.value,
-        refusal.detail,
+        refusal.log_detail,
     )
 
 

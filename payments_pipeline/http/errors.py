@@ -18,6 +18,8 @@ RETRY_AFTER_SECONDS = 10
 class ErrorCode(StrEnum):
     INVALID_SIGNATURE = "invalid_signature"  # 400: bad, missing or stale signature; no secret set
     MALFORMED_PAYLOAD = "malformed_payload"  # 400
+    UNKNOWN_FIELD = "unknown_field"  # 400: Monetbil: a field name outside its notification set
+    DUPLICATE_FIELD = "duplicate_field"  # 400: Monetbil: a field name given twice
     NOT_FOUND = "not_found"  # 404
     UNKNOWN_PROVIDER = "unknown_provider"  # 404
     METHOD_NOT_ALLOWED = "method_not_allowed"  # 405
@@ -39,13 +41,21 @@ def error_response(
 
 
 class Refusal(Exception):
-    """A delivery we answer with an error before anything is stored."""
+    """A delivery we answer with an error before anything is stored.
 
-    def __init__(self, status: int, error: ErrorCode, detail: str) -> None:
+    `detail` goes to the response and must be a fixed text (it may name the expected value, never
+    the received one). `log_detail`, when given, replaces it in the log line, for what an operator
+    needs and a response must not carry (e.g. which unknown field name was refused).
+    """
+
+    def __init__(
+        self, status: int, error: ErrorCode, detail: str, *, log_detail: str | None = None
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.error = error
         self.detail = detail
+        self.log_detail = log_detail or detail
 
     def response(self) -> JSONResponse:
         headers = {"Connection": "close"} if self.status == 413 else None

@@ -85,12 +85,24 @@ async def read_monetbil(request: Request, settings: Settings) -> Delivery:
             raise _malformed("no notification fields in the body or the query string")
     try:
         fields = monetbil.parse_form(source)
+        # Names before the sign: a notification with a name Monetbil never sends is refused as
+        # such (and logged by that name), whether or not its sign also fails.
+        monetbil.check_field_names(fields)
         monetbil.verify_signature(fields, settings.monetbil_service_secret)
         event_type = monetbil.event_type_for(fields)
         event_id = monetbil.event_id_for(fields)
         reference = monetbil.reference_for(fields)
     except SignatureError as exc:
         raise Refusal(400, ErrorCode.INVALID_SIGNATURE, str(exc)) from None
+    except monetbil.UnknownFieldError as exc:
+        raise Refusal(
+            400,
+            ErrorCode.UNKNOWN_FIELD,
+            str(exc),
+            log_detail=f"{exc}: {monetbil.loggable_name(exc.name)}",
+        ) from None
+    except monetbil.DuplicateFieldError as exc:
+        raise Refusal(400, ErrorCode.DUPLICATE_FIELD, str(exc)) from None
     except PayloadError as exc:
         raise _malformed(str(exc)) from None
     payload = source.decode("utf-8") if body else monetbil.canonical_payload(fields)

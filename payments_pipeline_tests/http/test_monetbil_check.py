@@ -17,10 +17,11 @@ from urllib.parse import parse_qs
 import pytest
 from sqlalchemy import Engine
 
+from payments_pipeline.providers import monetbil
 from payments_pipeline.providers.monetbil_check import ConfirmationUnavailable, check_payment
 
 from .conftest import ClientFactory
-from .support import FORM_HEADERS, count_events, form, free_port, monetbil_fields
+from .support import FORM_HEADERS, MONETBIL_SECRET, count_events, form, free_port, monetbil_fields
 
 URL = "/webhooks/monetbil"
 
@@ -170,12 +171,15 @@ def test_check_payment_naming_the_same_payment_ref_is_accepted(
 def test_check_payment_naming_another_payment_ref_is_refused(
     make_client: ClientFactory, engine: Engine, fake_check: FakeCheckPayment
 ) -> None:
-    # The rename the sign cannot see (msisdn -> payment_ref, payment_ref -> payment_ref2 keeps the
-    # values' order): the sign verifies and the form names the payer's number as the payment.
-    # Monetbil's own answer names the real payment_ref, so the delivery is refused unstored.
+    # The rename the sign and the field names cannot see (msisdn -> payment_ref, payment_ref ->
+    # phone: two of Monetbil's own names, and msisdn < payment_ref < phone keeps the values'
+    # order): the sign verifies and the form names the payer's number as the payment. Monetbil's
+    # own answer names the real payment_ref, so the delivery is refused unstored.
     signed = monetbil_fields("tx_shifted")
     shifted = {k: v for k, v in signed.items() if k not in {"msisdn", "payment_ref"}}
-    shifted |= {"payment_ref": signed["msisdn"], "payment_ref2": signed["payment_ref"]}
+    shifted |= {"payment_ref": signed["msisdn"], "phone": signed["payment_ref"]}
+    monetbil.verify_signature(shifted, MONETBIL_SECRET)
+    monetbil.check_field_names(shifted)
     fake_check.transaction(1, payment_ref=signed["payment_ref"])
     response = _post(make_client, fake_check, "tx_shifted", fields=shifted)
     assert response.status_code == 409

@@ -1,8 +1,9 @@
 """How the receiver says no: one exception, one JSON shape, one status code per kind of problem.
 
 A provider only sees the status code and the body, so both must say plainly what was wrong. The
-`detail` comes from messages that never carry a secret, a signature or the payload
-(`providers.errors`), or from the fixed texts written here.
+`detail` is always a fixed text: the providers' messages (which never carry a secret, a signature
+or a payload value, `providers.errors`) or the texts written in `http/`. No refusal body repeats a
+value from the request (a header, the path, a field name or value).
 """
 
 from __future__ import annotations

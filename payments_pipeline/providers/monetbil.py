@@ -46,8 +46,9 @@ Field names: the receiver accepts only the names Monetbil's notifications are do
 own choosing (`payment_ref` -> `payment_ref2`); a name given twice is refused as well
 (`DuplicateFieldError`). This narrows the re-labellings the sign cannot see to moves between
 documented names that keep the concatenation of the values in name order (docs/receiver.md
-gives examples), which only checkPayment can catch. `parse_form` itself stays a plain form decoder: processing re-reads
-stored payloads with it, and the name check belongs to the door that lets a notification in.
+gives examples), which only checkPayment can catch. `parse_form` itself stays a plain form
+decoder: processing re-reads stored payloads with it, and the name check belongs to the door
+that lets a notification in.
 """
 
 from __future__ import annotations

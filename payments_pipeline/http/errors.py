@@ -27,6 +27,7 @@ class ErrorCode(StrEnum):
     PAYMENT_NOT_CONFIRMED = "payment_not_confirmed"  # 409: Monetbil's checkPayment disagrees
     PAYLOAD_TOO_LARGE = "payload_too_large"  # 413
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"  # 415
+    HEADERS_TOO_LARGE = "headers_too_large"  # 431: written by the server (http.protocol)
     INTERNAL_ERROR = "internal_error"  # 500: a bug; never expected
     DATABASE_UNAVAILABLE = "database_unavailable"  # 503: nothing recorded, the provider retries
     CONFIRMATION_UNAVAILABLE = "confirmation_unavailable"  # 503: checkPayment did not answer

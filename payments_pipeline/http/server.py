@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import socket
+from typing import Any
 
 import uvicorn
 
@@ -19,6 +20,7 @@ from payments_pipeline.config import Settings
 from payments_pipeline.models import DispatchMode
 
 from .logs import uvicorn_log_config
+from .protocol import HeaderLimitedHttpToolsProtocol
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +86,14 @@ def serve(
     mode = settings.receiver_mode if dispatch is None else DispatchMode(dispatch)
     os.environ["PAYMENTS_RECEIVER_DISPATCH"] = mode.value  # for the worker processes
     log.info(
-        "receiver listening on http://%s:%s (workers=%s, dispatch=%s, max body %s bytes)",
+        "receiver listening on http://%s:%s (workers=%s, dispatch=%s, max body %s bytes, "
+        "max headers %s bytes)",
         host,
         port,
         workers,
         mode.value,
         settings.max_body_bytes,
+        settings.max_header_bytes,
     )
     uvicorn.run(
         APP_FACTORY,
@@ -102,4 +106,15 @@ def serve(
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
         server_header=False,
+        **http_options(settings),
     )
+
+
+def http_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's HTTP implementation for `serve`: httptools with the header limit
+    (`http.protocol`). The limit rides in `h11_max_incomplete_event_size`, which uvicorn hands
+    to every worker process with the rest of its config (and which h11 itself would obey)."""
+    return {
+        "http": HeaderLimitedHttpToolsProtocol,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
+    }

@@ -84,6 +84,7 @@ class HeaderLimitedHttpToolsProtocol(HttpToolsProtocol):
         self._counted = 0  # target + names + values handed over by the parser so far
         self._raw = 0  # bytes received for a head that was still incomplete after them
         self._refused = False
+        self._refusal_pending = False  # a pipelined refusal waits for the answer before it
 
     # --- parser callbacks: count what the parser hands over -----------------------------------
 
@@ -143,9 +144,20 @@ class HeaderLimitedHttpToolsProtocol(HttpToolsProtocol):
             if self._raw > 2 * self.max_header_bytes:
                 self._refuse()
 
+    def on_response_complete(self) -> None:
+        if not self._refusal_pending:
+            super().on_response_complete()
+            return
+        self._refusal_pending = False
+        self.server_state.total_requests += 1
+        self._write_refusal()
+
     def _refuse(self) -> None:
-        """Answer 431, stop reading, half-close, and close the connection shortly after."""
+        """Stop reading and answer 431: at once, or, when the request was pipelined behind one
+        whose answer is still being produced, right after that answer (`on_response_complete`),
+        so that answers keep their order."""
         self._refused = True
+        self.transport.pause_reading()
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "-"
         log.warning(
             "request refused client=%s status=431 error=%s: headers over %s bytes",
@@ -153,6 +165,13 @@ class HeaderLimitedHttpToolsProtocol(HttpToolsProtocol):
             ErrorCode.HEADERS_TOO_LARGE.value,
             self.max_header_bytes,
         )
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._refusal_pending = True
+            return
+        self._write_refusal()
+
+    def _write_refusal(self) -> None:
+        """Write the 431, half-close, and close the connection `LINGER_SECONDS` later."""
         body = refusal_body(self.max_header_bytes)
         head = [STATUS_LINE]
         for name, value in self.server_state.default_headers:
@@ -163,7 +182,8 @@ class HeaderLimitedHttpToolsProtocol(HttpToolsProtocol):
             b"connection: close\r\n\r\n",
         ]
         transport = self.transport
-        transport.pause_reading()
+        if transport.is_closing():
+            return
         transport.write(b"".join(head) + body)
         if transport.can_write_eof():
             transport.write_eof()

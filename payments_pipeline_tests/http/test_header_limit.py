@@ -23,8 +23,11 @@ import pytest
 from sqlalchemy import Engine
 
 from payments_pipeline.config import ConfigError, load_settings
+from payments_pipeline.http.app import create_app
+from payments_pipeline.http.server import http_options
 
-from .support import free_port
+from ..helpers import make_settings
+from .support import free_port, running_server
 from .test_server import _serve_env, _wait_healthy
 
 pytestmark = pytest.mark.slow
@@ -205,3 +208,34 @@ def test_fifty_connections_with_32_mib_headers_leave_memory_flat(
         assert peak - before < 50, (before, peak)
         assert after - before < 50, (before, after)
         assert request(port, padded(1000)).startswith(b"HTTP/1.1 200 ")
+
+
+def test_keep_alive_and_pipelined_requests_are_judged_one_by_one(sqlite_engine: Engine) -> None:
+    # In process (a thread), with serve's own protocol options: a connection that has already
+    # been answered is judged afresh for its next request, and requests pipelined in one write
+    # are each counted alone (the first, small, passes; the second is refused).
+    settings = make_settings(
+        sqlite_engine, stripe_webhook_secrets=("whsec_x",), max_header_bytes=2048
+    )
+    app = create_app(settings, engine=sqlite_engine)
+    small = b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
+    big = b"GET /healthz HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"p" * 3000 + b"\r\n\r\n"
+    with running_server(app, **http_options(settings)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            for _ in range(2):  # keep-alive: two answered requests, then the refused one
+                sock.sendall(small)
+                assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+            sock.sendall(big)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            assert_refused(answer.decode(), 2048)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(small + big)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        first, _, rest = answer.partition(b"HTTP/1.1 431")
+        assert first.startswith(b"HTTP/1.1 200 ") and rest, answer[:300]
+        assert_refused((b"HTTP/1.1 431" + rest).decode(), 2048)

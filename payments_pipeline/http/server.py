@@ -20,11 +20,11 @@ from payments_pipeline.config import Settings
 from payments_pipeline.models import DispatchMode
 
 from .logs import uvicorn_log_config
-from .protocol import HeaderLimitedHttpToolsProtocol
 
 log = logging.getLogger(__name__)
 
 APP_FACTORY = "payments_pipeline.http.app:create_app_from_environment"
+HTTP_PROTOCOL = "payments_pipeline.http.protocol:HeaderLimitedHttpToolsProtocol"
 
 
 class ServeError(Exception):
@@ -113,8 +113,12 @@ def serve(
 def http_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's HTTP implementation for `serve`: httptools with the header limit
     (`http.protocol`). The limit rides in `h11_max_incomplete_event_size`, which uvicorn hands
-    to every worker process with the rest of its config (and which h11 itself would obey)."""
+    to every worker process with the rest of its config (and which h11 itself would obey).
+
+    The protocol is named by its import path, not passed as the class: a spawned worker unpickles
+    its config before it starts answering the supervisor's health pings, and a class would
+    be imported right then; a path is imported by `Config.load`, once the worker answers."""
     return {
-        "http": HeaderLimitedHttpToolsProtocol,
+        "http": HTTP_PROTOCOL,
         "h11_max_incomplete_event_size": settings.max_header_bytes,
     }

@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 
 APP_FACTORY = "payments_pipeline.http.app:create_app_from_environment"
 HTTP_PROTOCOL = "payments_pipeline.http.protocol:HeaderLimitedHttpToolsProtocol"
+# How long uvicorn's supervisor waits for a worker process to answer its health ping before it
+# kills and replaces it (uvicorn's default is 5 s). A spawned worker first re-imports the CLI
+# module (~2 s on an idle 2-core machine) and only then answers; on a busy machine that took
+# over 5 s, and workers were killed and respawned in a loop, so `serve` never became healthy.
+WORKER_HEALTHCHECK_SECONDS = 30
 
 
 class ServeError(Exception):
@@ -106,6 +111,7 @@ def serve(
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
         server_header=False,
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
         **http_options(settings),
     )
 

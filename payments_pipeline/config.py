@@ -48,6 +48,9 @@ class Settings:
     # --- receiver (`payments-pipeline serve`) ---
     # Larger bodies are refused with 413 while the stream is read, never buffered whole.
     max_body_bytes: int = 256 * 1024
+    # Request headers (target, names and values) above this are refused with 431 by the server,
+    # before the rest is read (`http.protocol`).
+    max_header_bytes: int = 16 * 1024
     # How every door hands a claimed event on (`models.DispatchMode` says what each does).
     dispatch: DispatchMode = DispatchMode.INLINE
     # The receiver's own override (`serve --dispatch`, which may also say `none`); None: `dispatch`.
@@ -149,6 +152,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         monetbil_check_payment_url=env.get("MONETBIL_CHECK_PAYMENT_URL") or None,
         dagster_home=env.get("DAGSTER_HOME") or None,
         max_body_bytes=_int(env, "PAYMENTS_MAX_BODY_BYTES", 256 * 1024),
+        max_header_bytes=_int(env, "PAYMENTS_MAX_HEADER_BYTES", 16 * 1024),
         dispatch=_choice(env, "PAYMENTS_DISPATCH", PROCESSING_DISPATCH_MODES)
         or DispatchMode.INLINE,
         receiver_dispatch=_choice(env, "PAYMENTS_RECEIVER_DISPATCH", tuple(DispatchMode)),

@@ -52,6 +52,9 @@ HEALTH_TIMEOUT_SECONDS = 3.0
 DRAIN_SECONDS = 10.0
 
 Reader = Callable[[Request, Settings], Awaitable[Delivery]]
+UNKNOWN_PROVIDER_DETAIL = "unknown provider: this receiver serves " + ", ".join(
+    p.value for p in PROVIDERS
+)
 ALLOWED_METHODS: dict[str, tuple[str, ...]] = {
     Provider.STRIPE.value: ("POST",),
     # Monetbil's query-string variant arrives as a GET (its SDK reads it with parse_str).
@@ -93,21 +96,20 @@ class Receiver:
         return await self._deliver(request, Provider.MONETBIL, read_monetbil)
 
     async def unknown_provider(self, request: Request) -> Response:
-        served = ", ".join(p.value for p in PROVIDERS)
-        name = str(request.path_params.get("provider", ""))[:64]
-        if name in ALLOWED_METHODS:  # a known provider reached with the wrong method
-            allowed = ALLOWED_METHODS[name]
-            return error_response(
-                405,
-                ErrorCode.METHOD_NOT_ALLOWED,
-                f"/webhooks/{name} accepts {' or '.join(allowed)}",
-                {"Allow": ", ".join(allowed)},
-            )
-        return error_response(
-            404,
-            ErrorCode.UNKNOWN_PROVIDER,
-            f"unknown provider {name!r}: this receiver serves {served}",
-        )
+        """`/webhooks/<name>` for a name we do not serve (404), or a provider's endpoint reached
+        with the wrong method (405). Neither detail repeats the name from the path: the texts are
+        built from our own constants only."""
+        name = request.path_params.get("provider")
+        for provider in PROVIDERS:
+            if name == provider.value:  # a known provider reached with the wrong method
+                allowed = ALLOWED_METHODS[provider.value]
+                return error_response(
+                    405,
+                    ErrorCode.METHOD_NOT_ALLOWED,
+                    f"/webhooks/{provider.value} accepts {' or '.join(allowed)}",
+                    {"Allow": ", ".join(allowed)},
+                )
+        return error_response(404, ErrorCode.UNKNOWN_PROVIDER, UNKNOWN_PROVIDER_DETAIL)
 
     async def healthz(self, request: Request) -> Response:
         ok = False
@@ -195,17 +197,27 @@ def _log_refusal(provider: Provider, refusal: Refusal, request: Request) -> None
         client,
         refusal.status,
         refusal.error.value,
-        refusal.detail,
+        refusal.log_detail,
     )
+
+
+_HTTP_ERRORS: dict[int, tuple[ErrorCode, str]] = {
+    404: (ErrorCode.NOT_FOUND, "no such endpoint: see /webhooks/stripe, /webhooks/monetbil"),
+    405: (ErrorCode.METHOD_NOT_ALLOWED, "method not allowed here: see the Allow header"),
+}
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404/405 (no route, wrong method), in our JSON shape."""
+    """Starlette's own 404/405 (no route, wrong method), in our JSON shape.
+
+    The detail is ours, fixed per status: Starlette's `exc.detail` is a plain phrase today, but
+    nothing here should depend on a library never putting the path into it.
+    """
     assert isinstance(exc, HTTPException)
-    code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(
-        exc.status_code, ErrorCode.MALFORMED_PAYLOAD
+    code, detail = _HTTP_ERRORS.get(
+        exc.status_code, (ErrorCode.MALFORMED_PAYLOAD, "the request cannot be served")
     )
-    return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+    return error_response(exc.status_code, code, detail, dict(exc.headers or {}))
 
 
 def create_app(

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 
@@ -24,6 +25,12 @@ from .logs import uvicorn_log_config
 log = logging.getLogger(__name__)
 
 APP_FACTORY = "payments_pipeline.http.app:create_app_from_environment"
+HTTP_PROTOCOL = "payments_pipeline.http.protocol:HeaderLimitedHttpToolsProtocol"
+# How long uvicorn's supervisor waits for a worker process to answer its health ping before it
+# kills and replaces it (uvicorn's default is 5 s). A spawned worker first re-imports the CLI
+# module (~2 s on an idle 2-core machine) and only then answers; on a busy machine that took
+# over 5 s, and workers were killed and respawned in a loop, so `serve` never became healthy.
+WORKER_HEALTHCHECK_SECONDS = 30
 
 
 class ServeError(Exception):
@@ -88,12 +95,14 @@ def serve(settings: Settings, options: ServeOptions) -> None:
     mode = settings.receiver_mode if options.dispatch is None else DispatchMode(options.dispatch)
     os.environ["PAYMENTS_RECEIVER_DISPATCH"] = mode.value  # for the worker processes
     log.info(
-        "receiver listening on http://%s:%s (workers=%s, dispatch=%s, max body %s bytes)",
+        "receiver listening on http://%s:%s (workers=%s, dispatch=%s, max body %s bytes, "
+        "max headers %s bytes)",
         options.host,
         options.port,
         options.workers,
         mode.value,
         settings.max_body_bytes,
+        settings.max_header_bytes,
     )
     uvicorn.run(
         APP_FACTORY,
@@ -106,4 +115,20 @@ def serve(settings: Settings, options: ServeOptions) -> None:
         proxy_headers=True,
         forwarded_allow_ips=options.forwarded_allow_ips,
         server_header=False,
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
+        **http_options(settings),
     )
+
+
+def http_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's HTTP implementation for `serve`: httptools with the header limit
+    (`http.protocol`). The limit rides in `h11_max_incomplete_event_size`, which uvicorn hands
+    to every worker process with the rest of its config (and which h11 itself would obey).
+
+    The protocol is named by its import path, not passed as the class: a spawned worker unpickles
+    its config before it starts answering the supervisor's health pings, and a class would
+    be imported right then; a path is imported by `Config.load`, once the worker answers."""
+    return {
+        "http": HTTP_PROTOCOL,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
+    }

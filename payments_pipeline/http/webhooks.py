@@ -8,7 +8,8 @@ text a signature can be checked against again later.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import anyio
 from starlette.requests import Request
@@ -33,7 +34,8 @@ class Delivery:
     event_type: str
     payload: str
     reference: str | None = None  # Monetbil's payment_ref, for the checkPayment comparison
-    transaction_id: str | None = None  # Monetbil's, the checkPayment lookup key
+    # Monetbil's verified fields, for the checkPayment comparison; empty for Stripe.
+    fields: Mapping[str, str] = field(default_factory=dict)
 
 
 def _malformed(detail: str) -> Refusal:
@@ -86,33 +88,42 @@ async def read_monetbil(request: Request, settings: Settings) -> Delivery:
             raise _malformed("no notification fields in the body or the query string")
     try:
         fields = monetbil.parse_form(source)
+        # Names before the sign: a notification with a name Monetbil never sends is refused as
+        # such (and logged by that name), whether or not its sign also fails.
+        monetbil.check_field_names(fields)
         monetbil.verify_signature(fields, settings.monetbil_service_secret)
         event_type = monetbil.event_type_for(fields)
         event_id = monetbil.event_id_for(fields)
         reference = monetbil.reference_for(fields)
     except SignatureError as exc:
         raise Refusal(400, ErrorCode.INVALID_SIGNATURE, str(exc)) from None
+    except monetbil.UnknownFieldError as exc:
+        raise Refusal(
+            400,
+            ErrorCode.UNKNOWN_FIELD,
+            str(exc),
+            log_detail=f"{exc}: {monetbil.loggable_name(exc.name)}",
+        ) from None
+    except monetbil.DuplicateFieldError as exc:
+        raise Refusal(400, ErrorCode.DUPLICATE_FIELD, str(exc)) from None
     except PayloadError as exc:
         raise _malformed(str(exc)) from None
     payload = source.decode("utf-8") if body else monetbil.canonical_payload(fields)
-    return Delivery(
-        Provider.MONETBIL,
-        event_id,
-        event_type,
-        _storable(payload),
-        reference,
-        fields["transaction_id"],
-    )
+    return Delivery(Provider.MONETBIL, event_id, event_type, _storable(payload), reference, fields)
 
 
 async def confirm_monetbil(delivery: Delivery, settings: Settings) -> None:
     """Monetbil's own handler confirms with `checkPayment`; we do it for success notifications
     when `MONETBIL_CHECK_PAYMENT_URL` is set. A failure or a cancellation moves no money, so only a
-    success needs the second opinion; without the URL nothing leaves the machine."""
+    success needs the second opinion; without the URL nothing leaves the machine.
+
+    Refused (409) unless the answer reports a success, names no other payment_ref, and agrees
+    with the notification on every compared field it carries (`PaymentCheck.disagreements`:
+    status, amount, fee, revenue, currency, the payer's number)."""
     url = settings.monetbil_check_payment_url
     if not url or delivery.provider is not Provider.MONETBIL:
         return
-    transaction_id = delivery.transaction_id
+    transaction_id = delivery.fields.get("transaction_id")
     if delivery.event_type != monetbil.SUCCESS or transaction_id is None:
         return
     try:
@@ -125,17 +136,29 @@ async def confirm_monetbil(delivery: Delivery, settings: Settings) -> None:
             abandon_on_cancel=True,
         )
     except monetbil_check.ConfirmationUnavailable as exc:
-        raise Refusal(503, ErrorCode.CONFIRMATION_UNAVAILABLE, str(exc)) from None
+        raise Refusal(
+            503,
+            ErrorCode.CONFIRMATION_UNAVAILABLE,
+            "checkPayment gave no usable answer; retry later",
+            log_detail=str(exc),
+        ) from None
     if not check.confirms_success:
         raise Refusal(
             409,
             ErrorCode.PAYMENT_NOT_CONFIRMED,
-            f"checkPayment reports status {check.status or 'unknown'} for this transaction, "
-            "not a success",
+            "checkPayment does not report this transaction as a success",
+            log_detail=f"checkPayment reports status {check.status or 'unknown'}",
         )
     if delivery.reference is not None and check.contradicts(delivery.reference):
         raise Refusal(
             409,
             ErrorCode.PAYMENT_NOT_CONFIRMED,
             "checkPayment names another payment_ref for this transaction",
+        )
+    disagreeing = check.disagreements(delivery.fields)
+    if disagreeing:  # names from monetbil_check's fixed list, never a value
+        raise Refusal(
+            409,
+            ErrorCode.PAYMENT_NOT_CONFIRMED,
+            "the notification disagrees with checkPayment on " + ", ".join(disagreeing),
         )

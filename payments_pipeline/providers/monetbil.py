@@ -40,6 +40,15 @@ values, not names, so a copy of a signed notification with `payment_ref` renamed
 and a fallback would then apply it to whatever payment `item_ref` names. What the sign still cannot
 rule out (a rename that keeps the sorted order of the values and moves another value into
 `payment_ref`) is what the checkPayment confirmation is for (`monetbil_check`, docs/receiver.md).
+
+Field names: the receiver accepts only the names Monetbil's notifications are documented to carry
+(`NOTIFICATION_FIELDS`, `check_field_names`), so a copy cannot park a value under a name of its
+own choosing (`payment_ref` -> `payment_ref2`); a name given twice is refused as well
+(`DuplicateFieldError`). This narrows the re-labellings the sign cannot see to moves between
+documented names that keep the concatenation of the values in name order (docs/receiver.md
+gives examples), which only checkPayment can catch. `parse_form` itself stays a plain form
+decoder: processing re-reads stored payloads with it, and the name check belongs to the door
+that lets a notification in.
 """
 
 from __future__ import annotations
@@ -58,6 +67,55 @@ SIGN_FIELD = "sign"
 REFERENCE_FIELD = "payment_ref"
 DEFAULT_CURRENCY = "XAF"
 MAX_FIELDS = 200
+
+# Every field name a Monetbil notification (POST body or return-redirect query string) carries,
+# and no other. Read from:
+# - Monetbil/monetbil-php, `notify.php` at 0c016320222ae00136947892e7c4193fe7d5785b (unchanged
+#   at the repository's latest commit, 6d4598477a349b60ddddf62a4c07d04d2e50ed72): Monetbil's
+#   notification handler verifies `sign` over `$_POST` and reads service, transaction_id,
+#   transaction_uuid, msisdn, amount, fee, status, message, country_name, country_iso,
+#   country_code, mccmnc, mobile_operator_name, currency, user, item_ref, payment_ref,
+#   first_name, last_name, email;
+# - the same repository's `return.php` at d8de74df471db200a4d52b7cedfad08f82017f10: the return
+#   redirect's query string (checkSign over `parse_str`) also carries `phone`;
+# - Rushclin/monetbil-api, `src/modules/webhook/dto/webhook.dto.ts` at
+#   07d073e94fdb3cf975d34da9ed22efb4cf6f2a37 (a third-party integration of the current API, not
+#   Monetbil's own code): the newer notification also carries phone, revenue, operator,
+#   operator_code. Refusing a field Monetbil really sends would refuse every notification, so
+#   these are in;
+# - Monetbil/monetbil-prestashop-1.6 and -1.7 (`controllers/front/notify.php` at
+#   123aa37057843ff7eb508948965de0cca7a11420 and 539d06264d963132abf3c28b3b051ff3854b91ed) and
+#   Monetbil/monetbil-wordpress-woocommerce (`monetbil-woocommerce-gateway.php` at
+#   3c447bd862bc873810ab4670f53d66ca550ce200) read a subset of these (item_ref, transaction_id).
+NOTIFICATION_FIELDS: frozenset[str] = frozenset(
+    {
+        "service",
+        "transaction_id",
+        "transaction_uuid",
+        "msisdn",
+        "phone",
+        "amount",
+        "fee",
+        "revenue",
+        "status",
+        "message",
+        "country_name",
+        "country_iso",
+        "country_code",
+        "mccmnc",
+        "mobile_operator_name",
+        "operator",
+        "operator_code",
+        "currency",
+        "user",
+        "item_ref",
+        "payment_ref",
+        "first_name",
+        "last_name",
+        "email",
+        SIGN_FIELD,
+    }
+)
 
 SUCCESS = "payment.success"
 FAILED = "payment.failed"
@@ -78,6 +136,41 @@ _PAYMENT_STATUS: dict[str, PaymentStatus] = {
     CANCELLED: PaymentStatus.CANCELLED,
 }
 EVENT_TYPES: frozenset[str] = frozenset(_PAYMENT_STATUS)
+
+
+class UnknownFieldError(PayloadError):
+    """A field name outside `NOTIFICATION_FIELDS`. `name` is kept for the log line only (when it
+    is a plain identifier: `loggable_name`), never for a response."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__("a field name is not one of Monetbil's notification fields")
+        self.name = name
+
+
+class DuplicateFieldError(PayloadError):
+    """A field name given twice: which copy was signed is ambiguous (PHP keeps the last)."""
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z0-9_]{1,40}")
+
+
+def loggable_name(name: str) -> str:
+    """`name` if it is a short plain identifier (what a new Monetbil field would look like),
+    else a placeholder: a field name is the sender's text and goes to a log line only so."""
+    return name if _IDENTIFIER.fullmatch(name) else "(not an identifier)"
+
+
+def check_field_names(fields: Mapping[str, str]) -> None:
+    """Raise `UnknownFieldError` for the first name (in sorted order) Monetbil does not send.
+
+    The sign covers values, not names, so a name of the sender's own choosing is how a signed
+    notification is re-labelled: refusing every name outside the documented set leaves only moves
+    between Monetbil's own names (module docstring).
+    """
+    for name in sorted(fields):
+        if name not in NOTIFICATION_FIELDS:
+            raise UnknownFieldError(name)
+
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
 
@@ -114,8 +207,10 @@ def sign_fields(fields: Mapping[str, str], secret: str) -> dict[str, str]:
 def parse_form(body: str | bytes) -> dict[str, str]:
     """Decode an `application/x-www-form-urlencoded` body (or a query string, the same format).
 
-    Refuses (`PayloadError`) what cannot be a notification: non-UTF-8, an empty body, an empty or
-    repeated field name, too many fields, a blank or unusable `transaction_id`, no `status`.
+    Refuses (`PayloadError`) what cannot be a notification: non-UTF-8, an empty body, an empty
+    field name, a repeated one (`DuplicateFieldError`), too many fields, a blank or unusable
+    `transaction_id`, no `status`. Field names are not checked against Monetbil's set here
+    (`check_field_names`).
     """
     if isinstance(body, bytes | bytearray):
         try:
@@ -139,7 +234,7 @@ def parse_form(body: str | bytes) -> dict[str, str]:
         if not name:
             raise PayloadError("a field has an empty name")
         if name in fields:
-            raise PayloadError("a field name is repeated")
+            raise DuplicateFieldError("a field name is repeated")
         fields[name] = value
     check_identifier(fields.get("transaction_id"), "transaction_id")
     if not fields.get("status"):

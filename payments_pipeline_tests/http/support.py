@@ -176,10 +176,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(app: Starlette) -> Iterator[str]:
-    """A real uvicorn server for `app` on a free 127.0.0.1 port, in a thread; yields its URL."""
+def running_server(app: Starlette, **options: Any) -> Iterator[str]:
+    """A real uvicorn server for `app` on a free 127.0.0.1 port, in a thread; yields its URL.
+    `options` go to `uvicorn.Config` (e.g. `serve`'s own `http_options`)."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, lifespan="on", **options
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()

@@ -104,7 +104,9 @@ def _refusals() -> Iterator[tuple[str, str, str, dict[str, str], bytes, int, str
         "malformed_payload",
     )
     # The soak fuzzing's finding: a renamed payment_ref keeps the sign; no fallback to item_ref.
+    # `payment_reg` is no name Monetbil sends, so the copy is now refused by its name.
     renamed = {("payment_reg" if k == "payment_ref" else k): v for k, v in good.items()}
+    monetbil.verify_signature(renamed, MONETBIL_SECRET)  # still verifies: the sign is blind to it
     yield (
         "renamed payment_ref (sign still valid)",
         "POST",
@@ -112,9 +114,43 @@ def _refusals() -> Iterator[tuple[str, str, str, dict[str, str], bytes, int, str
         FORM_HEADERS,
         form(renamed).encode(),
         400,
-        "malformed_payload",
+        "unknown_field",
     )
-    yield "repeated field", "POST", URL, FORM_HEADERS, body + b"&status=1", 400, "malformed_payload"
+    # A documented name dropped entirely still leaves no payment_ref: no fallback.
+    dropped = monetbil.sign_fields(
+        {k: v for k, v in good.items() if k != "payment_ref"}, MONETBIL_SECRET
+    )
+    yield (
+        "no payment_ref (signed)",
+        "POST",
+        URL,
+        FORM_HEADERS,
+        form(dropped).encode(),
+        400,
+        ("malformed_payload"),
+    )
+    extra = monetbil_fields("tx_refused", notify_token="abc")
+    yield (
+        "unknown field (signed)",
+        "POST",
+        URL,
+        FORM_HEADERS,
+        form(extra).encode(),
+        400,
+        ("unknown_field"),
+    )
+    yield (
+        "unknown field in query string (signed)",
+        "GET",
+        f"{URL}?{form(extra)}",
+        {},
+        b"",
+        400,
+        ("unknown_field"),
+    )
+    yield "repeated field", "POST", URL, FORM_HEADERS, body + b"&status=1", 400, "duplicate_field"
+    repeated_query = f"{URL}?{form(good)}&payment_ref=order-other"
+    yield "repeated field in query string", "GET", repeated_query, {}, b"", 400, "duplicate_field"
     yield "not UTF-8", "POST", URL, FORM_HEADERS, body + b"&x=%ff", 400, "malformed_payload"
     nul = form(monetbil_fields("tx_refused", message="a\x00b")).replace("%00", "\x00").encode()
     yield "raw NUL byte (signed)", "POST", URL, FORM_HEADERS, nul, 400, "malformed_payload"
@@ -168,3 +204,71 @@ def test_body_over_the_limit(make_client: ClientFactory, engine: Engine) -> None
     response = client.post(URL, content=body, headers=FORM_HEADERS)
     assert response.status_code == 413
     assert count_events(engine) == 0
+
+
+# --- the rename attack (the issue's report) ----------------------------------------------------
+
+
+def _return_redirect_fields(transaction_id: str, **overrides: str) -> dict[str, str]:
+    """The signed fields a payer sees in Monetbil's return redirect (its return.php reads
+    transaction_id, status, phone, user, item_ref, payment_ref, first_name, last_name, email).
+    The payer chose their last name: here it is another order's reference."""
+    fields = {
+        "transaction_id": transaction_id,
+        "status": "1",
+        "phone": "237670000000",
+        "user": "42",
+        "item_ref": "item-1",
+        "payment_ref": f"order-{transaction_id}",
+        "first_name": "Jean",
+        "last_name": "order-victim",
+        "email": "jean@example.invalid",
+        "amount": "500",
+        "currency": "XAF",
+        **overrides,
+    }
+    return monetbil.sign_fields(fields, MONETBIL_SECRET)
+
+
+def test_the_rename_attack_is_refused_and_the_genuine_notification_still_counts(
+    client: Client, engine: Engine
+) -> None:
+    genuine = _return_redirect_fields("tx_rename")
+    # The report's attack: last_name -> payment_ref, payment_ref -> payment_ref2. The values keep
+    # their sorted order (last_name < payment_ref < payment_ref2 < phone), so the sign holds.
+    attack = {k: v for k, v in genuine.items() if k not in {"last_name", "payment_ref"}}
+    attack |= {"payment_ref": genuine["last_name"], "payment_ref2": genuine["payment_ref"]}
+    monetbil.verify_signature(attack, MONETBIL_SECRET)  # Monetbil's checkSign accepts it too
+    assert monetbil.reference_for(attack) == "order-victim"
+
+    for method, request in (
+        ("POST", {"url": URL, "content": form(attack), "headers": FORM_HEADERS}),
+        ("GET", {"url": f"{URL}?{form(attack)}"}),  # the return redirect's own form
+    ):
+        refused = client.request(method, **request)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"] == "unknown_field"
+        assert "order-victim" not in refused.text and "payment_ref2" not in refused.text
+    assert count_events(engine) == 0
+
+    accepted = client.post(URL, content=form(genuine), headers=FORM_HEADERS)
+    assert accepted.status_code == 200 and accepted.json()["outcome"] == "dispatched"
+    client.wait_dispatched()
+    with engine.connect() as conn:
+        victim = store.get_payment(conn, provider=Provider.MONETBIL, reference="order-victim")
+        paid = store.get_payment(conn, provider=Provider.MONETBIL, reference="order-tx_rename")
+    assert victim is None
+    assert paid is not None and paid.status is PaymentStatus.SUCCEEDED
+    assert count_events(engine) == 1
+
+
+def test_every_documented_field_is_accepted(client: Client, engine: Engine) -> None:
+    # All of Monetbil's notification fields at once (a name Monetbil does send must never be
+    # refused: that would refuse every real notification).
+    fields = {name: f"v-{name}" for name in monetbil.NOTIFICATION_FIELDS - {"sign"}}
+    fields |= {"transaction_id": "tx_all_fields", "status": "0", "payment_ref": "order-all"}
+    fields |= {"amount": "500", "currency": "XAF"}
+    signed = monetbil.sign_fields(fields, MONETBIL_SECRET)
+    response = client.post(URL, content=form(signed), headers=FORM_HEADERS)
+    assert response.status_code == 200 and response.json()["outcome"] == "dispatched"
+    assert count_events(engine) == 1

@@ -193,31 +193,74 @@ def test_monetbil_renamed_reference_field_does_not_move_the_payment() -> None:
         monetbil.reference_for(renamed)
 
 
+documented_names = st.sampled_from(sorted(monetbil.NOTIFICATION_FIELDS - {monetbil.SIGN_FIELD}))
+
+
 @FUZZ
-@given(fields=notifications, new_name=field_names, reference=utf8_text.filter(str.strip))
+@given(
+    fields=notifications,
+    new_name=field_names | documented_names,
+    reference=utf8_text.filter(str.strip),
+)
 def test_monetbil_a_verifying_rename_of_payment_ref_is_refused(
     fields: dict[str, str], new_name: str, reference: str
 ) -> None:
     signed = monetbil.sign_fields({**fields, monetbil.REFERENCE_FIELD: reference}, MB_SECRET)
     assume(new_name not in signed)
     renamed = {(new_name if k == monetbil.REFERENCE_FIELD else k): v for k, v in signed.items()}
+    if new_name not in monetbil.NOTIFICATION_FIELDS:  # the receiver refuses it by its name
+        with pytest.raises(monetbil.UnknownFieldError):
+            monetbil.check_field_names(renamed)
     try:
         monetbil.verify_signature(renamed, MB_SECRET)
     except SignatureError:
         return  # the rename changed the sorted order of the values
-    with pytest.raises(PayloadError):
+    with pytest.raises(PayloadError):  # and, renamed onto any name, it names no payment
         monetbil.reference_for(renamed)
 
 
-def test_monetbil_sign_cannot_stop_an_order_preserving_rename() -> None:
-    # What no parser can fix, written down: `msisdn < payment_ref < payment_ref2 < phone`, so
-    # renaming msisdn to payment_ref and payment_ref to payment_ref2 keeps the values' order and
-    # the sign. The reference becomes the payer's number. Only a second opinion from Monetbil
-    # (checkPayment naming the transaction's payment_ref) catches it: see the receiver's
-    # test_check_payment_naming_another_payment_ref_is_refused.
-    fields = {"transaction_id": "TX-9", "status": "1", "msisdn": "237670000000"}
-    signed = monetbil.sign_fields({**fields, "payment_ref": "order-1", "phone": "x"}, "k")
-    shifted = {k: v for k, v in signed.items() if k not in {"msisdn", "payment_ref"}}
-    shifted |= {"payment_ref": "237670000000", "payment_ref2": "order-1"}
+@FUZZ
+@given(
+    fields=st.dictionaries(documented_names, utf8_text, max_size=10),
+    extra=field_names.filter(lambda n: n not in monetbil.NOTIFICATION_FIELDS),
+)
+def test_monetbil_field_names_are_checked_against_the_documented_set(
+    fields: dict[str, str], extra: str
+) -> None:
+    signed = monetbil.sign_fields(fields, MB_SECRET)
+    monetbil.check_field_names(signed)  # Monetbil's own names (and sign) pass
+    with pytest.raises(monetbil.UnknownFieldError) as refused:
+        monetbil.check_field_names({**signed, extra: ""})
+    assert refused.value.name == extra  # for the log line; the message is fixed:
+    assert str(refused.value) == "a field name is not one of Monetbil's notification fields"
+
+
+def test_monetbil_the_name_check_stops_a_rename_onto_a_name_of_ones_own() -> None:
+    # The issue's attack: `last_name < payment_ref < payment_ref2 < phone`, so renaming last_name
+    # to payment_ref and payment_ref to payment_ref2 keeps the values' order and the sign, and the
+    # reference becomes whatever the payer typed as last name. payment_ref2 is no name of
+    # Monetbil's: refused.
+    fields = {"transaction_id": "TX-9", "status": "1", "phone": "237670000000"}
+    signed = monetbil.sign_fields({**fields, "last_name": "order-2", "payment_ref": "order-1"}, "k")
+    shifted = {k: v for k, v in signed.items() if k not in {"last_name", "payment_ref"}}
+    shifted |= {"payment_ref": "order-2", "payment_ref2": "order-1"}
     monetbil.verify_signature(shifted, "k")
+    assert monetbil.reference_for(shifted) == "order-2"
+    with pytest.raises(monetbil.UnknownFieldError):
+        monetbil.check_field_names(shifted)
+
+
+def test_monetbil_sign_and_names_cannot_stop_an_order_preserving_rename() -> None:
+    # What no parser can fix, written down: `msisdn < payment_ref < phone` are all Monetbil's
+    # names, so with no phone field in the notification, renaming msisdn to payment_ref and
+    # payment_ref to phone keeps the values' order, the sign and the name check. The reference
+    # becomes the payer's number. Only a second opinion from Monetbil catches it (checkPayment
+    # naming the transaction's payment_ref, or its msisdn disagreeing with the shifted phone):
+    # see the receiver's test_check_payment_naming_another_payment_ref_is_refused.
+    fields = {"transaction_id": "TX-9", "status": "1", "msisdn": "237670000000"}
+    signed = monetbil.sign_fields({**fields, "payment_ref": "order-1"}, "k")
+    shifted = {k: v for k, v in signed.items() if k not in {"msisdn", "payment_ref"}}
+    shifted |= {"payment_ref": "237670000000", "phone": "order-1"}
+    monetbil.verify_signature(shifted, "k")
+    monetbil.check_field_names(shifted)
     assert monetbil.reference_for(shifted) == "237670000000"

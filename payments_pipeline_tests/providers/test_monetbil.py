@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import random
 from urllib.parse import urlencode
 
 import pytest
@@ -166,6 +167,52 @@ def test_parse_form_keeps_blank_values() -> None:
 def test_parse_form_rejects(body: str | bytes, message: str) -> None:
     with pytest.raises(PayloadError, match=message):
         monetbil.parse_form(body)
+
+
+@pytest.mark.parametrize(
+    "body", ["transaction_id=T&status=1&status=0", "transaction_id=T&transaction_id=T&status=1"]
+)
+def test_a_repeated_name_is_a_duplicate_field_error(body: str) -> None:
+    with pytest.raises(monetbil.DuplicateFieldError, match="repeated"):
+        monetbil.parse_form(body)
+
+
+def test_field_names_outside_monetbils_set_are_refused() -> None:
+    monetbil.check_field_names(monetbil.parse_form(PHP_BODY + "&sign=" + PHP_SIGN))
+    for name in ("payment_ref2", "payment_reg", "Payment_ref", "payment_ref ", "notify_url"):
+        with pytest.raises(monetbil.UnknownFieldError) as refused:
+            monetbil.check_field_names({**notification(), name: ""})
+        assert refused.value.name == name
+        assert name not in str(refused.value)  # the message is fixed: it reaches a response
+
+
+def test_loggable_name_shows_identifiers_only() -> None:
+    assert monetbil.loggable_name("payment_ref2") == "payment_ref2"
+    for name in ("a b", "x" * 41, "<script>", "caf\u00e9", ""):
+        assert monetbil.loggable_name(name) == "(not an identifier)"
+
+
+def test_everything_the_project_sends_is_inside_the_documented_set() -> None:
+    # The soak's stories, the samples (demo, scripts) and the receiver tests' notifications all
+    # name their fields as Monetbil does; a name outside the set would be refused at the door.
+    from payments_pipeline.providers import samples
+    from payments_pipeline_tests.http import support
+    from soak.stories import StoryFactory
+
+    maker = StoryFactory(
+        random.Random(1), stripe_secret="s", monetbil_secret="m", out_of_order_chance=0.0
+    )
+    sent: list[dict[str, str]] = [
+        samples.monetbil_fields("tx", sign="x"),
+        support.monetbil_fields("tx"),
+    ]
+    while len(sent) < 12:
+        story = maker.story()
+        sent += [dict(e.fields) for e in story.events if e.fields]
+        forged = maker.forged()  # refused by its sign, not by a name
+        sent += [dict(forged.fields)] if forged.fields else []
+    for fields in sent:
+        monetbil.check_field_names(fields)
 
 
 @given(st.one_of(st.text(), st.binary()))

@@ -38,7 +38,7 @@ from .chaos import Chaos
 from .config import SoakConfig
 from .database import SoakDatabase
 from .load import LoadGenerator
-from .processes import CLI, Child, soak_env, wait_healthy
+from .processes import SERVE, Child, soak_env, wait_healthy
 from .stories import StoryFactory
 from .supervisor import WorkerSupervisor
 from .sweeps import Sweeper
@@ -99,7 +99,7 @@ def _run(config: SoakConfig, log_dir: Path, progress: Progress) -> dict[str, Any
             },
         )
         port = free_port()
-        serve_argv = [CLI, "serve", "--dispatch", "table", "--port", str(port)]
+        serve_argv = [*SERVE, "serve", "--dispatch", "table", "--port", str(port)]
         serve = Child("serve", [*serve_argv, "--workers", str(config.serve_workers)], env, log_dir)
         stack.callback(serve.stop)
         base_url = f"http://127.0.0.1:{port}"

@@ -25,6 +25,15 @@ log = logging.getLogger(__name__)
 
 PYTHON = sys.executable
 CLI = str(Path(sys.executable).with_name("payments-pipeline"))
+# The receiver: the same `payments_pipeline.cli:main` as the `payments-pipeline` script, started
+# from `-c`. uvicorn starts `--workers` processes with multiprocessing's spawn, and a spawned child
+# first re-imports the parent's `__main__` *file* (the script: the whole CLI, 4-5 s on this
+# machine under load) before the thread that answers uvicorn's health-check pings is running;
+# uvicorn kills a child that has not answered within 5 s (`timeout_worker_healthcheck`), so on a
+# loaded machine every child is killed and respawned forever and the receiver never answers. A
+# `-c` main has no file to re-import: the children answer at once and import the app afterwards.
+# (docs/RELIABILITY.md, "Findings".)
+SERVE = [PYTHON, "-c", "import sys; from payments_pipeline.cli import main; sys.exit(main())"]
 
 
 class Child:

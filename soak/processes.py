@@ -40,9 +40,19 @@ class Child:
     """One process with its output in `<log_dir>/<name>.out|.err`."""
 
     def __init__(
-        self, name: str, argv: Sequence[str], env: Mapping[str, str], log_dir: Path
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        log_dir: Path,
+        *,
+        term_group: bool = True,
     ) -> None:
         self.name = name
+        # Whether `stop` sends its SIGTERM to the whole group or to this process alone: a Celery
+        # worker's pool children die of a SIGTERM (mid-task), so only its main process is asked,
+        # and it stops its children itself once their tasks are done (warm shutdown).
+        self.term_group = term_group
         self.stdout_path = log_dir / f"{name}.out"
         self.stderr_path = log_dir / f"{name}.err"
         self._files: list[IO[bytes]] = [open(self.stdout_path, "wb"), open(self.stderr_path, "wb")]  # noqa: SIM115
@@ -84,12 +94,15 @@ class Child:
         try:
             if self.alive():
                 self._signal_group(signal.SIGCONT)  # a paused process could not act on SIGTERM
-                self._signal_group(signal.SIGTERM)
+                if self.term_group:
+                    self._signal_group(signal.SIGTERM)
+                else:
+                    self.terminate()
                 try:
                     self.popen.wait(grace)
                 except subprocess.TimeoutExpired:
                     log.warning("%s did not stop in %ss: killing it", self.name, grace)
-            self._signal_group(signal.SIGKILL)  # stragglers of the group (uvicorn's workers)
+            self._signal_group(signal.SIGKILL)  # stragglers of the group (uvicorn's, Celery's)
             return self.popen.wait(10)
         finally:
             for f in self._files:

@@ -130,8 +130,11 @@ class WorkerSupervisor:
 
     def _note(self, what: str, child: Child, detail: str = "") -> None:
         """One line per fault or restart in `<log_dir>/chaos.log`: what happened to which worker."""
+        self._line(f"{what} {child.name} (pid {child.pid}){detail}")
+
+    def _line(self, text: str) -> None:
         stamp = time.strftime("%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}"
-        self._events.write(f"{stamp} {what} {child.name} (pid {child.pid}){detail}\n")
+        self._events.write(f"{stamp} {text}\n")
 
     def _retire(self, child: Child) -> None:
         child.stop(grace=0)  # reaps it and closes its log files

@@ -11,4 +11,9 @@ Modules: `config` (the knobs), `database` (per-run database, audit trigger, conn
 `processes` (children and the worker supervisor), `worker` (the failure-injecting worker entry
 point), `stories` (payment stories and signed deliveries), `load` (the load generator), `chaos`,
 `sweeps` (Dagster sweeps through the CLI), `verify` (the invariants), `report`, `orchestrator`.
+
+`--dispatch celery` runs the same soak on the Celery engine: `broker` (the run's private queue),
+`celery_app` (the Celery app module the workers load: the product's app, the failing handlers),
+`celery_supervisor` (Celery workers, pool-process and whole-worker kills), `celery_runs` (the
+task runs, read back from the workers' logs for the audit).
 """

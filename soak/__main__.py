@@ -2,6 +2,7 @@
 
     .venv/bin/python -m soak --backend postgres --duration 600
     .venv/bin/python -m soak --backend mysql --duration 180 --json
+    .venv/bin/python -m soak --backend postgres --dispatch celery --duration 180
 
 Exit codes: 0 no violation, 1 violations (listed in the report), 2 the run could not complete
 (the receiver died, a setup step failed), 130 interrupted. The database is dropped and every child
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from .config import BACKENDS, DEFAULT_SERVER_URLS, SoakConfig
+from .config import BACKENDS, DEFAULT_BROKER_URL, DEFAULT_SERVER_URLS, DISPATCHES, SoakConfig
 from .orchestrator import run_soak
 from .report import render
 
@@ -33,8 +34,20 @@ def parse_args(argv: Sequence[str] | None) -> tuple[SoakConfig, bool]:
     parser.add_argument("--backend", choices=BACKENDS, default="postgres")
     parser.add_argument("--server-url", help="admin URL of the server (default: the local one)")
     parser.add_argument("--duration", type=float, default=600, help="seconds of load")
+    parser.add_argument(
+        "--dispatch",
+        choices=DISPATCHES,
+        default="table",
+        help="table: the soak's table workers; celery: Celery workers on a private queue",
+    )
+    parser.add_argument(
+        "--broker-url", default=DEFAULT_BROKER_URL, help="RabbitMQ, for --dispatch celery"
+    )
+    parser.add_argument(
+        "--celery-concurrency", type=int, default=2, help="pool processes per Celery worker"
+    )
     parser.add_argument("--rate", type=float, default=40, help="new events per second")
-    parser.add_argument("--workers", type=int, default=3, help="soak worker processes")
+    parser.add_argument("--workers", type=int, default=3, help="worker processes (table or Celery)")
     parser.add_argument("--serve-workers", type=int, default=2, help="receiver processes")
     parser.add_argument("--failure-rate", type=float, default=0.1, help="injected, per attempt")
     parser.add_argument("--handler-delay-ms", type=float, default=20)
@@ -64,6 +77,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[SoakConfig, bool]:
     config = SoakConfig(
         server_url=args.server_url or DEFAULT_SERVER_URLS[args.backend],
         duration=args.duration,
+        dispatch=args.dispatch,
+        broker_url=args.broker_url,
+        celery_concurrency=args.celery_concurrency,
         rate=args.rate,
         workers=args.workers,
         serve_workers=args.serve_workers,

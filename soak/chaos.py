@@ -75,6 +75,8 @@ class Chaos:
         next_kill = now + self.rng.uniform(*self.kill_every)
         next_cut = now + self.rng.uniform(*self.cut_every)
         next_freeze = now + self.rng.uniform(*self.freeze_every)
+        if not self.workers.supports_freeze:
+            next_freeze = float("inf")
         while not self._stop.wait(
             max(0.0, min(next_kill, next_cut, next_freeze) - time.monotonic())
         ):

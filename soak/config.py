@@ -18,6 +18,12 @@ from payments_pipeline import store
 Backend = Literal["postgres", "mysql"]
 BACKENDS: tuple[Backend, ...] = ("postgres", "mysql")
 
+# How claimed events reach processing: `table` (the soak's table workers, `python -m soak.worker`)
+# or `celery` (Celery workers on a private RabbitMQ queue, `celery -A soak.celery_app worker`).
+Dispatch = Literal["table", "celery"]
+DISPATCHES: tuple[Dispatch, ...] = ("table", "celery")
+DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
 # The servers this machine runs (trust auth, no password): the soak creates its own database there.
 DEFAULT_SERVER_URLS: dict[Backend, str] = {
     "postgres": "postgresql://postgres@127.0.0.1:5432/postgres",
@@ -43,6 +49,10 @@ class SoakConfig:
 
     server_url: str
     duration: float = 600.0
+    dispatch: Dispatch = "table"
+    broker_url: str = field(default=DEFAULT_BROKER_URL, repr=False)
+    # Pool processes per Celery worker (`--concurrency`); `workers` is the number of workers.
+    celery_concurrency: int = 2
     # New provider events per second (each is delivered 1-5 times, so deliveries are ~2.5x this).
     rate: float = 40.0
     workers: int = 3
@@ -65,8 +75,10 @@ class SoakConfig:
     chaos_stop_early: float = 0.0
     # When chaos would stop, keep it (and the load, shifted by as much) up to this many seconds
     # longer until every kind of fault has happened once: a kill, a cut, an injected handler
-    # failure and, with `max_freezes`, that many freezes. A loaded machine can take longer to
-    # reach a worker mid-handler; a short soak that asserts its faults must not depend on luck.
+    # failure and, with `max_freezes`, that many freezes (with `celery`: a pool-process kill, a
+    # worker kill and a kill seen mid-handler instead of "a kill"). A loaded machine can take
+    # longer to reach a worker mid-handler; a short soak that asserts its faults must not depend
+    # on luck.
     chaos_grace: float = 0.0
     settle_timeout: float = 300.0
     drain_timeout: float = 60.0
@@ -88,6 +100,10 @@ class SoakConfig:
             raise ValueError("chaos_grace must be >= 0")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
+        if self.dispatch not in DISPATCHES:
+            raise ValueError(f"dispatch must be one of {', '.join(DISPATCHES)}")
+        if self.celery_concurrency < 1:
+            raise ValueError("celery_concurrency must be >= 1")
 
     @property
     def backend(self) -> Backend:
@@ -96,3 +112,8 @@ class SoakConfig:
     @property
     def chaos_seconds(self) -> float:
         return self.duration - self.chaos_stop_early
+
+    @property
+    def freezes_enabled(self) -> bool:
+        """Freezes run on the table engine only (docs/RELIABILITY.md, "The celery soak")."""
+        return self.dispatch == "table"

@@ -33,12 +33,14 @@ import sqlalchemy as sa
 from payments_pipeline import store
 from payments_pipeline.models import utcnow
 
-from . import logscan, report, snapshot
+from . import celery_runs, logscan, report, snapshot
+from .broker import SoakQueue
+from .celery_supervisor import CeleryWorkerSupervisor
 from .chaos import Chaos
 from .config import SoakConfig
 from .database import SoakDatabase
 from .load import LoadGenerator
-from .processes import CLI, Child, soak_env, wait_healthy
+from .processes import SERVE, Child, soak_env, wait_healthy
 from .stories import StoryFactory
 from .supervisor import WorkerSupervisor
 from .sweeps import Sweeper
@@ -48,6 +50,8 @@ from .worker import INJECTED
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+# How long the load waits for the Celery workers to be up before it starts anyway.
+WORKERS_UP_TIMEOUT = 120.0
 
 
 class SoakAborted(RuntimeError):
@@ -80,34 +84,66 @@ def _run(config: SoakConfig, log_dir: Path, progress: Progress) -> dict[str, Any
     started = time.monotonic()
     stripe_secret = f"whsec_soak_{secrets.token_hex(16)}"
     monetbil_secret = f"mbsec_soak_{secrets.token_hex(16)}"
+    celery = config.dispatch == "celery"
     db = SoakDatabase(config.server_url)
     with ExitStack() as stack:
         stack.callback(db.drop)
         db.create()
         assert db.engine is not None
         progress(f"soak: database {db.name} on {config.backend}, logs in {log_dir}")
-        env = soak_env(
-            os.environ,
-            {
-                "PAYMENTS_DATABASE_URL": db.url,
-                "STRIPE_WEBHOOK_SECRET": stripe_secret,
-                "MONETBIL_SERVICE_SECRET": monetbil_secret,
-                "PAYMENTS_STUCK_REQUEUE_MINUTES": "1",
-                "PAYMENTS_PROCESSING_TIMEOUT_MINUTES": "1",
-                "PAYMENTS_MAX_BACKOFF_MINUTES": "1",
-                "PAYMENTS_MAX_ATTEMPTS": str(config.max_attempts),
-            },
-        )
+        settings = {
+            "PAYMENTS_DATABASE_URL": db.url,
+            "STRIPE_WEBHOOK_SECRET": stripe_secret,
+            "MONETBIL_SERVICE_SECRET": monetbil_secret,
+            "PAYMENTS_STUCK_REQUEUE_MINUTES": "1",
+            "PAYMENTS_PROCESSING_TIMEOUT_MINUTES": "1",
+            "PAYMENTS_MAX_BACKOFF_MINUTES": "1",
+            "PAYMENTS_MAX_ATTEMPTS": str(config.max_attempts),
+        }
+        queue: SoakQueue | None = None
+        if celery:
+            queue = SoakQueue(config.broker_url)
+            queue.check()
+            # Registered before any process starts, so it runs after every one has stopped.
+            stack.callback(queue.delete)
+            progress(f"soak: celery engine, queue {queue.name} on {queue.where}")
+            # The sweeps (and anything else reading PAYMENTS_DISPATCH) publish to the queue.
+            settings |= {
+                "PAYMENTS_DISPATCH": "celery",
+                "PAYMENTS_CELERY_BROKER_URL": config.broker_url,
+                "PAYMENTS_CELERY_QUEUE": queue.name,
+            }
+        env = soak_env(os.environ, settings)
         port = free_port()
-        serve_argv = [CLI, "serve", "--dispatch", "table", "--port", str(port)]
+        serve_argv = [*SERVE, "serve", "--dispatch", config.dispatch, "--port", str(port)]
+        celery_workers: CeleryWorkerSupervisor | None = None
+        if queue is not None:
+            # Celery workers take a while to start (seconds, tens on a loaded machine): they
+            # start with the receiver, and the load waits for them (below).
+            celery_workers = CeleryWorkerSupervisor(
+                config.workers,
+                env,
+                log_dir,
+                seed=config.seed * 1000,
+                queue=queue.name,
+                concurrency=config.celery_concurrency,
+            )
+            stack.callback(celery_workers.stop_all)
+            celery_workers.start(config.failure_rate, config.handler_delay_ms)
         serve = Child("serve", [*serve_argv, "--workers", str(config.serve_workers)], env, log_dir)
         stack.callback(serve.stop)
         base_url = f"http://127.0.0.1:{port}"
         wait_healthy(base_url, serve)
 
-        workers = WorkerSupervisor(config.workers, env, log_dir, seed=config.seed * 1000)
-        stack.callback(workers.stop_all)
-        workers.start(config.failure_rate, config.handler_delay_ms)
+        workers: WorkerSupervisor
+        if celery_workers is not None:
+            workers = celery_workers
+            up = celery_workers.wait_up(WORKERS_UP_TIMEOUT)
+            progress(f"soak: {up} of {config.workers} Celery workers up")
+        else:
+            workers = WorkerSupervisor(config.workers, env, log_dir, seed=config.seed * 1000)
+            stack.callback(workers.stop_all)
+            workers.start(config.failure_rate, config.handler_delay_ms)
         sweeper = Sweeper(env, log_dir, seed=config.seed + 1)
         stack.callback(sweeper.stop_cycle)
         stack.callback(sweeper.kill_running)
@@ -138,9 +174,13 @@ def _run(config: SoakConfig, log_dir: Path, progress: Progress) -> dict[str, Any
         sweeper.start_cycle(config.sweep_every, config.concurrent_sweep_chance)
 
         def status() -> str:
+            kills = f"kills {chaos.stats.kills}"
+            if isinstance(workers, CeleryWorkerSupervisor):
+                k = workers.kills
+                kills += f" (pool processes {k.pool_kills}, workers {k.worker_kills})"
             return (
                 f"[{time.monotonic() - t0:5.0f}s] events {len(load.records)}, deliveries "
-                f"{load.counts['deliveries']}, kills {chaos.stats.kills}, cut connections "
+                f"{load.counts['deliveries']}, {kills}, cut connections "
                 f"{chaos.stats.cut_connections}, sweeps {len(sweeper.results)}"
             )
 
@@ -167,27 +207,39 @@ def _run(config: SoakConfig, log_dir: Path, progress: Progress) -> dict[str, Any
         settle_started = time.monotonic()
         pending = _settle(db.engine, sweeper, config, progress, status)
         settle_seconds = time.monotonic() - settle_started
-        sweeper.run_group(1, "final")
+        final = sweeper.run_group(1, "final")
+        if celery and any((r.summary or {}).get("total", {}).get("dispatched") for r in final):
+            # The final sweep only published what it claimed: let the workers take it.
+            pending = _await_settled(db.engine, config.drain_timeout)
         progress(f"{status()}: settled ({pending} pending), stopping and verifying")
         workers.stop_all()
         serve.stop()
+        messages_left = queue.depth() if queue is not None else None
 
         snap = snapshot.take(db.engine)
-        verdict = verify(snap, load.records, load.stories, sweeper.results)
+        worker_logs = workers.log_files()
+        runs = celery_runs.read(worker_logs) if celery else None
+        verdict = verify(snap, load.records, load.stories, sweeper.results, runs)
         if pending:
             verdict.add("settled", [f"{pending} events not processed or dead after settle"])
         verdict.add("deliveries", load.violations)
         verdict.add("processes", workers.stats.unexpected_exits)
-        worker_logs = workers.log_files()
+        slow_starts = 0
+        if isinstance(workers, CeleryWorkerSupervisor):
+            pool_problems, slow_starts = workers.pool_exits()
+            verdict.add("processes", pool_problems)
+        # An unmasked broker URL (`user:password@`) in a log line is a leaked secret too.
+        broker_secret = f":{queue.password}@" if queue is not None and queue.password else ""
         logs = logscan.scan(
             [serve.stdout_path, serve.stderr_path, *worker_logs, *sweeper.log_files()],
-            secrets=[stripe_secret, monetbil_secret],
+            secrets=[stripe_secret, monetbil_secret, broker_secret],
             marker=factory.marker,
             signatures=load.signatures,
         )
         verdict.add("log_leaks", logs.leaks)
-        head = {
+        head: dict[str, Any] = {
             "backend": config.backend,
+            "dispatch": config.dispatch,
             "database": db.name,
             "seed": config.seed,
             "duration_s": config.duration,
@@ -203,13 +255,25 @@ def _run(config: SoakConfig, log_dir: Path, progress: Progress) -> dict[str, Any
                 "chaos_extended_s": round(extended, 1),
             },
         }
+        stale = workers.outcome_total("stale")
+        if isinstance(workers, CeleryWorkerSupervisor) and runs is not None:
+            stale = runs.outcome_totals()["stale"]
+            head["config"]["celery_concurrency"] = config.celery_concurrency
+            head["celery"] = report.celery_figures(
+                queue=workers.queue,
+                kills=workers.kills,
+                pool_exits_logged=workers.pool_exits_seen(),
+                pool_starts_abandoned=slow_starts,
+                runs=runs,
+                messages_left=messages_left,
+            )
         return report.build(
             head=head,
             load=load,
             chaos=chaos.stats,
             workers=workers.stats,
             injected_failures=_count_lines(worker_logs, INJECTED),
-            stale_attempts=workers.outcome_total("stale"),
+            stale_attempts=stale,
             sweeps=sweeper.results,
             sweep_groups=sweeper.groups,
             snap=snap,
@@ -287,14 +351,29 @@ def _settle(
             time.sleep(min(wait + 0.5, 5.0, max(0.1, deadline - time.monotonic())))
 
 
+def _await_settled(engine: sa.Engine, timeout: float) -> int:
+    """Wait up to `timeout` s for every row to be processed or dead; what is left."""
+    deadline = time.monotonic() + timeout
+    while (pending := _unsettled(engine)[0]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return pending
+
+
 def _missing_faults(config: SoakConfig, chaos: Chaos, workers: WorkerSupervisor) -> list[str]:
     """The kinds of fault that have not happened yet (see `SoakConfig.chaos_grace`)."""
     missing = []
-    if chaos.stats.kills == 0:
+    if isinstance(workers, CeleryWorkerSupervisor):
+        if workers.kills.pool_kills == 0:
+            missing.append("pool process kill")
+        if workers.kills.worker_kills == 0:
+            missing.append("worker kill")
+        if workers.stats.kills_mid_handler == 0:  # its message must come back: a redelivery
+            missing.append("kill mid-handler")
+    elif chaos.stats.kills == 0:
         missing.append("kill")
     if chaos.stats.cut_connections == 0:
         missing.append("cut")
-    if config.max_freezes and chaos.stats.freezes < config.max_freezes:
+    if config.freezes_enabled and config.max_freezes and chaos.stats.freezes < config.max_freezes:
         missing.append("freeze")
     if config.failure_rate and _count_lines(workers.live_log_files(), INJECTED) == 0:
         missing.append("injected failure")

@@ -25,15 +25,34 @@ log = logging.getLogger(__name__)
 
 PYTHON = sys.executable
 CLI = str(Path(sys.executable).with_name("payments-pipeline"))
+# The receiver: the same `payments_pipeline.cli:main` as the `payments-pipeline` script, started
+# from `-c`. uvicorn starts `--workers` processes with multiprocessing's spawn, and a spawned child
+# first re-imports the parent's `__main__` *file* (the script: the whole CLI, 4-5 s on this
+# machine under load) before the thread that answers uvicorn's health-check pings is running;
+# uvicorn kills a child that has not answered within 5 s (`timeout_worker_healthcheck`), so on a
+# loaded machine every child is killed and respawned forever and the receiver never answers. A
+# `-c` main has no file to re-import: the children answer at once and import the app afterwards.
+# (docs/RELIABILITY.md, "Findings".)
+SERVE = [PYTHON, "-c", "import sys; from payments_pipeline.cli import main; sys.exit(main())"]
 
 
 class Child:
     """One process with its output in `<log_dir>/<name>.out|.err`."""
 
     def __init__(
-        self, name: str, argv: Sequence[str], env: Mapping[str, str], log_dir: Path
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        log_dir: Path,
+        *,
+        term_group: bool = True,
     ) -> None:
         self.name = name
+        # Whether `stop` sends its SIGTERM to the whole group or to this process alone: a Celery
+        # worker's pool children die of a SIGTERM (mid-task), so only its main process is asked,
+        # and it stops its children itself once their tasks are done (warm shutdown).
+        self.term_group = term_group
         self.stdout_path = log_dir / f"{name}.out"
         self.stderr_path = log_dir / f"{name}.err"
         self._files: list[IO[bytes]] = [open(self.stdout_path, "wb"), open(self.stderr_path, "wb")]  # noqa: SIM115
@@ -75,12 +94,15 @@ class Child:
         try:
             if self.alive():
                 self._signal_group(signal.SIGCONT)  # a paused process could not act on SIGTERM
-                self._signal_group(signal.SIGTERM)
+                if self.term_group:
+                    self._signal_group(signal.SIGTERM)
+                else:
+                    self.terminate()
                 try:
                     self.popen.wait(grace)
                 except subprocess.TimeoutExpired:
                     log.warning("%s did not stop in %ss: killing it", self.name, grace)
-            self._signal_group(signal.SIGKILL)  # stragglers of the group (uvicorn's workers)
+            self._signal_group(signal.SIGKILL)  # stragglers of the group (uvicorn's, Celery's)
             return self.popen.wait(10)
         finally:
             for f in self._files:

@@ -6,6 +6,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from .celery_runs import TaskRuns
+from .celery_supervisor import CeleryKills
 from .chaos import ChaosStats
 from .load import LoadGenerator
 from .logscan import LogScan
@@ -44,6 +46,34 @@ def sweep_figures(sweeps: Sequence[SweepResult], groups: Sequence[int]) -> dict[
         "final_dispatched": (final[-1].summary or {}).get("total", {}).get("dispatched")
         if final
         else None,
+    }
+
+
+def celery_figures(
+    *,
+    queue: str,
+    kills: CeleryKills,
+    pool_exits_logged: int,
+    pool_starts_abandoned: int,
+    runs: TaskRuns,
+    messages_left: int | None,
+) -> dict[str, Any]:
+    """The celery engine's own figures: its kills, and its task runs as the workers logged them."""
+    return {
+        "queue": queue,
+        "pool_process_kills": kills.pool_kills,
+        "pool_process_kills_mid_handler": kills.pool_kills_mid_handler,
+        "worker_kills": kills.worker_kills,
+        "worker_kills_mid_handler": kills.worker_kills_mid_handler,
+        # Celery's own "Process ... exited with" lines: one per pool process it saw die
+        "pool_exits_logged": pool_exits_logged,
+        # new pool processes Celery killed itself, not up within 4 s (no task run): machine load
+        "pool_starts_abandoned_by_celery": pool_starts_abandoned,
+        "task_runs": runs.total,
+        "redelivered_runs": runs.redeliveries,
+        "run_outcomes": dict(sorted(runs.outcome_totals().items())),
+        "runs_unfinished": runs.unfinished,  # killed mid-task: a start line, no end line
+        "messages_left_in_queue": messages_left,
     }
 
 
@@ -129,7 +159,8 @@ def _kv(mapping: dict[str, Any]) -> str:
 def render(r: dict[str, Any]) -> str:
     ev, de, ch, sw, at = r["events"], r["deliveries"], r["chaos"], r["sweeps"], r["attempts"]
     lines = [
-        f"soak on {r['backend']} ({r['database']}), seed {r['seed']}: "
+        f"soak on {r['backend']} ({r['database']}), dispatch {r.get('dispatch', 'table')}, "
+        f"seed {r['seed']}: "
         f"{r['duration_s']:.0f} s of load, {r['elapsed_s']:.0f} s in all "
         f"(settle {r['settle_s']:.0f} s)",
         f"events sent   {ev['sent']} (stripe {ev['stripe']}, monetbil {ev['monetbil']}) in "
@@ -140,12 +171,19 @@ def render(r: dict[str, Any]) -> str:
         f"{de['retries_after_503_or_error']}, "
         f"query-string {de['query_string_variant']}; out-of-order pairs {r['out_of_order_pairs']}",
         f"answers       {_kv(de['answers'])}",
-        f"chaos         {ch['worker_kills']} workers SIGKILLed ({ch['kills_mid_handler']} holding "
-        f"an uncommitted effect), {ch['freezes']} frozen mid-handler past the timeout "
-        f"({ch['stale_attempts_fenced']} stale attempts fenced)",
+        *(
+            _celery_lines(r["celery"], ch)
+            if "celery" in r
+            else [
+                f"chaos         {ch['worker_kills']} workers SIGKILLed ({ch['kills_mid_handler']} "
+                f"holding an uncommitted effect), {ch['freezes']} frozen mid-handler past the "
+                f"timeout ({ch['stale_attempts_fenced']} stale attempts fenced)",
+            ]
+        ),
         f"              {ch['cut_connections']} connections cut in {ch['cut_rounds']} rounds, "
         f"{ch['injected_handler_failures']} injected handler failures, "
-        f"{ch['worker_starts']} worker starts",
+        f"{ch['worker_starts']} worker starts"
+        + (" (Celery main processes)" if "celery" in r else ""),
         f"sweeps        {sw['run']} run ({sw['succeeded']} ok, {sw['failed']} failed), "
         f"{sw['concurrent_groups']} concurrent groups ({sw['sweeps_in_concurrent_groups']} "
         f"sweeps), mean {sw['mean_seconds']} s",
@@ -174,3 +212,17 @@ def render(r: dict[str, Any]) -> str:
     if "log_dir" in r:
         lines.append(f"logs kept in  {r['log_dir']}")
     return "\n".join(lines)
+
+
+def _celery_lines(c: dict[str, Any], ch: dict[str, Any]) -> list[str]:
+    return [
+        f"chaos         {ch['worker_kills']} SIGKILLs: {c['pool_process_kills']} pool processes "
+        f"({c['pool_process_kills_mid_handler']} holding an uncommitted effect), "
+        f"{c['worker_kills']} whole workers ({c['worker_kills_mid_handler']} with a pool process "
+        f"holding one); no freezes (celery); {c['pool_exits_logged']} pool exits logged by Celery "
+        f"({c['pool_starts_abandoned_by_celery']} slow starts it gave up on)",
+        f"task runs     {c['task_runs']} on queue {c['queue']}: redelivered "
+        f"{c['redelivered_runs']}, killed mid-task {c['runs_unfinished']}; outcomes "
+        f"{_kv(c['run_outcomes'])}; {ch['stale_attempts_fenced']} stale; messages left "
+        f"{c['messages_left_in_queue']}",
+    ]

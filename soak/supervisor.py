@@ -51,6 +51,8 @@ def _stopped(pid: int) -> bool:
 
 
 class WorkerSupervisor:
+    supports_freeze = True  # the chaos freezes workers (SharedFlags)
+
     def __init__(self, count: int, env: Mapping[str, str], log_dir: Path, *, seed: int) -> None:
         self.count = count
         self.env = dict(env)
@@ -84,6 +86,13 @@ class WorkerSupervisor:
         """A new worker in `slot` (caller holds the lock)."""
         n = self.stats.started
         self.stats.started += 1
+        self._busy[slot] = self._busy[FREEZE_OFFSET + slot] = 0
+        child = self._new_child(slot, n)
+        self._slots[slot] = child
+        self._note(f"start in slot {slot}:", child)
+
+    def _new_child(self, slot: int, n: int) -> Child:
+        """Start worker number `n` (a table worker: `python -m soak.worker`) for `slot`."""
         argv = [
             PYTHON,
             "-m",
@@ -94,10 +103,7 @@ class WorkerSupervisor:
             f"--busy-file={self.busy_path}",
             f"--slot={slot}",
         ]
-        self._busy[slot] = self._busy[FREEZE_OFFSET + slot] = 0
-        child = Child(f"worker-{n:04d}", argv, self.env, self.log_dir)
-        self._slots[slot] = child
-        self._note(f"start in slot {slot}:", child)
+        return Child(f"worker-{n:04d}", argv, self.env, self.log_dir)
 
     def _watch(self) -> None:
         while not self._stop.wait(0.2):
@@ -122,10 +128,13 @@ class WorkerSupervisor:
                     self._waking.remove(child)
                     self._retire(child)
 
-    def _note(self, what: str, child: Child) -> None:
+    def _note(self, what: str, child: Child, detail: str = "") -> None:
         """One line per fault or restart in `<log_dir>/chaos.log`: what happened to which worker."""
+        self._line(f"{what} {child.name} (pid {child.pid}){detail}")
+
+    def _line(self, text: str) -> None:
         stamp = time.strftime("%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}"
-        self._events.write(f"{stamp} {what} {child.name} (pid {child.pid})\n")
+        self._events.write(f"{stamp} {text}\n")
 
     def _retire(self, child: Child) -> None:
         child.stop(grace=0)  # reaps it and closes its log files

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from payments_pipeline import payment_state
 from payments_pipeline.models import PaymentStatus, PaymentUpdate
 
+from .celery_runs import ATTEMPT_OUTCOMES, TaskRuns
 from .load import EventRecord
 from .snapshot import LedgerRow, LogRow, Snapshot
 from .stories import Story
@@ -43,7 +44,9 @@ def verify(
     records: dict[tuple[str, str], EventRecord],
     stories: Sequence[Story],
     sweeps: Sequence[SweepResult],
+    task_runs: TaskRuns | None = None,
 ) -> Verdict:
+    """Every check; `task_runs` (the celery engine's, `celery_runs.read`) adds `task_runs`."""
     verdict = Verdict()
     verdict.add("settled", check_settled(snap, records))
     verdict.add("payment_state", check_payment_state(snap, stories))
@@ -52,6 +55,8 @@ def verify(
     verdict.add("attempt_without_dispatch", problems)
     verdict.notes["attempts_explained_by_ambiguous_deliveries"] = explained
     verdict.add("sweep_audit", check_sweep_audit(snap, sweeps))
+    if task_runs is not None:
+        verdict.add("task_runs", check_task_runs(snap, task_runs))
     return verdict
 
 
@@ -233,4 +238,38 @@ def check_sweep_audit(snap: Snapshot, sweeps: Sequence[SweepResult]) -> list[str
                     f"sweep #{sweep_id} event #{event['id']}: JSON says {event['reason']}/"
                     f"{event['outcome']}, sweep_events says {row.reason}/{row.outcome}"
                 )
+    return out
+
+
+def check_task_runs(snap: Snapshot, runs: TaskRuns) -> list[str]:
+    """The celery engine: only task runs start attempts (the receiver and the sweeps publish), so
+    for every event attempts <= its task runs minus those that ended `not_claimed` (a redelivered
+    or duplicate message consumes nothing), and >= the runs that reported an attempt's outcome;
+    no event reported processed twice, or processed when its row is not; no run of an unknown
+    event. `check_attempts` still pairs each attempt with a claim: this pairs it with a run."""
+    out = []
+    events = snap.events_by_id
+    for event_id in sorted(set(runs.starts) | set(runs.outcomes)):
+        if event_id not in events:
+            out.append(f"task runs for event #{event_id}, which has no row")
+    for row in snap.events.values():
+        started = runs.starts[row.id]
+        outcomes = runs.outcomes.get(row.id, Counter())
+        ended = sum(outcomes.values())
+        if ended > started:
+            out.append(f"event #{row.id}: {ended} task runs ended, {started} started")
+        not_claimed = outcomes["not_claimed"]
+        if row.attempts > started - not_claimed:
+            out.append(
+                f"event #{row.id}: {row.attempts} attempts, {started} task runs of which "
+                f"{not_claimed} not_claimed"
+            )
+        reported = sum(outcomes[o] for o in ATTEMPT_OUTCOMES)
+        if reported > row.attempts:
+            out.append(
+                f"event #{row.id}: {reported} task runs report an attempt, {row.attempts} attempts"
+            )
+        processed = outcomes["processed"]
+        if processed > 1 or (processed and row.status != "processed"):
+            out.append(f"event #{row.id} ({row.status}): {processed} task runs report processed")
     return out

@@ -30,7 +30,8 @@ from ..sweep import (
 )
 from . import checks
 from . import metadata as md
-from .resources import PaymentsDatabase, SweepSettings
+from .resources import PaymentsDatabase
+from .sweep_config import SweepSettings
 from .tags import trigger_from_tags
 
 GROUP = "webhook_requeue"
@@ -49,7 +50,9 @@ def _failing_marks_sweep(engine: Engine, scan: Scan) -> Iterator[None]:
 
 @dg.asset(group_name=GROUP, io_manager_key=IO_MANAGER, kinds={"python"})
 def stuck_webhook_events(
-    context: dg.AssetExecutionContext, payments_db: PaymentsDatabase, sweep: SweepSettings
+    context: dg.AssetExecutionContext,
+    payments_db: PaymentsDatabase,
+    sweep: dg.ResourceParam[SweepSettings],
 ) -> dg.MaterializeResult[Scan]:
     """Opens the `sweep_runs` row (trigger and Dagster run id) and scans every stuck reason."""
     params = sweep.params(load_settings())

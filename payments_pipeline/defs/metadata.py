@@ -122,7 +122,7 @@ def summary_metadata(
     summary: SweepSummary, dispatch: DispatchResult, payments: Mapping[str, PaymentTotals]
 ) -> dict[str, Any]:
     """The seed's totals, per provider too, live and test-mode payments apart (test money is
-    never counted as real), the two pandas-shaped tables and the events."""
+    never counted as real), the two tables and the events."""
     return {
         **{f"payments_{mode}": totals.count for mode, totals in payments.items()},
         **{

@@ -5,8 +5,7 @@ it when the run ends; sensor ticks share one engine per process (see `yield_for_
 Assets, checks and sensors never create engines. Its URL comes through `dg.EnvVar`, resolved
 where the run executes: a password never lands in the definitions, the run config or the instance.
 
-`sweep` is what a launch may override per run (`minutes`, `provider`). `provider` is a `Literal`,
-so Dagster's own config check refuses `paypal` before the run starts, in the launchpad as well.
+`sweep` is what a launch may override per run (`minutes`, `provider`): `defs/sweep_config.py`.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
@@ -22,10 +21,17 @@ from sqlalchemy import Engine
 
 from .. import store
 from ..config import Settings, load_settings
-from ..sweep import SweepParams
+from .sweep_config import ProviderChoice, SweepSettings, sweep_resource, sweep_run_config
+
+__all__ = [
+    "PaymentsDatabase",
+    "ProviderChoice",
+    "SweepSettings",
+    "build_resources",
+    "sweep_run_config",
+]
 
 DATABASE_URL_ENV = "PAYMENTS_DATABASE_URL"
-ProviderChoice = Literal["all", "stripe", "monetbil"]
 
 
 class PaymentsDatabase(dg.ConfigurableResource):
@@ -71,29 +77,11 @@ def _tick_engine(url: str) -> Engine:
     return store.make_engine(url)
 
 
-class SweepSettings(dg.ConfigurableResource):
-    """Run-level parameters: `resources: {sweep: {config: {minutes: 5, provider: stripe}}}`."""
-
-    minutes: int = Field(
-        default=10, description="Stuck threshold in minutes (PAYMENTS_STUCK_REQUEUE_MINUTES)."
-    )
-    provider: ProviderChoice = Field(default="all", description="all, stripe or monetbil.")
-
-    def params(self, settings: Settings) -> SweepParams:
-        """The core's parameters; `SweepParamError` (minutes < 1) fails the run before any write."""
-        return SweepParams.from_settings(settings, minutes=self.minutes, provider=self.provider)
-
-
-def sweep_run_config(*, minutes: int, provider: str) -> dict[str, Any]:
-    """The run config every door launches the job with (schedule, sensor, CLI, a script)."""
-    return {"resources": {"sweep": {"config": {"minutes": minutes, "provider": provider}}}}
-
-
 def build_resources(settings: Settings) -> dict[str, Any]:
     """The resources `defs` binds; `settings` only supplies the default `minutes`."""
     return {
         "payments_db": PaymentsDatabase(url=dg.EnvVar(DATABASE_URL_ENV)),
-        "sweep": SweepSettings(minutes=settings.stuck_requeue_minutes),
+        "sweep": sweep_resource(settings.stuck_requeue_minutes),
         # The phases hand frozen dataclasses to each other inside one run: memory is the honest
         # place for them (a pickle on disk would let a later run replay another sweep's claim).
         "sweep_io_manager": dg.mem_io_manager,

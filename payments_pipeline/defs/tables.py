@@ -1,11 +1,14 @@
-"""`MetadataValue.table` builders, and the summary's two tables shaped with pandas.
+"""`MetadataValue.table` builders, and the summary's two tables.
 
-The UI renders a table's columns in its schema's order; pandas' numpy integers are converted to
-builtin `int`s, the only integers Dagster accepts in metadata.
+The UI renders a table's columns in its schema's order. The tables are built with plain Python:
+a sweep's summary has one row per provider and per reason, and `import pandas` alone took ~1 s
+of every run's summary step (a run the daemon launches is a fresh process; see
+docs/PERFORMANCE.md, "Dagster run: summary step").
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -15,6 +18,7 @@ from ..models import SweepOutcome, SweepReason
 from ..sweep import SweepSummary
 
 _OUTCOMES = (SweepOutcome.DISPATCHED, SweepOutcome.SKIPPED, SweepOutcome.DISPATCH_FAILED)
+_COUNT_COLUMNS = tuple((c, "int") for c in ("scanned", "dispatched", "skipped", "expired"))
 
 
 def table(records: Iterable[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> Any:
@@ -26,36 +30,13 @@ def table(records: Iterable[Mapping[str, Any]], columns: Sequence[tuple[str, str
 
 
 def summary_tables(summary: SweepSummary) -> dict[str, Any]:
-    """The seed's summary (per provider, then a total) and reason x outcome, shaped with pandas."""
-    import pandas as pd  # lazily: only the summary step pays for it, not every definitions load
-
-    per_provider = pd.DataFrame(
-        [{"provider": p.value, **c.as_dict()} for p, c in summary.providers.items()]
-        + [{"provider": "total", **summary.total.as_dict()}]
-    )
-    events = pd.DataFrame(
-        [(e.reason.value, e.outcome.value) for e in summary.events], columns=["reason", "outcome"]
-    )
-    why = (  # every reason and outcome, zeros included, whatever this sweep met
-        pd.crosstab(events["reason"], events["outcome"])
-        .reindex(
-            index=[r.value for r in SweepReason], columns=[o.value for o in _OUTCOMES], fill_value=0
-        )
-        .rename_axis(index="reason", columns=None)
-        .reset_index()
-    )
-    count_columns = [(c, "int") for c in ("scanned", "dispatched", "skipped", "expired")]
+    """The seed's summary (per provider, then a total) and reason x outcome, every reason and
+    outcome with zeros included, whatever this sweep met."""
+    per_provider = [{"provider": p.value, **c.as_dict()} for p, c in summary.providers.items()]
+    per_provider.append({"provider": "total", **summary.total.as_dict()})
+    met = Counter((e.reason, e.outcome) for e in summary.events)
+    why = [{"reason": r.value, **{o.value: met[r, o] for o in _OUTCOMES}} for r in SweepReason]
     return {
-        "summary": table(_plain(per_provider), [("provider", "string"), *count_columns]),
-        "reasons": table(
-            _plain(why), [("reason", "string"), *((o.value, "int") for o in _OUTCOMES)]
-        ),
+        "summary": table(per_provider, [("provider", "string"), *_COUNT_COLUMNS]),
+        "reasons": table(why, [("reason", "string"), *((o.value, "int") for o in _OUTCOMES)]),
     }
-
-
-def _plain(frame: Any) -> list[dict[str, Any]]:
-    """DataFrame rows as builtin values: numpy integers are not metadata Dagster accepts."""
-    return [
-        {k: int(v) if hasattr(v, "item") else v for k, v in row.items()}
-        for row in frame.to_dict("records")
-    ]

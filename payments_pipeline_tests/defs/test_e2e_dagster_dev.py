@@ -62,6 +62,10 @@ query Run($runId: ID!) {
     }
   }
 }"""
+RUNS = """
+query Runs {
+  runsOrError { ... on Runs { results { runId } } }
+}"""
 REPOSITORY = """
 query Repo($selector: RepositorySelector!) {
   repositoryOrError(repositorySelector: $selector) {
@@ -95,9 +99,12 @@ class Dagit:
         self.process = process
         self.log = log
 
-    def query(self, query: str, **variables: Any) -> dict[str, Any]:
+    def query(self, query: str, *, python_error: bool = False, **variables: Any) -> dict[str, Any]:
+        """The response's `data`; `python_error`: the webserver answers a mutation that raised in
+        the code location (a `PythonError` result) with HTTP 500 and the data."""
         response = httpx.post(self.url, json={"query": query, "variables": variables}, timeout=30)
-        response.raise_for_status()
+        if not (python_error and response.status_code == 500):
+            response.raise_for_status()
         body = response.json()
         assert "errors" not in body, body
         return dict(body["data"])
@@ -177,17 +184,23 @@ def test_launch_from_the_webserver_with_a_provider_override(
     }
     assert {n["groupName"] for n in data["assetNodes"]} == {"webhook_requeue"}
 
-    def launch(provider: str) -> dict[str, Any]:
+    def launch(provider: str, minutes: int = 10, python_error: bool = False) -> dict[str, Any]:
         params = {
             "selector": SELECTOR,
             "runConfigData": {
-                "resources": {"sweep": {"config": {"minutes": 10, "provider": provider}}}
+                "resources": {"sweep": {"config": {"minutes": minutes, "provider": provider}}}
             },
         }
-        return dict(dagster_dev.query(LAUNCH, params=params)["launchRun"])
+        data = dagster_dev.query(LAUNCH, python_error=python_error, params=params)
+        return dict(data["launchRun"])
 
     refused = launch("paypal")
     assert refused["__typename"] == "RunConfigValidationInvalid", refused
+    # What the launchpad shows on "Launch Run": the refusal, and no run was created.
+    too_soon = launch("monetbil", minutes=0, python_error=True)
+    assert too_soon["__typename"] == "PythonError", too_soon
+    assert "minutes must be a whole number >= 1, got 0" in too_soon["message"], too_soon
+    assert dagster_dev.query(RUNS)["runsOrError"]["results"] == []
     launched = launch("monetbil")
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]

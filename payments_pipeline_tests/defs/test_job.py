@@ -147,13 +147,31 @@ def test_a_bad_provider_is_refused_before_the_run_starts(
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-def test_minutes_below_one_fails_before_any_write(
-    db_env: Engine, event_factory: EventFactory, instance: dg.DagsterInstance
+@pytest.mark.parametrize("minutes", [0, -5, {"env": "SWEEP_TEST_MINUTES"}])
+def test_minutes_below_one_is_refused_by_the_config_before_the_run_starts(
+    db_env: Engine,
+    event_factory: EventFactory,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    minutes: object,
 ) -> None:
+    monkeypatch.setenv("SWEEP_TEST_MINUTES", "0")
     event_id = event_factory(Provider.STRIPE)
-    result = execute_sweep(instance, minutes=0)
-    assert not result.success
+    config = {"resources": {"sweep": {"config": {"minutes": minutes}}}}
+    with pytest.raises(dg.DagsterInvalidConfigError, match="minutes must be a whole number >= 1"):
+        execute_sweep(instance, run_config=config)
+    assert instance.get_runs_count() == 0  # no run, so no step, no stack trace on a run page
     assert sweep_rows(db_env) == [] and fetch_event(db_env, event_id).dispatched_at is None
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_minutes_may_come_from_an_environment_variable(
+    db_env: Engine, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SWEEP_TEST_MINUTES", "7")
+    config = {"resources": {"sweep": {"config": {"minutes": {"env": "SWEEP_TEST_MINUTES"}}}}}
+    assert execute_sweep(instance, run_config=config).success
+    assert sweep_rows(db_env)[0].minutes == 7
 
 
 def test_a_failure_mid_sweep_marks_the_audit_row_failed(

@@ -68,3 +68,20 @@ class RecordingDispatcher:
     @property
     def ids(self) -> list[int]:
         return [e.id for e in self.events]
+
+
+def payment_rows(engine: Engine) -> dict[str, tuple[Any, ...]]:
+    """Every payment as (status, amount, amount_received, amount_refunded, currency, livemode),
+    by reference: what the payment-rule tests assert, whole."""
+    with engine.connect() as conn:
+        return {
+            p.reference: (
+                p.status,
+                p.amount,
+                p.amount_received,
+                p.amount_refunded,
+                p.currency,
+                p.livemode,
+            )
+            for p in store.list_payments(conn)
+        }

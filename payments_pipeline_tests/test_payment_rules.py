@@ -26,6 +26,7 @@ from payments_pipeline.models import EventStatus, PaymentStatus, Provider
 from payments_pipeline.providers import monetbil, samples
 
 from .helpers import fetch_event
+from .helpers import payment_rows as _rows
 
 P = PaymentStatus
 T = 1_700_000_000
@@ -275,21 +276,6 @@ def _deliver(engine: Engine, settings: Settings, events: Sequence[Delivery]) -> 
             minutes=settings.stuck_requeue_minutes,
             dispatcher=dispatcher,
         )
-
-
-def _rows(engine: Engine) -> dict[str, Row]:
-    with engine.connect() as conn:
-        return {
-            p.reference: (
-                p.status,
-                p.amount,
-                p.amount_received,
-                p.amount_refunded,
-                p.currency,
-                p.livemode,
-            )
-            for p in store.list_payments(conn)
-        }
 
 
 @pytest.mark.parametrize("order", list(ORDERS))

@@ -25,6 +25,7 @@ from payments_pipeline.http.app import create_app
 from payments_pipeline.models import EventStatus, PaymentStatus
 
 from ..helpers import make_settings
+from ..helpers import payment_rows as _rows
 from .support import STRIPE_SECRET, Client, stripe_headers
 
 P = PaymentStatus
@@ -86,21 +87,6 @@ def _send(client: Client, event: dict[str, Any]) -> dict[str, Any]:
     client.wait_dispatched()
     answer: dict[str, Any] = response.json()
     return answer
-
-
-def _rows(engine: Engine) -> dict[str, tuple[Any, ...]]:
-    with engine.connect() as conn:
-        return {
-            p.reference: (
-                p.status,
-                p.amount,
-                p.amount_received,
-                p.amount_refunded,
-                p.currency,
-                p.livemode,
-            )
-            for p in store.list_payments(conn)
-        }
 
 
 def test_the_recordings_are_there() -> None:

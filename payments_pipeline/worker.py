@@ -1,8 +1,8 @@
 """`payments-pipeline worker`: processing in separate processes, with the table as the queue
 (`Worker`), or a Celery worker on the `celery` engine's queue (`run_celery_worker`).
 
-A claim (gate or sweep) stamps `dispatched_at`; an event whose `dispatched_at` is newer than the
-start of its last attempt is therefore *handed on and not yet started*: it is the queued job. With
+A claim (gate or sweep) stamps `dispatched_at` and clears `processing_started_at`; an event with
+both so is *handed on and not yet started*: it is the queued job. With
 `dispatch.TableDispatcher` the gate and the sweep do nothing more than that claim, and any number
 of worker processes take such rows: each claims a batch with one set-based conditional statement
 that skips rows another worker is claiming (`processing.claim_batch`), so N workers never take the

@@ -23,12 +23,12 @@ def test_head_matches_the_table_definitions(engine: Engine) -> None:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         diff = compare_metadata(context, store.metadata)
     assert diff == []
-    assert migrations.current_revision(engine) == migrations.head_revision() == "0002"
+    assert migrations.current_revision(engine) == migrations.head_revision() == "0003"
 
 
 def test_upgrade_twice_is_a_no_op(engine: Engine) -> None:
     migrations.upgrade(engine)
-    assert migrations.current_revision(engine) == "0002"
+    assert migrations.current_revision(engine) == "0003"
 
 
 def test_timestamps_keep_microseconds(engine: Engine, event_factory: EventFactory) -> None:
@@ -92,7 +92,7 @@ def test_0002_upgrades_existing_payments_in_place(
                     updated_at=now,
                 )
             )
-    migrations.upgrade(eng)
+    migrations.upgrade(eng, "0002")
     assert migrations.current_revision(eng) == "0002"
     with eng.connect() as conn:
         found = {
@@ -111,3 +111,63 @@ def test_0002_upgrades_existing_payments_in_place(
             .where(store.payments.c.reference == "pi_l")
             .values(status=PaymentStatus.PARTIALLY_REFUNDED.value)
         )
+
+
+def test_0003_gives_the_queue_of_the_old_rule_its_new_form(
+    engine_at_revision: Callable[[str], Engine],
+) -> None:
+    """Events handed on since their last attempt began, by the old rule's timestamps, stay
+    startable; every other row keeps its attempt's start."""
+    eng = engine_at_revision("0002")
+    t0 = dt.datetime(2026, 11, 30, 12, 0, 0)
+    later, earlier = t0 + dt.timedelta(minutes=5), t0 - dt.timedelta(minutes=5)
+    rows = {  # key: (status, dispatched_at, processing_started_at)
+        "failed_redispatched": ("failed", later, t0),
+        "received_redispatched": ("received", later, t0),
+        "failed_waiting": ("failed", earlier, t0),
+        "failed_never_dispatched": ("failed", None, t0),
+        "processing": ("processing", later, t0),
+        "dead": ("dead", later, t0),
+        "new": ("received", t0, None),
+    }
+    events = sa.table(
+        "webhook_events",
+        *(sa.column(c) for c in ("provider", "provider_event_id", "event_type", "status")),
+        *(sa.column(c) for c in ("payload", "attempts", "attempts_base", "created_at")),
+        *(sa.column(c) for c in ("updated_at", "dispatched_at", "processing_started_at")),
+    )
+    with eng.begin() as conn:
+        for key, (status, dispatched, started) in rows.items():
+            conn.execute(
+                events.insert().values(
+                    provider="stripe",
+                    provider_event_id=key,
+                    event_type="x",
+                    status=status,
+                    payload="{}",
+                    attempts=1,
+                    attempts_base=0,
+                    created_at=t0,
+                    updated_at=t0,
+                    dispatched_at=dispatched,
+                    processing_started_at=started,
+                )
+            )
+    migrations.upgrade(eng)
+    assert migrations.current_revision(eng) == "0003"
+    with eng.connect() as conn:
+        found = {
+            key: started
+            for key, started in conn.execute(
+                sa.select(store.E.provider_event_id, store.E.processing_started_at)
+            )
+        }
+    assert found == {
+        "failed_redispatched": None,
+        "received_redispatched": None,
+        "failed_waiting": t0,
+        "failed_never_dispatched": t0,
+        "processing": t0,
+        "dead": t0,
+        "new": None,
+    }

@@ -17,11 +17,14 @@ from payments_pipeline.models import (
     ProcessOutcome,
     Provider,
     SweepReason,
+    utcnow,
 )
 from payments_pipeline.processing import (
     PermanentEventError,
     backoff,
+    claim_batch,
     complete_attempt,
+    complete_attempts,
     process_event,
     start_attempt,
 )
@@ -205,6 +208,98 @@ def test_a_failed_event_is_not_retried_without_a_new_dispatch(
         process_event(engine, event_id, settings=settings, registry=default_registry())
         is ProcessOutcome.PROCESSED
     )
+
+
+def test_an_attempt_stamped_before_its_dispatch_still_consumes_it(
+    engine: Engine, event_factory: EventFactory
+) -> None:
+    """Clocks are not an order: a worker reads its clock, is descheduled, and claims the event
+    after a gate stamped `dispatched_at` later than that reading (seen in the soak on a loaded
+    machine). The failed attempt must still have consumed the dispatch: no attempt 2 before a
+    claim hands the event on again."""
+    settings = make_settings(engine)
+    registry = _failing_registry(RuntimeError("upstream timeout"))
+    event_id = event_factory(Provider.STRIPE, dispatched_at=ago(seconds=1))
+    early = ago(seconds=3)  # read before the dispatch was stamped
+    assert (
+        process_event(engine, event_id, settings=settings, registry=registry, now_fn=lambda: early)
+        is ProcessOutcome.FAILED
+    )
+    assert (
+        process_event(engine, event_id, settings=settings, registry=registry)
+        is ProcessOutcome.NOT_CLAIMED
+    )
+    assert claim_batch(engine, settings=settings, limit=10) == []
+    assert fetch_event(engine, event_id).attempts == 1
+
+
+def test_a_batch_attempt_stamped_before_its_dispatch_still_consumes_it(
+    engine: Engine, event_factory: EventFactory
+) -> None:
+    """The same for the table worker's batch claim and group commit."""
+    settings = make_settings(engine)
+    registry = _failing_registry(RuntimeError("upstream timeout"))
+    event_id = event_factory(Provider.STRIPE, dispatched_at=ago(seconds=1))
+    batch = claim_batch(engine, settings=settings, limit=10, now=ago(seconds=3))
+    assert [a.event.id for a in batch] == [event_id]
+    assert complete_attempts(engine, batch, settings=settings, registry=registry) == [
+        ProcessOutcome.FAILED
+    ]
+    assert claim_batch(engine, settings=settings, limit=10) == []
+    assert fetch_event(engine, event_id).attempts == 1
+    _redispatch_after_backoff(engine, event_id)
+    again = claim_batch(engine, settings=settings, limit=10)
+    assert [a.number for a in again] == [2]
+
+
+def test_every_hand_on_opens_exactly_one_attempt(
+    engine: Engine, event_factory: EventFactory
+) -> None:
+    """Each claim that hands a waiting event on (the sweep's four reasons, the gate's claims, a
+    replay) lets exactly one attempt start, whatever the clocks said; the gate's claim 1 on a row
+    being processed keeps that attempt's start, the sweep's stall clock."""
+    settings = make_settings(engine, stuck_requeue_minutes=10)
+    old = ago(minutes=90)
+    by_reason = {
+        SweepReason.DISPATCHED_AT_NULL: event_factory(created_at=old),
+        SweepReason.DISPATCH_LOST: event_factory(dispatched_at=old, created_at=old),
+        SweepReason.FAILED_OLD: event_factory(
+            status=EventStatus.FAILED,
+            attempts=1,
+            dispatched_at=old,
+            processing_started_at=ago(seconds=1),  # a later clock than the sweep's claim below
+            next_attempt_at=old,
+            created_at=old,
+        ),
+        SweepReason.PROCESSING_STALLED: event_factory(
+            status=EventStatus.PROCESSING,
+            attempts=1,
+            dispatched_at=old,
+            processing_started_at=old,
+            created_at=old,
+        ),
+    }
+    summary = run_sweep(engine, SweepParams(minutes=10), RecordingDispatcher())
+    assert {e.event.id: e.reason for e in summary.events} == {v: k for k, v in by_reason.items()}
+    for event_id in by_reason.values():
+        assert fetch_event(engine, event_id).processing_started_at is None
+        assert start_attempt(engine, event_id, settings=settings) is not None
+        assert start_attempt(engine, event_id, settings=settings) is None  # one per hand-on
+
+    processing = event_factory(
+        status=EventStatus.PROCESSING, attempts=1, processing_started_at=old, created_at=old
+    )
+    with engine.begin() as conn:
+        assert store.claim_undispatched(conn, event_id=processing, now=utcnow())
+    assert fetch_event(engine, processing).processing_started_at == old
+
+    dead = event_factory(
+        status=EventStatus.DEAD, attempts=5, dispatched_at=old, processing_started_at=ago(seconds=1)
+    )
+    replayed = replay_events(engine, [dead], RecordingDispatcher(), minutes=10).replayed
+    assert [e.id for e in replayed] == [dead]
+    assert start_attempt(engine, dead, settings=settings, now=old) is not None
+    assert start_attempt(engine, dead, settings=settings) is None
 
 
 def test_backoff_doubles_and_caps() -> None:

@@ -1,8 +1,8 @@
 """`table` (the table as the queue; `queue` is its former name): dispatch is the claim already
 made.
 
-A claim stamps `dispatched_at`; an event whose `dispatched_at` is newer than the start of its last
-attempt is therefore *handed on and not yet started*: it is the queued job, and
+A claim stamps `dispatched_at` and clears `processing_started_at` (the start of an attempt sets it
+again); an event with both so is *handed on and not yet started*: it is the queued job, and
 `payments-pipeline worker` processes (`worker.Worker`) take such rows from the table. Nothing is
 sent anywhere, so nothing can be lost between the claim and a worker.
 """

@@ -20,7 +20,7 @@ from ._rows import PROVIDERS, REF_COLUMNS, event_from_row, ref_from_row
 from .backends import backend_for
 from .engine import changed_one
 from .schema import E, webhook_events
-from .stuck import STUCK_REASONS, Cutoffs
+from .stuck import OPENS_AN_ATTEMPT, STUCK_REASONS, Cutoffs
 
 
 def get_event(conn: Connection, *, event_id: int) -> WebhookEvent | None:
@@ -85,7 +85,14 @@ _CLAIM_UNDISPATCHED = (
         E.dispatched_at.is_(None),
         E.status != EventStatus.PROCESSED.value,
     )
-    .values(dispatched_at=sa.bindparam("at"), updated_at=sa.bindparam("at"))
+    .values(
+        dispatched_at=sa.bindparam("at"),
+        updated_at=sa.bindparam("at"),
+        # A row being processed keeps its attempt's start (the sweep's stall clock).
+        processing_started_at=sa.case(
+            (E.status == EventStatus.PROCESSING.value, E.processing_started_at), else_=None
+        ),
+    )
 )
 
 
@@ -113,7 +120,7 @@ _CLAIM_FAILED = (
             Cutoffs(sa.bindparam("at"), sa.bindparam("stuck_before"), None)
         ),
     )
-    .values(dispatched_at=sa.bindparam("at"), updated_at=sa.bindparam("at"))
+    .values(dispatched_at=sa.bindparam("at"), updated_at=sa.bindparam("at"), **OPENS_AN_ATTEMPT)
 )
 
 
@@ -131,8 +138,16 @@ _CLAIMABLE = (EventStatus.RECEIVED.value, EventStatus.FAILED.value)
 
 
 def _dispatched_since_last_attempt() -> ColumnElement[bool]:
-    """No attempt yet, or a claim stamped `dispatched_at` after the last attempt started."""
-    return sa.or_(E.processing_started_at.is_(None), E.processing_started_at < E.dispatched_at)
+    """No attempt yet, or a claim handed the event on since the last attempt started: every claim
+    that hands on a waiting event clears `processing_started_at` (`OPENS_AN_ATTEMPT`), and every
+    attempt sets it, so the column is a state, not a clock.
+
+    Comparing it with `dispatched_at` was not enough: the two stamps come from different clock
+    readings, and a worker that read its clock, was descheduled, then claimed the event after a
+    gate stamped a later `dispatched_at` left `processing_started_at < dispatched_at`: once that
+    attempt failed, the next poll started another without any new dispatch (seen in the soak on a
+    loaded machine: 2 attempts, 1 dispatch)."""
+    return E.processing_started_at.is_(None)
 
 
 def _awaits_attempt(event_id: int) -> ColumnElement[bool]:
@@ -297,6 +312,7 @@ def requeue_for_replay(
         "next_attempt_at": None,
         "last_error": None,
         "updated_at": now,
+        **OPENS_AN_ATTEMPT,
     }
     return backend_for(conn).update_ids_returning(conn, event_ids, cond, values)
 

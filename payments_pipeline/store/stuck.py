@@ -151,12 +151,17 @@ def any_stuck_condition(
 # --- webhook events: the sweep -------------------------------------------------------------------
 
 
+# What every claim that hands a waiting event on writes besides `dispatched_at`: it opens one
+# attempt (`events._dispatched_since_last_attempt`), which the attempt's start closes again.
+OPENS_AN_ATTEMPT: dict[str, Any] = {"processing_started_at": None}
+
+
 def _claim_values(reason: SweepReason, now: dt.datetime) -> dict[str, Any]:
-    values: dict[str, Any] = {"dispatched_at": now, "updated_at": now}
+    values: dict[str, Any] = {"dispatched_at": now, "updated_at": now, **OPENS_AN_ATTEMPT}
     if reason is SweepReason.PROCESSING_STALLED:
         # Back to `received` in the same statement: the stale worker's fenced commit now finds
         # its attempt gone, and the next processing claim can take the row.
-        values |= {"status": EventStatus.RECEIVED.value, "processing_started_at": None}
+        values |= {"status": EventStatus.RECEIVED.value}
     return values
 
 

@@ -266,8 +266,8 @@ def replay(settings: Settings, event_ids: Sequence[int]) -> None:
         click.echo(
             f"replayed #{ref.id} {ref.provider.value} {ref.provider_event_id} ({ref.event_type})"
         )
-    for event_id in result.refused:
-        click.echo(f"not replayed #{event_id}: unknown, or not dead/processed")
+    for refusal in result.refused:
+        click.echo(f"not replayed #{refusal.event_id}: {refusal.why}")
     click.echo(f"audit: sweep #{result.sweep_id}")
     if result.refused:
         raise click.exceptions.Exit(1)

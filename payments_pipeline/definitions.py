@@ -10,7 +10,7 @@ from __future__ import annotations
 import dagster as dg
 
 from .config import load_settings
-from .defs import assets, jobs, resources, run_failures, schedules, sensors
+from .defs import assets, jobs, replay, resources, run_failures, schedules, sensors
 
 defs = dg.Definitions(
     assets=[
@@ -19,7 +19,7 @@ defs = dg.Definitions(
         assets.dispatched_webhook_events,
         assets.requeue_sweep_summary,
     ],
-    jobs=[jobs.requeue_stuck_webhooks],
+    jobs=[jobs.requeue_stuck_webhooks, replay.replay_webhook_events],
     schedules=[schedules.requeue_schedule],
     sensors=[sensors.webhook_events_sensor, run_failures.sweep_run_failure_sensor],
     resources=resources.build_resources(load_settings()),

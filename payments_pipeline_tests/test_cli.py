@@ -189,8 +189,11 @@ def test_replay_reports_and_audits(
     code, out, _ = _run(capsys, "replay", str(dead))
     assert code == 0 and f"replayed #{dead}" in out
     assert fetch_event(db_env, dead).status is EventStatus.PROCESSED
-    code, out, _ = _run(capsys, "replay", str(dead + 1000))
-    assert code == 1 and "not replayed" in out
+    code, out, _ = _run(capsys, "replay", str(dead + 1000), str(dead))
+    assert code == 1
+    assert f"not replayed #{dead + 1000}: unknown event id" in out
+    assert f"not replayed #{dead}: it is processed: only dead or processed" not in out
+    assert f"replayed #{dead}" in out  # a processed event may go round again
 
 
 def test_demo_runs_a_sweep_from_the_installed_command(tmp_path: Path) -> None:

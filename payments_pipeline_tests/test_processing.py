@@ -28,7 +28,7 @@ from payments_pipeline.processing import (
     process_event,
     start_attempt,
 )
-from payments_pipeline.replay import replay_events
+from payments_pipeline.replay import replay_events, select_dead
 from payments_pipeline.sweep import SweepParams, run_sweep
 
 from .conftest import EventFactory
@@ -456,6 +456,28 @@ def test_older_failure_never_overwrites_newer_success(engine: Engine) -> None:
     assert payment is not None and payment.status is PaymentStatus.SUCCEEDED
 
 
+def test_select_dead_takes_a_providers_dead_events_since_a_date(
+    engine: Engine, event_factory: EventFactory
+) -> None:
+    dead = [event_factory(Provider.STRIPE, status=EventStatus.DEAD) for _ in range(3)]
+    older = event_factory(Provider.STRIPE, status=EventStatus.DEAD)
+    other = event_factory(Provider.MONETBIL, status=EventStatus.DEAD)
+    event_factory(Provider.STRIPE, status=EventStatus.FAILED)
+    with engine.begin() as conn:  # `older` died two days ago
+        conn.execute(
+            sa.update(store.webhook_events)
+            .where(store.E.id == older)
+            .values(updated_at=ago(days=2))
+        )
+    since = ago(days=1)
+    picked = select_dead(engine, providers=[Provider.STRIPE], since=since, limit=2)
+    assert picked.event_ids == tuple(dead[:2]) and picked.total == 3 and picked.left_out == 1
+    both = select_dead(engine, providers=list(Provider), since=ago(days=3), limit=10)
+    assert both.event_ids == (*dead, older, other) and both.left_out == 0
+    with pytest.raises(ValueError, match="limit must be >= 1"):
+        select_dead(engine, providers=[Provider.STRIPE], since=since, limit=0)
+
+
 def test_replay_of_processed_event_never_applies_twice(
     engine: Engine, event_factory: EventFactory
 ) -> None:
@@ -467,7 +489,10 @@ def test_replay_of_processed_event_never_applies_twice(
     dispatcher = RecordingDispatcher()
     result = replay_events(engine, [event_id, dead_id, fresh_id, 999_999], dispatcher, minutes=10)
     assert sorted(r.id for r in result.replayed) == sorted([event_id, dead_id])
-    assert result.refused == (fresh_id, 999_999)
+    assert [(r.event_id, r.why) for r in result.refused] == [
+        (fresh_id, "it is received: only dead or processed events are replayed"),
+        (999_999, "unknown event id"),
+    ]
     for ref in dispatcher.events:
         assert (
             process_event(engine, ref.id, settings=settings, registry=default_registry())

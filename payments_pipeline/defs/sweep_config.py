@@ -1,7 +1,7 @@
 """The `sweep` resource: what a launch may override per run (`minutes`, `provider`).
 
 Both are refused by Dagster's config check before a run exists: `provider: paypal` (an enum, which
-the launchpad flags as you type) and `minutes: 0` (`_AtLeastOneMinute`, refused when the run is
+the launchpad flags as you type) and `minutes: 0` (`AtLeastOne`, refused when the run is
 launched: the launchpad shows the error in place of starting a run). The schedule, the sensor, the
 CLI and scripts launch with `sweep_run_config(...)`.
 """
@@ -35,8 +35,9 @@ class SweepSettings:
         return SweepParams.from_settings(settings, minutes=self.minutes, provider=self.provider)
 
 
-class _AtLeastOneMinute(dg.ScalarUnion):
-    """A whole number of minutes >= 1, or `{env: VAR}` like every int in Dagster config.
+class AtLeastOne(dg.ScalarUnion):
+    """A whole number >= 1, or `{env: VAR}` like every int in Dagster config (`what` names it in
+    the refusal; `key` is the config type's unique name).
 
     Dagster turns a pydantic `Field(ge=1)` into a plain int and leaves the bound to pydantic, at
     resource initialisation: the run exists by then and its first step fails with a stack trace.
@@ -47,35 +48,39 @@ class _AtLeastOneMinute(dg.ScalarUnion):
     alone, so it flags `minutes: 0` only when "Launch Run" is pressed.
     """
 
-    def __init__(self) -> None:
-        super().__init__(
-            scalar_type=int, non_scalar_schema=dg.Selector({"env": str}), _key="SweepMinutes"
-        )
+    def __init__(self, what: str, key: str) -> None:
+        super().__init__(scalar_type=int, non_scalar_schema=dg.Selector({"env": str}), _key=key)
+        self.what = what
 
     def post_process(self, value: Any) -> int:
-        minutes = int(dg.IntSource.post_process(value))  # resolves {env: VAR}
-        if minutes < 1:
-            raise PostProcessingError(f"minutes must be a whole number >= 1, got {minutes}")
-        return minutes
+        number = int(dg.IntSource.post_process(value))  # resolves {env: VAR}
+        if number < 1:
+            raise PostProcessingError(f"{self.what} must be a whole number >= 1, got {number}")
+        return number
+
+
+# One instance per config type name: Dagster keys its config types by `_key`.
+_MINUTES = AtLeastOne("minutes", "SweepMinutes")
+PROVIDER_ENUM = dg.Enum("SweepProvider", [dg.EnumValue(p) for p in get_args(ProviderChoice)])
 
 
 def sweep_resource(default_minutes: int) -> dg.ResourceDefinition:
     """`resources: {sweep: {config: {minutes: 5, provider: stripe}}}`; both have defaults.
 
     A resource with an explicit config schema (not a `ConfigurableResource`): a pythonic field
-    cannot carry a config type of its own, and `minutes` needs `_AtLeastOneMinute`.
+    cannot carry a config type of its own, and `minutes` needs `AtLeastOne`.
     """
     return dg.ResourceDefinition(
         resource_fn=lambda context: SweepSettings(**context.resource_config),
         config_schema={
             "minutes": dg.Field(
-                _AtLeastOneMinute(),
+                _MINUTES,
                 default_value=default_minutes,
                 description="Stuck threshold in minutes, at least 1 "
                 "(default: PAYMENTS_STUCK_REQUEUE_MINUTES).",
             ),
             "provider": dg.Field(
-                dg.Enum("SweepProvider", [dg.EnumValue(p) for p in get_args(ProviderChoice)]),
+                PROVIDER_ENUM,
                 default_value="all",
                 description="all, stripe or monetbil.",
             ),

@@ -56,6 +56,8 @@ from .payments import (
 from .reads import (
     count_by_provider_status,
     count_dead_events,
+    dead_since,
+    event_statuses,
     list_event_refs,
     oldest_created_at,
     ping,
@@ -110,6 +112,8 @@ __all__ = [
     "count_dead_events",
     "count_expired",
     "count_newly_stuck",
+    "dead_since",
+    "event_statuses",
     "fail_running_sweep_of_dagster_run",
     "finish_sweep_run",
     "get_event",

@@ -60,6 +60,30 @@ def ping(conn: Connection) -> None:
     conn.execute(sa.select(E.id).where(sa.false())).all()
 
 
+def event_statuses(conn: Connection, *, event_ids: Sequence[int]) -> dict[int, EventStatus]:
+    """The status of each of `event_ids` that exists (a replay says why it refused the others)."""
+    if not event_ids:
+        return {}
+    rows = conn.execute(sa.select(E.id, E.status).where(E.id.in_(list(event_ids))))
+    return {int(i): EventStatus(s) for i, s in rows}
+
+
+def dead_since(
+    conn: Connection, *, providers: Sequence[Provider], since: dt.datetime, limit: int
+) -> tuple[list[int], int]:
+    """The first `limit` ids (by id) of the `dead` events of `providers` that died at or after
+    `since` (their `updated_at`: nothing changes a dead row but a replay), and how many match in
+    all. Both read the `(status, ...)` indexes' `dead` range."""
+    where = sa.and_(
+        E.status == EventStatus.DEAD.value,
+        E.provider.in_([p.value for p in providers]),
+        E.updated_at >= since,
+    )
+    ids = conn.execute(sa.select(E.id).where(where).order_by(E.id).limit(limit)).scalars()
+    total = conn.execute(sa.select(func.count()).where(where)).scalar_one()
+    return [int(i) for i in ids], int(total)
+
+
 def count_dead_events(conn: Connection, *, providers: Sequence[Provider]) -> dict[Provider, int]:
     """Dead events per provider (a Dagster check); served by the indexes led by `status`."""
     rows = conn.execute(

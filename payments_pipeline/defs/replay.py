@@ -1,0 +1,279 @@
+"""The job `replay_webhook_events`: the audited replay (`payments_pipeline.replay`), launched from
+the launchpad.
+
+Its run config is flat (a `ConfigMapping` onto the one op), either the events by id:
+
+    event_ids: [812, 813]
+
+or the dead events of a provider since a date (`status` may only be `dead`; `limit` caps one run):
+
+    provider: stripe
+    status: dead
+    since: "2026-11-30"
+
+Dagster's config check refuses, before any run exists, an unknown provider or status, a `since`
+that is not an ISO 8601 date or time, `limit < 1`, and a config that gives both forms or neither.
+The events go round through `PAYMENTS_DISPATCH`; the replay is one `sweep_runs` row (who launched
+it, this run's id) and one `sweep_events` row per event replayed. The run page lists what it
+replayed and what it refused, and why, in one Markdown entry (`report`) and two tables.
+"""
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+from dagster._config import PostProcessingError
+
+from ..config import load_settings
+from ..dispatch import build_dispatcher
+from ..models import DispatchMode, EventRef, ProcessOutcome
+from ..replay import DeadSelection, Refusal, ReplayResult, replay_events, select_dead
+from ..sweep import SweepParams
+from .resources import PaymentsDatabase
+from .sweep_config import PROVIDER_ENUM, AtLeastOne
+from .tables import table
+from .tags import trigger_from_tags
+
+JOB_NAME = "replay_webhook_events"
+OP_NAME = "replay_events"
+DEFAULT_LIMIT = 1000
+SHOWN = 50  # rows per table on the run page; the audit holds them all
+
+
+def parse_since(text: str) -> dt.datetime:
+    """An ISO 8601 date (midnight UTC) or date and time (an offset converts to UTC; none: UTC)
+    as the naive UTC the tables store."""
+    try:
+        moment = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"since must be an ISO 8601 date or time such as 2026-11-30 or "
+            f"2026-11-30T12:00:00Z, got {text!r}"
+        ) from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
+    return moment
+
+
+class _IsoMoment(dg.ScalarUnion):
+    """`since`: refused in the config check, like `minutes: 0`, when it does not parse."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            scalar_type=str, non_scalar_schema=dg.Selector({"env": str}), _key="ReplaySince"
+        )
+
+    def post_process(self, value: Any) -> str:
+        text = str(dg.StringSource.post_process(value))
+        try:
+            parse_since(text)
+        except ValueError as exc:
+            raise PostProcessingError(str(exc)) from None
+        return text
+
+
+_SCHEMA = {
+    "event_ids": dg.Field(
+        [int], is_required=False, description="Replay these events (dead or processed)."
+    ),
+    "provider": dg.Field(
+        PROVIDER_ENUM, default_value="all", description="With since: all, stripe or monetbil."
+    ),
+    "status": dg.Field(
+        dg.Enum("ReplayStatus", [dg.EnumValue("dead")]),
+        default_value="dead",
+        description="With since: the status replayed (only dead).",
+    ),
+    "since": dg.Field(
+        _IsoMoment(),
+        is_required=False,
+        description="Replay the dead events that died at or after this ISO date or time (UTC).",
+    ),
+    "limit": dg.Field(
+        AtLeastOne("limit", "ReplayLimit"),
+        default_value=DEFAULT_LIMIT,
+        description="With since: at most this many events in one run (lowest ids first).",
+    ),
+}
+
+
+def _one_form(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The job's flat config onto the op's; refuses both forms or neither (before the run)."""
+    ids, since = config.get("event_ids"), config.get("since")
+    if bool(ids) == (since is not None):
+        raise dg.DagsterInvalidConfigError(
+            "replay_webhook_events: give event_ids, or since (with provider and status: dead)"
+            + (", not both" if ids else ""),
+            [],
+            config,
+        )
+    return {"ops": {OP_NAME: {"config": dict(config)}}}
+
+
+def replay_run_config(
+    *, event_ids: Sequence[int] = (), provider: str = "all", since: str | None = None
+) -> dict[str, Any]:
+    """The run config a script or test launches the job with."""
+    if since is None:
+        return {"event_ids": list(event_ids)}
+    return {"provider": provider, "status": "dead", "since": since}
+
+
+@dg.op(name=OP_NAME, config_schema=_SCHEMA, out=dg.Out(dg.Nothing))
+def replay_events_op(context: dg.OpExecutionContext, payments_db: PaymentsDatabase) -> None:
+    """Replays the events the run config names, through PAYMENTS_DISPATCH, audited."""
+    config = context.op_config
+    settings = load_settings()
+    engine = payments_db.engine
+    selection: DeadSelection | None = None
+    if config.get("since") is not None:
+        provider = config["provider"]
+        providers = SweepParams(provider=provider).providers
+        selection = select_dead(
+            engine, providers=providers, since=parse_since(config["since"]), limit=config["limit"]
+        )
+        wanted: Sequence[int] = selection.event_ids
+        scope = f"dead {provider} events since {config['since']}"
+    else:
+        provider, wanted = "all", config["event_ids"]
+        scope = f"event ids {', '.join(map(str, sorted(set(wanted))))}"
+    dispatcher = build_dispatcher(settings.dispatch, engine, settings)
+    result = replay_events(
+        engine,
+        wanted,
+        dispatcher,
+        minutes=settings.stuck_requeue_minutes,
+        trigger=trigger_from_tags(context.run.tags),
+        dagster_run_id=context.run.run_id,
+        provider=provider,
+    )
+    outcomes = getattr(dispatcher, "outcomes", None)  # inline only: it processed them
+    context.log.info(
+        f"replay (sweep #{result.sweep_id}, {scope}): {len(result.replayed)} replayed via "
+        f"{settings.dispatch.value}, {len(result.refused)} refused"
+    )
+    for refusal in result.refused[:SHOWN]:
+        context.log.warning(f"not replayed #{refusal.event_id}: {refusal.why}")
+    if selection is not None and selection.left_out:
+        context.log.warning(
+            f"{selection.left_out} more dead event(s) match: not replayed by this run "
+            f"(limit {config['limit']}); launch it again"
+        )
+    context.add_output_metadata(
+        replay_metadata(result, scope, settings.dispatch, outcomes, selection)
+    )
+
+
+def replay_metadata(
+    result: ReplayResult,
+    scope: str,
+    engine: DispatchMode,
+    outcomes: Mapping[ProcessOutcome, int] | None,
+    selection: DeadSelection | None,
+) -> dict[str, Any]:
+    """The run page of a replay: counts Dagster plots, the Markdown report, the two tables."""
+    left_out = selection.left_out if selection is not None else 0
+    processed = {}
+    if outcomes is not None:
+        processed = {f"processing_{o.value}": outcomes.get(o, 0) for o in ProcessOutcome}
+    return {
+        "report": dg.MetadataValue.md(replay_markdown(result, scope, engine, outcomes, left_out)),
+        "sweep_id": result.sweep_id,
+        "replayed": len(result.replayed),
+        "refused": len(result.refused),
+        "left_out": left_out,
+        "engine": dg.MetadataValue.text(engine.value),
+        **processed,
+        "replayed_events": _replayed_table(result.replayed),
+        "refused_events": _refused_table(result.refused),
+    }
+
+
+def _replayed_table(refs: Sequence[EventRef]) -> Any:
+    rows = [
+        {
+            "id": r.id,
+            "provider": r.provider.value,
+            "provider_event_id": r.provider_event_id,
+            "event_type": r.event_type,
+        }
+        for r in refs[:SHOWN]
+    ]
+    columns = [
+        ("id", "int"),
+        ("provider", "string"),
+        ("provider_event_id", "string"),
+        ("event_type", "string"),
+    ]
+    return table(rows, columns)
+
+
+def _refused_table(refused: Sequence[Refusal]) -> Any:
+    rows = [{"id": r.event_id, "why": r.why} for r in refused[:SHOWN]]
+    return table(rows, [("id", "int"), ("why", "string")])
+
+
+def replay_markdown(
+    result: ReplayResult,
+    scope: str,
+    engine: DispatchMode,
+    outcomes: Mapping[ProcessOutcome, int] | None,
+    left_out: int,
+) -> str:
+    replayed, refused = len(result.replayed), len(result.refused)
+    lines = []
+    if refused or left_out:
+        lines.append(
+            "**ATTENTION**: "
+            + "; ".join(
+                part
+                for part in (
+                    f"{refused} id(s) refused (below, with why)" if refused else "",
+                    f"{left_out} more event(s) match, not replayed (limit): launch again"
+                    if left_out
+                    else "",
+                )
+                if part
+            )
+        )
+        lines.append("")
+    lines.append(
+        f"**Replayed {replayed}** ({scope}) via `{engine.value}`; "
+        f"audit: sweep #{result.sweep_id} (`sweep_events where sweep_id = {result.sweep_id}`)."
+    )
+    if outcomes:
+        done = ", ".join(f"{n} {o.value}" for o, n in sorted(outcomes.items()) if n)
+        lines.append(f"Processed here (inline): {done}.")
+    elif replayed:
+        lines.append(f"Handed on to the `{engine.value}` engine's workers.")
+    if replayed:
+        lines += ["", "| id | provider | event | type |", "| --- | --- | --- | --- |"]
+        lines += [
+            f"| {r.id} | {r.provider.value} | `{r.provider_event_id}` | {r.event_type} |"
+            for r in result.replayed[:SHOWN]
+        ]
+        if replayed > SHOWN:
+            lines.append(f"\n{SHOWN} of {replayed} shown (lowest ids first).")
+    if refused:
+        lines += ["", f"**Refused {refused}**", "", "| id | why |", "| --- | --- |"]
+        lines += [f"| {r.event_id} | {r.why} |" for r in result.refused[:SHOWN]]
+        if refused > SHOWN:
+            lines.append(f"\n{SHOWN} of {refused} shown.")
+    if not replayed and not refused:
+        lines.append("Nothing matched: no event was replayed.")
+    return "\n".join(lines)
+
+
+@dg.job(
+    name=JOB_NAME,
+    config=dg.ConfigMapping(config_fn=_one_form, config_schema=_SCHEMA),
+    executor_def=dg.in_process_executor,
+    description=(
+        "Audited replay of dead (or processed) webhook events, dispatched through "
+        "PAYMENTS_DISPATCH. Run config: event_ids: [12, 13], or provider: stripe, status: dead, "
+        'since: "2026-11-30".'
+    ),
+)
+def replay_webhook_events() -> None:
+    replay_events_op()

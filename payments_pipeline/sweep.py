@@ -26,6 +26,7 @@ from .errors import short_error
 from .models import (
     PROVIDERS,
     EventRef,
+    EventStatus,
     Provider,
     SweepOutcome,
     SweepReason,
@@ -88,6 +89,18 @@ class Candidate(NamedTuple):
 
 
 @dataclass(frozen=True)
+class ExpiredEvent:
+    """A stuck row older than the window: never requeued, shown so someone acts on it."""
+
+    event: EventRef
+    status: EventStatus
+    created_at: dt.datetime
+
+
+EXPIRED_SHOWN = 20  # the oldest expired events a scan lists; `expired` counts them all
+
+
+@dataclass(frozen=True)
 class Scan:
     """What the sweep found: candidates inside the window, and stuck rows too old to touch."""
 
@@ -98,6 +111,7 @@ class Scan:
     candidates: tuple[Candidate, ...]
     expired: dict[Provider, int]
     dry_run: bool = False
+    expired_events: tuple[ExpiredEvent, ...] = ()  # the oldest EXPIRED_SHOWN, oldest first
 
     @property
     def stuck_before(self) -> dt.datetime:
@@ -258,12 +272,22 @@ def begin_sweep(
     try:
         with engine.connect() as conn:
             candidates = _scan(conn, shell)
+            conditions = [shell.condition(r) for r in SweepReason]
             expired = store.count_expired(
                 conn,
-                conditions=[shell.condition(r) for r in SweepReason],
+                conditions=conditions,
                 providers=params.providers,
                 created_after=shell.created_after,
             )
+            oldest = []
+            if expired:
+                oldest = store.list_expired(
+                    conn,
+                    conditions=conditions,
+                    providers=params.providers,
+                    created_after=shell.created_after,
+                    limit=EXPIRED_SHOWN,
+                )
     except Exception as exc:
         fail_sweep(engine, shell, exc)
         raise
@@ -274,7 +298,8 @@ def begin_sweep(
             provider.value,
             params.max_age_days,
         )
-    return Scan(sweep_id, params, trigger, started_at, candidates, expired, dry_run)
+    expired_events = tuple(ExpiredEvent(r, EventStatus(s), t) for r, s, t in oldest)
+    return Scan(sweep_id, params, trigger, started_at, candidates, expired, dry_run, expired_events)
 
 
 def _scan(conn: Connection, scan: Scan) -> tuple[Candidate, ...]:

@@ -9,8 +9,9 @@ expired, and why. The phases hand the core's frozen results to each other in mem
 If any step fails after the scan opened the `sweep_runs` row, that row is marked failed.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import dagster as dg
 from sqlalchemy import Engine
@@ -18,6 +19,7 @@ from sqlalchemy import Engine
 from .. import status
 from ..config import load_settings
 from ..dispatch import build_dispatcher
+from ..models import DispatchMode, ProcessOutcome
 from ..sweep import (
     ClaimResult,
     DispatchResult,
@@ -32,10 +34,23 @@ from . import checks
 from . import metadata as md
 from .resources import PaymentsDatabase
 from .sweep_config import SweepSettings
+from .sweep_report import sweep_markdown
 from .tags import trigger_from_tags
 
 GROUP = "webhook_requeue"
 IO_MANAGER = "sweep_io_manager"
+
+
+@dataclass(frozen=True)
+class HandedOn:
+    """Which engine the dispatch step used and (inline only) what processing made of the events:
+    the summary's report says it."""
+
+    engine: DispatchMode
+    outcomes: Mapping[ProcessOutcome, int] | None
+
+
+Dispatched = tuple[Scan, ClaimResult, DispatchResult, HandedOn]
 
 
 @contextmanager
@@ -95,7 +110,7 @@ def dispatched_webhook_events(
     context: dg.AssetExecutionContext,
     payments_db: PaymentsDatabase,
     claimed_webhook_events: tuple[Scan, ClaimResult],
-) -> dg.MaterializeResult[tuple[Scan, ClaimResult, DispatchResult]]:
+) -> dg.MaterializeResult[Dispatched]:
     """Hands each claimed event on through `PAYMENTS_DISPATCH` (inline: processes it here and
     counts what processing made of it; table: leaves it to the workers; celery: publishes it)."""
     scan, claim = claimed_webhook_events
@@ -116,7 +131,8 @@ def dispatched_webhook_events(
             )
         outcomes = getattr(dispatcher, "outcomes", None)  # inline only: it processed them
         metadata = md.dispatch_metadata(scan, dispatch, settings.dispatch, outcomes)
-    return dg.MaterializeResult(value=(scan, claim, dispatch), metadata=metadata)
+    handed = HandedOn(settings.dispatch, outcomes)
+    return dg.MaterializeResult(value=(scan, claim, dispatch, handed), metadata=metadata)
 
 
 @dg.asset(
@@ -125,11 +141,11 @@ def dispatched_webhook_events(
 def requeue_sweep_summary(
     context: dg.AssetExecutionContext,
     payments_db: PaymentsDatabase,
-    dispatched_webhook_events: tuple[Scan, ClaimResult, DispatchResult],
+    dispatched_webhook_events: Dispatched,
 ):  # no return annotation: with check_specs, Dagster would type the handed-on value `Nothing`
-    """Closes the `sweep_runs` row, builds the summary every door prints (CLI text and JSON) and
-    evaluates the checks on it."""
-    scan, claim, dispatch = dispatched_webhook_events
+    """Closes the `sweep_runs` row, builds the summary every door prints (CLI text and JSON),
+    the report at a glance (`sweep`), and evaluates the checks on it."""
+    scan, claim, dispatch, handed = dispatched_webhook_events
     with _failing_marks_sweep(payments_db.engine, scan):
         summary = finish_sweep(payments_db.engine, scan, claim, dispatch)
     total = summary.total
@@ -140,8 +156,12 @@ def requeue_sweep_summary(
     with payments_db.engine.connect() as conn:  # the sweep is closed: a failure here is the check's
         dead = status.dead_counts(conn, scan.params.providers)
         payments = status.payment_totals(conn)
+    report = sweep_markdown(
+        scan, claim, dispatch, summary, engine=handed.engine, outcomes=handed.outcomes, dead=dead
+    )
     return dg.MaterializeResult(
         value=summary,
-        metadata=md.summary_metadata(summary, dispatch, payments),
+        metadata={"sweep": dg.MetadataValue.md(report)}
+        | md.summary_metadata(summary, dispatch, payments, scan),
         check_results=checks.evaluate(summary, dead),
     )

@@ -67,8 +67,9 @@ def no_expired_stuck_events(summary: SweepSummary) -> dg.AssetCheckResult:
         "expired",
         {p.value: c.expired for p, c in summary.providers.items()},
         dg.AssetCheckSeverity.ERROR,
-        "stuck event(s) older than the window are never requeued automatically: "
-        "look at them (`payments-pipeline status`) and decide by hand",
+        "stuck event(s) older than the window are never requeued automatically: the oldest are "
+        "listed by id in the summary's `sweep` report and `expired_events` (and by "
+        "`payments-pipeline status`); settle each by hand with the provider",
         "no stuck event is older than the window",
     )
 
@@ -80,8 +81,9 @@ def no_dead_events(summary: SweepSummary, dead: Mapping[Provider, int]) -> dg.As
         "dead",
         {p.value: dead.get(p, 0) for p in summary.providers},
         dg.AssetCheckSeverity.WARN,
-        "dead event(s): list them with `payments-pipeline status`, "
-        "send them round again with `payments-pipeline replay ID...`",
+        "dead event(s): see why with `payments-pipeline status` (each one's last_error); once "
+        "the cause is fixed, launch the job `replay_webhook_events` (`provider`, `status: dead`, "
+        "`since`, or `event_ids`) or run `payments-pipeline replay ID...`",
         "no dead events",
     )
 

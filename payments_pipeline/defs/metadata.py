@@ -78,20 +78,28 @@ def scan_metadata(scan: Scan) -> dict[str, Any]:
         "expired": sum(scan.expired.values()),
         **{f"expired_{p.value}": scan.expired.get(p, 0) for p in providers},
         **events_preview([(c, "found") for c in scan.candidates], sweep_id=scan.sweep_id),
+        **expired_table(scan),
     }
+
+
+SKIPPED_WHY = "the row changed after the scan, or another sweep holds it"
 
 
 def claim_metadata(scan: Scan, claim: ClaimResult) -> dict[str, Any]:
     providers = scan.params.providers
     rows = [(c, "claimed") for c in claim.claimed] + [(c, "skipped") for c in claim.skipped]
+    why = {"skipped_why": dg.MetadataValue.text(SKIPPED_WHY)} if claim.skipped else {}
     return {
         **breakdown("claimed", claim.claimed, providers),
         **breakdown("skipped", claim.skipped, providers),
-        "skipped_why": dg.MetadataValue.text(
-            "skipped: the row changed after the scan, or another sweep holds it"
-        ),
+        **why,
         **events_preview(rows, sweep_id=scan.sweep_id),
     }
+
+
+def _per_provider(verb: str, candidates: Sequence[Candidate], providers: Sequence[Provider]):
+    by_provider = Counter(c.event.provider for c in candidates)
+    return {verb: len(candidates), **{f"{verb}_{p.value}": by_provider[p] for p in providers}}
 
 
 def dispatch_metadata(
@@ -100,8 +108,9 @@ def dispatch_metadata(
     engine: DispatchMode,
     outcomes: Mapping[ProcessOutcome, int] | None,
 ) -> dict[str, Any]:
-    """The engine, dispatched and failed per provider and reason, and (inline only: the step
-    processed them itself) what processing made of them."""
+    """The engine, what it was handed and what failed, per provider (per reason: the summary's
+    `reasons` table), and (inline only: the step processed them itself) what processing made of
+    them."""
     providers = scan.params.providers
     failed = SweepOutcome.DISPATCH_FAILED.value
     rows = [(c, "dispatched") for c in dispatch.dispatched] + [(c, failed) for c in dispatch.failed]
@@ -110,19 +119,21 @@ def dispatch_metadata(
         processed = {f"processing_{o.value}": outcomes.get(o, 0) for o in ProcessOutcome}
     return {
         "engine": dg.MetadataValue.text(engine.value),
-        "handed_on": len(dispatch.dispatched),
-        **breakdown("dispatched", dispatch.dispatched, providers),
-        **breakdown(failed, dispatch.failed, providers),
+        **_per_provider("handed_on", dispatch.dispatched, providers),
+        **_per_provider(failed, dispatch.failed, providers),
         **processed,
         **events_preview(rows, sweep_id=scan.sweep_id),
     }
 
 
 def summary_metadata(
-    summary: SweepSummary, dispatch: DispatchResult, payments: Mapping[str, PaymentTotals]
+    summary: SweepSummary,
+    dispatch: DispatchResult,
+    payments: Mapping[str, PaymentTotals],
+    scan: Scan,
 ) -> dict[str, Any]:
     """The seed's totals, per provider too, live and test-mode payments apart (test money is
-    never counted as real), the two tables and the events."""
+    never counted as real), the two tables, the events and the oldest expired events."""
     return {
         **{f"payments_{mode}": totals.count for mode, totals in payments.items()},
         **{
@@ -144,4 +155,33 @@ def summary_metadata(
             [(Candidate(e.event, e.reason), e.outcome.value) for e in summary.events],
             sweep_id=summary.sweep_id,
         ),
+        **expired_table(scan),
     }
+
+
+_EXPIRED_COLUMNS = (
+    ("id", "int"),
+    ("provider", "string"),
+    ("provider_event_id", "string"),
+    ("event_type", "string"),
+    ("status", "string"),
+    ("created_at", "string"),
+)
+
+
+def expired_table(scan: Scan) -> dict[str, Any]:
+    """`expired_events`: the oldest expired events (ids to act on), only when there are some."""
+    if not scan.expired_events:
+        return {}
+    rows = [
+        {
+            "id": e.event.id,
+            "provider": e.event.provider.value,
+            "provider_event_id": e.event.provider_event_id,
+            "event_type": e.event.event_type,
+            "status": e.status.value,
+            "created_at": f"{e.created_at.isoformat()}Z",
+        }
+        for e in scan.expired_events
+    ]
+    return {"expired_events": table(rows, _EXPIRED_COLUMNS)}

@@ -84,6 +84,7 @@ from .stuck import (
     claim_stuck,
     count_expired,
     count_newly_stuck,
+    list_expired,
     select_stuck,
     stuck_condition,
 )
@@ -130,6 +131,7 @@ __all__ = [
     "is_retryable",
     "ledger_has_event",
     "list_event_refs",
+    "list_expired",
     "list_payments",
     "make_engine",
     "mark_exhausted_dead",

@@ -16,7 +16,7 @@ from ..models import (
     Provider,
     SweepReason,
 )
-from ._rows import PROVIDERS, REF_COLUMNS
+from ._rows import PROVIDERS, REF_COLUMNS, ref_from_row
 from .backends import backend_for
 from .schema import E
 
@@ -205,6 +205,37 @@ def count_expired(
         .group_by(E.provider)
     )
     return {Provider(p): int(n) for p, n in rows}
+
+
+def list_expired(
+    conn: Connection,
+    *,
+    conditions: Sequence[ColumnElement[bool]],
+    providers: Sequence[Provider],
+    created_after: dt.datetime,
+    limit: int,
+) -> list[tuple[EventRef, str, dt.datetime]]:
+    """The oldest `limit` stuck rows older than the window (ref, status, created_at), oldest
+    first: what an operator must act on by hand.
+
+    One query per reason, each a range on its status-led index, merged here: one `ORDER BY
+    created_at` over the OR of the reasons could walk the `created_at` index through every old
+    `processed` row before it met a stuck one."""
+    found: list[tuple[EventRef, str, dt.datetime]] = []
+    for condition in conditions:
+        rows = conn.execute(
+            sa.select(*REF_COLUMNS, E.status, E.created_at)
+            .where(
+                condition,
+                E.provider.in_([p.value for p in providers]),
+                E.created_at < created_after,
+            )
+            .order_by(E.created_at, E.id)
+            .limit(limit)
+        )
+        found += [(ref_from_row(r), r.status, r.created_at) for r in rows]
+    found.sort(key=lambda row: (row[2], row[0].id))
+    return found[:limit]
 
 
 def claim_stuck(

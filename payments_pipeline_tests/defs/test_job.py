@@ -82,8 +82,10 @@ def test_metadata_tells_what_the_sweep_found_claimed_dispatched_and_why(
     for key, value in expected.items():
         assert found[key] == dg.IntMetadataValue(value), key
     assert meta["claimed_webhook_events"]["claimed"] == dg.IntMetadataValue(56)
+    assert "skipped_why" not in meta["claimed_webhook_events"]  # nothing was skipped
     dispatched = meta["dispatched_webhook_events"]
-    assert dispatched["dispatched_failed_old"] == dg.IntMetadataValue(1)
+    assert dispatched["handed_on_monetbil"] == dg.IntMetadataValue(1)
+    assert not any(k.startswith("dispatched_") for k in dispatched)  # no dispatched_<reason>
     assert dispatched["processing_processed"] == dg.IntMetadataValue(56)
     summary = meta["requeue_sweep_summary"]
     for key, value in {"scanned": 56, "dispatched": 56, "skipped": 0, "expired": 1}.items():
@@ -109,6 +111,12 @@ def test_metadata_tells_what_the_sweep_found_claimed_dispatched_and_why(
     assert (
         reasons["failed_old"]["dispatched"] == 1 and reasons["processing_stalled"]["skipped"] == 0
     )
+    assert list(summary)[0] == "sweep"  # the report first
+    expired = summary["expired_events"]
+    assert isinstance(expired, dg.TableMetadataValue)
+    assert [(r.data["provider"], r.data["status"]) for r in expired.records] == [
+        ("monetbil", "received")
+    ]
     events = summary["events"]
     assert isinstance(events, dg.TableMetadataValue) and len(events.records) == 50
     assert summary["events_shown"].text.startswith("50 of 56 shown")  # type: ignore[attr-defined]
@@ -199,3 +207,61 @@ def test_a_missing_database_url_is_refused_before_the_run_naming_the_variable(
     with pytest.raises(dg.DagsterInvalidConfigError, match="PAYMENTS_DATABASE_URL"):
         execute_sweep(instance)
     assert instance.get_runs_count() == 0
+
+
+def _report(result: dg.ExecuteInProcessResult) -> str:
+    sweep = _materializations(result)["requeue_sweep_summary"]["sweep"]
+    assert isinstance(sweep, dg.MarkdownMetadataValue)
+    return sweep.md_str or ""
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_the_report_tells_the_sweep_at_a_glance_and_what_to_do_next(
+    db_env: Engine, event_factory: EventFactory, instance: dg.DagsterInstance
+) -> None:
+    event_factory(Provider.STRIPE, dispatched_at=ago(minutes=30))  # dispatch_lost
+    event_factory(Provider.MONETBIL, status=EventStatus.FAILED, dispatched_at=ago(minutes=30))
+    old = [event_factory(Provider.STRIPE, created_at=ago(days=d)) for d in (12, 9)]
+    dead = event_factory(Provider.MONETBIL, status=EventStatus.DEAD, attempts=5)
+    result = execute_sweep(instance, minutes=10)
+    assert result.success
+    report = _report(result)
+    assert report.startswith("**ATTENTION**: 2 expired event(s), 1 dead event(s)")
+    assert "**Found 2 stuck**: 1 failed_old, 1 dispatch_lost" in report
+    assert "**Claimed 2**, **dispatched 2** via `inline` (processed in this run: 2 processed)" in (
+        report
+    )
+    assert "**Skipped 0**" in report and "changed after the scan" not in report
+    # expired: listed by id, oldest first
+    assert report.index(f"| {old[0]} | stripe |") < report.index(f"| {old[1]} | stripe |")
+    assert "**Expired 2** (stuck, older than 7 days, never requeued), oldest first:" in report
+    assert "**Dead 1** (1 monetbil): retry budget spent" in report
+    next_steps = report.split("**What to do next**")[1]
+    assert "settle it by hand" in next_steps
+    assert (
+        "launch the job `replay_webhook_events` with `provider: monetbil`, `status: dead`"
+        in next_steps
+    )
+    assert str(dead) not in report.split("**What to do next**")[0].split("| id |")[0]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_quiet_sweep_report_says_there_is_nothing_to_do(
+    db_env: Engine, instance: dg.DagsterInstance
+) -> None:
+    report = _report(execute_sweep(instance))
+    assert not report.startswith("**ATTENTION**")
+    assert "**Found 0 stuck**" in report and "**Dead 0**" in report
+    assert report.endswith("- Nothing: every stuck event found was handed on.")
+
+
+def test_a_sweep_lists_its_oldest_expired_events_capped(
+    engine: Engine, event_factory: EventFactory
+) -> None:
+    from payments_pipeline.sweep import EXPIRED_SHOWN, SweepParams, begin_sweep
+
+    ids = [event_factory(Provider.STRIPE, created_at=ago(days=30 - i)) for i in range(22)]
+    event_factory(Provider.STRIPE, status=EventStatus.PROCESSED, created_at=ago(days=40))
+    scan = begin_sweep(engine, SweepParams(minutes=10), dry_run=True)
+    assert sum(scan.expired.values()) == 22
+    assert [e.event.id for e in scan.expired_events] == ids[:EXPIRED_SHOWN]  # oldest first

@@ -141,6 +141,41 @@ def test_rows_held_by_another_transaction_are_skipped_not_waited_on(
     assert claim_batch(engine, settings=settings, limit=10)[0].event.id == held
 
 
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_the_batch_claim_reads_the_queue_in_index_order_even_when_every_row_is_queued(
+    engine: Engine,
+) -> None:
+    """Right after a large backlog is swept, the statistics say nearly every row is `received`:
+    the claim must still read the (status, dispatched_at) index in order (its cost follows the
+    rows it takes), not a sequential scan that steps over every processed row on each poll."""
+    settings = make_settings(engine)
+    _seed_claimed(engine, 3000)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text("ANALYZE webhook_events"))
+    seen: list[tuple[str, object]] = []
+
+    def capture(_conn, _cursor, statement, parameters, _context, _many):  # type: ignore[no-untyped-def]
+        if "FOR UPDATE SKIP LOCKED" in statement:
+            seen.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    try:
+        assert len(claim_batch(engine, settings=settings, limit=50)) == 50
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", capture)
+    assert seen
+    with engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        cursor = raw.cursor()
+        for statement, parameters in seen:
+            cursor.execute("EXPLAIN " + statement, parameters)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            assert "Index Scan using ix_webhook_events_status_dispatched_at" in plan, plan
+            assert "Seq Scan" not in plan, plan
+        raw.rollback()
+
+
 def test_a_spent_budget_is_buried_by_the_worker(engine: Engine, event_factory) -> None:  # type: ignore[no-untyped-def]
     settings = make_settings(engine, max_attempts=3)
     spent = event_factory(

@@ -208,8 +208,23 @@ def claim_dispatched_batch(
     Rows another transaction holds are skipped (SKIP LOCKED), so concurrent workers never take
     the same event, and the UPDATE repeats the condition, so a row that moved is not taken.
     """
-    ready = sa.and_(_queued(), _attempts_used < max_attempts)
-    rows = backend_for(conn).claim_batch(conn, ready, _starts_attempt(now), limit)
+    backend = backend_for(conn)
+    rows: list[Any] = []
+    # One status at a time, oldest hand-off first: `status = s ORDER BY dispatched_at` is a range
+    # of the (status, dispatched_at) index read in order, so the claim's cost follows the rows it
+    # takes. With `status IN (...)` and no order, the planner, seeing most rows `received` (a
+    # large backlog just swept), chose a sequential scan that stepped over every row already
+    # processed on each poll: a 100,000-event backlog drained at ~270 events/s and slowing.
+    for status in _CLAIMABLE:
+        ready = sa.and_(
+            E.status == status,
+            E.dispatched_at.is_not(None),
+            _dispatched_since_last_attempt(),
+            _attempts_used < max_attempts,
+        )
+        rows += backend.claim_batch(conn, ready, _starts_attempt(now), limit - len(rows))
+        if len(rows) >= limit:
+            break
     return sorted((event_from_row(r) for r in rows), key=lambda e: e.id)
 
 

@@ -84,8 +84,8 @@ class Basic:
         return E.id.in_(ids)
 
     def claim_batch(self, conn: Connection, where: Where, values: Values, limit: int) -> list[Any]:
-        """No ORDER BY: the (status, dispatched_at) index already yields each status's rows oldest
-        hand-off first, and a sort would read the whole backlog on every poll."""
+        """Up to `limit` rows matching `where` (one status), oldest `dispatched_at` first: the
+        order of the (status, dispatched_at) index, so no sort and no scan past the rows taken."""
         picked = self.batch_claimable(where, limit)
         return list(
             conn.execute(
@@ -98,7 +98,8 @@ class Basic:
 
     def batch_claimable(self, where: Where, limit: int) -> Where:
         """Which rows the batch claim's UPDATE may take: the first `limit` that match."""
-        return E.id.in_(sa.select(E.id).where(where).limit(limit).scalar_subquery())
+        first = sa.select(E.id).where(where).order_by(E.dispatched_at).limit(limit)
+        return E.id.in_(first.scalar_subquery())
 
     # --- the audit ---
 

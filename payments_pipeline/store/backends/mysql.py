@@ -75,7 +75,13 @@ class MySQL(Basic):
         table); InnoDB may then hold, for a moment, rows it filters out, so a concurrent worker
         can take fewer rows than it asked for: they stay dispatched for its next poll, never
         lost and never taken twice."""
-        lock = sa.select(E.id).where(where).limit(limit).with_for_update(skip_locked=True)
+        lock = (
+            sa.select(E.id)
+            .where(where)
+            .order_by(E.dispatched_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
         locked = list(conn.execute(lock).scalars())
         if not locked:
             return []

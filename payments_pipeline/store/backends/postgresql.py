@@ -48,16 +48,21 @@ class PostgreSQL(Basic):
     def batch_claimable(self, where: Where, limit: int) -> Where:
         """The first `limit` matching rows that no other transaction holds (SKIP LOCKED): N
         workers claiming at once each take rows of their own, never waiting on each other. A
-        MATERIALIZED CTE, for the same reason as `claimable`'s: the locking SELECT runs once."""
+        MATERIALIZED CTE, for the same reason as `claimable`'s: the locking SELECT runs once.
+
+        The UPDATE finds the picked rows through `id = ANY(ARRAY(SELECT id FROM picked))`, one
+        primary-key probe each: joined to the CTE instead, the planner hashed the whole table
+        whenever it judged it small (a sequential scan per poll)."""
         picked = (
             sa.select(E.id)
             .where(where)
+            .order_by(E.dispatched_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
             .cte("picked")
             .prefix_with("MATERIALIZED")
         )
-        return E.id == picked.c.id
+        return E.id == sa.any_(sa.func.array(sa.select(picked.c.id).scalar_subquery()))
 
     def insert_sweep_events(
         self, conn: Connection, *, sweep_id: int, rows: Sequence[tuple[int, str, SweepOutcome]]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dagster as dg
 
 from .config import load_settings
-from .defs import assets, jobs, replay, resources, run_failures, schedules, sensors
+from .defs import assets, backlog, jobs, replay, resources, run_failures, schedules, sensors
 
 defs = dg.Definitions(
     assets=[
@@ -18,6 +18,7 @@ defs = dg.Definitions(
         assets.claimed_webhook_events,
         assets.dispatched_webhook_events,
         assets.requeue_sweep_summary,
+        backlog.webhook_backlog,
     ],
     jobs=[jobs.requeue_stuck_webhooks, replay.replay_webhook_events],
     schedules=[schedules.requeue_schedule],

@@ -146,6 +146,99 @@ def read_status(
     )
 
 
+# What the backlog counts: every status but `processed` (the history, not the backlog).
+OPEN_STATUSES = (EventStatus.RECEIVED, EventStatus.PROCESSING, EventStatus.FAILED, EventStatus.DEAD)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What is not done yet, as numbers to plot: open events per provider and status, the oldest
+    stuck event's age, dead and expired events, and (when read) live and test payments."""
+
+    taken_at: dt.datetime
+    counts: dict[str, dict[EventStatus, int]]  # provider -> open status -> count, zeros included
+    oldest_stuck: dict[str, dt.datetime]  # provider -> creation time of its oldest stuck event
+    stuck_since: dict[str, dt.datetime]  # provider -> when its longest-stuck event became stuck
+    expired: dict[str, int]
+    payments: dict[str, PaymentTotals] | None  # None: not read (the sensor's cheap refresh)
+
+    def _seconds_since(self, times: dict[str, dt.datetime], provider: str | None) -> int:
+        chosen = [t for p, t in times.items() if provider in (None, p)]
+        return max(0, int((self.taken_at - min(chosen)).total_seconds())) if chosen else 0
+
+    def oldest_stuck_seconds(self, provider: str | None = None) -> int:
+        """Age since creation of the oldest stuck event (of `provider`, or of any), as `status`
+        shows it; 0 when nothing is stuck."""
+        return self._seconds_since(self.oldest_stuck, provider)
+
+    def longest_stuck_seconds(self, provider: str | None = None) -> int:
+        """How long the longest-stuck event has been stuck (since its wait ended: a retried
+        event's backoff, a hand-off's `minutes`), 0 when nothing is stuck: what a sweep every
+        few minutes keeps small."""
+        return self._seconds_since(self.stuck_since, provider)
+
+    def dead(self, provider: str | None = None) -> int:
+        return sum(row[EventStatus.DEAD] for p, row in self.counts.items() if provider in (None, p))
+
+    def numbers(self) -> dict[str, int]:
+        """Flat integer metrics, every key present whatever the state (a plot point per run)."""
+        out: dict[str, int] = {
+            "longest_stuck_seconds": self.longest_stuck_seconds(),
+            "oldest_stuck_seconds": self.oldest_stuck_seconds(),
+            "dead": self.dead(),
+            "expired": sum(self.expired.values()),
+            "open": sum(sum(row.values()) for row in self.counts.values()),
+        }
+        for p, row in self.counts.items():
+            out[f"{p}_longest_stuck_seconds"] = self.longest_stuck_seconds(p)
+            out[f"{p}_oldest_stuck_seconds"] = self.oldest_stuck_seconds(p)
+            out |= {f"{p}_{s.value}": n for s, n in row.items()}
+            out[f"{p}_expired"] = self.expired.get(p, 0)
+        if self.payments is not None:
+            out |= {f"payments_{mode}": t.count for mode, t in self.payments.items()}
+        return out
+
+
+def read_backlog(
+    conn: Connection,
+    settings: Settings,
+    *,
+    now: dt.datetime | None = None,
+    payments: bool = True,
+) -> Backlog:
+    """The backlog in a few index-served queries (open counts, oldest stuck, how long stuck,
+    expired: each a range on a status-led index, so the cost follows the backlog, not the table),
+    plus the payments table's totals when `payments` (a scan of that table: not for a tick)."""
+    now = now or utcnow()
+    stuck = _any_stuck(settings, now)
+    wait, stalled = (
+        dt.timedelta(minutes=settings.stuck_requeue_minutes),
+        settings.processing_timeout,
+    )
+    since = store.stuck_since(
+        conn,
+        at=store.Cutoffs(now, now - wait, now - stalled),
+        waits={"stuck_before": wait, "stalled_before": stalled},
+    )
+    counts = store.count_open_by_provider_status(conn, statuses=OPEN_STATUSES)
+    oldest = store.oldest_created_at(conn, condition=stuck)
+    expired = store.count_expired(
+        conn,
+        conditions=[stuck],
+        providers=PROVIDERS,
+        created_after=now - dt.timedelta(days=settings.max_age_days),
+    )
+    providers = sorted({p.value for p in PROVIDERS} | {p for p, _ in counts})
+    return Backlog(
+        taken_at=now,
+        counts={p: {s: counts.get((p, s.value), 0) for s in OPEN_STATUSES} for p in providers},
+        oldest_stuck=oldest,
+        stuck_since=since,
+        expired={p.value: expired.get(p, 0) for p in PROVIDERS},
+        payments=payment_totals(conn) if payments else None,
+    )
+
+
 def newly_stuck(
     conn: Connection, settings: Settings, *, since: dt.datetime | None, now: dt.datetime
 ) -> list[store.StuckCount]:

@@ -13,13 +13,15 @@ import dagster as dg
 
 from ..config import Settings
 from .assets import GROUP
+from .backlog import BACKLOG
 from .tags import SWEEP_TAG, SWEEP_TAG_VALUE
 
 JOB_NAME = "requeue_stuck_webhooks"
 
 requeue_stuck_webhooks = dg.define_asset_job(
     name=JOB_NAME,
-    selection=dg.AssetSelection.groups(GROUP),
+    # The sweep's four phases, then the backlog as the sweep left it.
+    selection=dg.AssetSelection.groups(GROUP) | dg.AssetSelection.assets(BACKLOG),
     executor_def=dg.in_process_executor,
     # With run monitoring on (the shipped dagster.yaml), the daemon fails a sweep run still
     # "in progress" after an hour: a dead process cannot hold the sweep's turn forever.

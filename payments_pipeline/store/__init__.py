@@ -56,6 +56,7 @@ from .payments import (
 from .reads import (
     count_by_provider_status,
     count_dead_events,
+    count_open_by_provider_status,
     dead_since,
     event_statuses,
     list_event_refs,
@@ -87,6 +88,7 @@ from .stuck import (
     list_expired,
     select_stuck,
     stuck_condition,
+    stuck_since,
 )
 
 __all__ = [
@@ -113,6 +115,7 @@ __all__ = [
     "count_dead_events",
     "count_expired",
     "count_newly_stuck",
+    "count_open_by_provider_status",
     "dead_since",
     "event_statuses",
     "fail_running_sweep_of_dagster_run",
@@ -148,6 +151,7 @@ __all__ = [
     "select_stuck",
     "set_sweep_event_outcome",
     "stuck_condition",
+    "stuck_since",
     "sweep_events",
     "sweep_runs",
     "update_payment_if_unchanged",

@@ -19,6 +19,20 @@ from .schema import E
 # --- status --------------------------------------------------------------------------------------
 
 
+def count_open_by_provider_status(
+    conn: Connection, *, statuses: Sequence[EventStatus]
+) -> dict[tuple[str, str], int]:
+    """Counts of the rows in `statuses` (those not yet done) per provider and status: one range
+    per status on the status-led indexes, so the cost follows the backlog, not the history of
+    `processed` rows (a full count of which is a scan of the table)."""
+    rows = conn.execute(
+        sa.select(E.provider, E.status, func.count())
+        .where(E.status.in_([s.value for s in statuses]))
+        .group_by(E.provider, E.status)
+    )
+    return {(p, s): int(n) for p, s, n in rows}
+
+
 def count_by_provider_status(conn: Connection) -> dict[tuple[str, str], int]:
     rows = conn.execute(
         sa.select(E.provider, E.status, func.count()).group_by(E.provider, E.status)

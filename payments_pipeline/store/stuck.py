@@ -207,6 +207,43 @@ def count_expired(
     return {Provider(p): int(n) for p, n in rows}
 
 
+def stuck_since(
+    conn: Connection, *, at: Cutoffs, waits: dict[str, dt.timedelta]
+) -> dict[str, dt.datetime]:
+    """Per provider, the earliest moment one of its events still stuck at `at` became stuck.
+
+    For each reason, the least value of its clock among the stuck rows, plus the wait (`waits`,
+    keyed like `Cutoffs`: `stuck_before` -> the minutes, ...; a wait not given is none); a
+    failed event becomes stuck when its backoff ends, so `next_attempt_at` is its clock when set.
+    One aggregate per reason, each a range on a status-led index.
+    """
+    found: dict[str, dt.datetime] = {}
+
+    def least(condition: ColumnElement[bool], clock: Any, wait: dt.timedelta) -> None:
+        rows = conn.execute(
+            sa.select(E.provider, func.min(clock)).where(condition).group_by(E.provider)
+        )
+        for provider, t in rows:
+            if t is not None and (provider not in found or t + wait < found[provider]):
+                found[provider] = t + wait
+
+    for r in STUCK_REASONS.values():
+        condition = r.condition(at)
+        wait = waits.get(r.waits_for, dt.timedelta(0))
+        if r.after_backoff:
+            least(
+                sa.and_(condition, E.next_attempt_at.is_not(None)),
+                E.next_attempt_at,
+                dt.timedelta(0),
+            )
+            condition = sa.and_(condition, E.next_attempt_at.is_(None))
+        if r.null_is_old:
+            least(sa.and_(condition, r.clock.is_(None)), E.created_at, dt.timedelta(0))
+            condition = sa.and_(condition, r.clock.is_not(None))
+        least(condition, r.clock, wait)
+    return found
+
+
 def list_expired(
     conn: Connection,
     *,

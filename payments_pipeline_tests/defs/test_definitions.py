@@ -38,14 +38,24 @@ def test_defs_resolve_every_job_schedule_sensor_and_asset() -> None:
     sensor = defs.resolve_sensor_def("webhook_events_sensor")
     assert sensor.minimum_interval_seconds == 30 and sensor.job_name == job.name
     keys = defs.resolve_all_asset_keys()
-    assert {k.to_user_string() for k in keys} == set(ASSETS)
+    assert {k.to_user_string() for k in keys} == {*ASSETS, "webhook_backlog"}
     graph = defs.resolve_asset_graph()
     for upstream, asset in itertools.pairwise(ASSETS):
         node = graph.get(dg.AssetKey(asset))
         assert node.group_name == "webhook_requeue"
         assert node.parent_keys == {dg.AssetKey(upstream)}
+    backlog = graph.get(dg.AssetKey("webhook_backlog"))
+    assert backlog.group_name == "webhook_health"
+    assert backlog.parent_keys == {dg.AssetKey("requeue_sweep_summary")}
+    replay = defs.resolve_job_def("replay_webhook_events")
+    assert replay.executor_def is dg.in_process_executor
     checks = {k.name for k in graph.asset_check_keys}
-    assert checks == {"no_expired_stuck_events", "no_dead_events", "every_claim_dispatched"}
+    assert checks == {
+        "no_expired_stuck_events",
+        "no_dead_events",
+        "every_claim_dispatched",
+        "backlog_keeps_up",
+    }
 
 
 def test_the_job_runs_the_checks_too() -> None:
@@ -55,6 +65,7 @@ def test_the_job_runs_the_checks_too() -> None:
         "no_expired_stuck_events",
         "no_dead_events",
         "every_claim_dispatched",
+        "backlog_keeps_up",
     }
 
 

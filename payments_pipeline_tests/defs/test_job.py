@@ -111,7 +111,7 @@ def test_metadata_tells_what_the_sweep_found_claimed_dispatched_and_why(
     assert (
         reasons["failed_old"]["dispatched"] == 1 and reasons["processing_stalled"]["skipped"] == 0
     )
-    assert list(summary)[0] == "sweep"  # the report first
+    assert next(iter(summary)) == "sweep"  # the report first
     expired = summary["expired_events"]
     assert isinstance(expired, dg.TableMetadataValue)
     assert [(r.data["provider"], r.data["status"]) for r in expired.records] == [
@@ -129,6 +129,7 @@ def assets_in_order() -> list[str]:
         "claimed_webhook_events",
         "dispatched_webhook_events",
         "requeue_sweep_summary",
+        "webhook_backlog",
     ]
 
 

@@ -1,0 +1,132 @@
+"""`webhook_backlog`: the read (on every database), the asset as the sweep's last step, its check,
+and the sensor's refresh when the numbers change."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import dagster as dg
+import pytest
+from sqlalchemy import Engine
+
+from payments_pipeline import status
+from payments_pipeline.definitions import defs
+from payments_pipeline.defs.resources import PaymentsDatabase
+from payments_pipeline.models import EventStatus, Provider
+
+from ..conftest import EventFactory
+from ..helpers import ago, make_settings
+from .conftest import execute_sweep, url_of
+
+SENSOR = defs.resolve_sensor_def("webhook_events_sensor")
+
+
+def test_the_backlog_counts_what_is_not_done_and_how_long_it_has_been_stuck(
+    engine: Engine, event_factory: EventFactory
+) -> None:
+    settings = make_settings(engine, stuck_requeue_minutes=10)
+    event_factory(Provider.STRIPE, status=EventStatus.PROCESSED)  # history: not counted
+    event_factory(Provider.STRIPE, dispatched_at=ago(minutes=1))  # queued, not stuck
+    lost = ago(minutes=40)
+    event_factory(Provider.STRIPE, dispatched_at=lost, created_at=ago(hours=2))  # stuck 30 min
+    # A retried event, created 3 h ago, whose backoff ended 5 minutes ago: stuck 5 minutes.
+    event_factory(
+        Provider.MONETBIL,
+        status=EventStatus.FAILED,
+        attempts=3,
+        dispatched_at=ago(minutes=50),
+        processing_started_at=ago(minutes=49),
+        next_attempt_at=ago(minutes=5),
+        created_at=ago(hours=3),
+    )
+    event_factory(Provider.MONETBIL, status=EventStatus.DEAD, attempts=5)
+    event_factory(Provider.STRIPE, created_at=ago(days=9))  # expired (stuck, out of the window)
+    with engine.connect() as conn:
+        backlog = status.read_backlog(conn, settings, payments=False)
+    assert backlog.payments is None
+    numbers = backlog.numbers()
+    assert numbers["stripe_received"] == 3 and numbers["monetbil_failed"] == 1
+    assert numbers["dead"] == 1 and numbers["monetbil_dead"] == 1
+    assert numbers["open"] == 5 and "stripe_processed" not in numbers
+    assert numbers["expired"] == 1 and numbers["stripe_expired"] == 1
+    # the stripe event never dispatched 9 days ago is the longest stuck and the oldest
+    assert numbers["longest_stuck_seconds"] == pytest.approx(9 * 86400, abs=60)
+    # monetbil: stuck since its backoff ended, not since it was created
+    assert numbers["monetbil_longest_stuck_seconds"] == pytest.approx(300, abs=30)
+    assert numbers["monetbil_oldest_stuck_seconds"] == pytest.approx(3 * 3600, abs=60)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_every_sweep_refreshes_the_backlog_and_its_check(
+    db_env: Engine, event_factory: EventFactory, instance: dg.DagsterInstance
+) -> None:
+    event_factory(Provider.MONETBIL, status=EventStatus.DEAD, attempts=5)
+    result = execute_sweep(instance, minutes=10)
+    assert result.success
+    (materialization,) = [
+        e.materialization
+        for e in result.get_asset_materialization_events()
+        if e.materialization.asset_key == dg.AssetKey("webhook_backlog")
+    ]
+    meta = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+    assert meta["dead"] == 1 and meta["refreshed_by"] == "sweep"
+    assert meta["payments_live"] == 0 and meta["payments_test"] == 0
+    (check,) = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.event_specific_data.check_name == "backlog_keeps_up"
+    ]
+    assert check.passed and check.severity is dg.AssetCheckSeverity.WARN
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_the_check_warns_when_an_event_stays_stuck_past_twice_the_minutes(
+    db_env: Engine, event_factory: EventFactory, instance: dg.DagsterInstance
+) -> None:
+    # Stuck in a way the sweep cannot fix in this run: older than the window (expired).
+    event_factory(Provider.STRIPE, created_at=ago(days=9))
+    result = execute_sweep(instance, minutes=10)
+    (check,) = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.event_specific_data.check_name == "backlog_keeps_up"
+    ]
+    assert not check.passed
+    assert "more than twice the sweep's minutes (1200 s" in check.description
+    assert "payments-pipeline status" in check.description
+
+
+def _tick(engine: Engine, instance: dg.DagsterInstance, cursor: str | None) -> Any:
+    resources = {"payments_db": PaymentsDatabase(url=url_of(engine))}
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+        return SENSOR.evaluate_tick(context)
+
+
+def _backlog_events(data: Any) -> list[Any]:
+    return [
+        e
+        for e in data.asset_events
+        if getattr(e, "asset_key", None) == dg.AssetKey("webhook_backlog")
+    ]
+
+
+def test_the_sensor_reports_the_backlog_when_it_changes_and_only_then(
+    engine: Engine, event_factory: EventFactory, persistent_instance: dg.DagsterInstance
+) -> None:
+    first = _tick(engine, persistent_instance, None)
+    reported = _backlog_events(first)
+    assert [type(e) for e in reported] == [dg.AssetMaterialization, dg.AssetCheckEvaluation]
+    assert reported[0].metadata["open"] == dg.IntMetadataValue(0)
+    assert reported[0].metadata["refreshed_by"] == dg.TextMetadataValue("sensor")
+    assert "payments_live" not in reported[0].metadata  # the payments table is the sweep's read
+    assert json.loads(first.cursor)["backlog"]
+    again = _tick(engine, persistent_instance, first.cursor)
+    assert _backlog_events(again) == []  # nothing changed: nothing reported
+    event_factory(Provider.STRIPE, status=EventStatus.DEAD, attempts=5)
+    changed = _tick(engine, persistent_instance, again.cursor)
+    (materialization, evaluation) = _backlog_events(changed)
+    assert materialization.metadata["dead"] == dg.IntMetadataValue(1)
+    assert evaluation.passed

@@ -73,8 +73,9 @@ class PaymentsDatabase(dg.ConfigurableResource):
 
 @functools.cache
 def _tick_engine(url: str) -> Engine:
-    """One engine per database for the sensor's ticks in this process (pre-pinged on checkout)."""
-    return store.make_engine(url)
+    """One engine per database for the sensor's ticks in this process (pre-pinged on checkout),
+    without parallel plans (`make_engine`'s `serial`)."""
+    return store.make_engine(url, serial=True)
 
 
 def build_resources(settings: Settings) -> dict[str, Any]:

@@ -31,7 +31,11 @@ def normalize_url(url: str) -> str:
 
 
 def make_engine(
-    url: str, *, idle_in_transaction_timeout: dt.timedelta | None = None, **kwargs: Any
+    url: str,
+    *,
+    idle_in_transaction_timeout: dt.timedelta | None = None,
+    serial: bool = False,
+    **kwargs: Any,
 ) -> Engine:
     """An engine set up for our claims on each backend (`backends`: SQLite's WAL, busy timeout
     and BEGIN IMMEDIATE; MySQL/MariaDB's READ COMMITTED).
@@ -44,6 +48,9 @@ def make_engine(
     reclaimable. PostgreSQL: `idle_in_transaction_session_timeout`; MariaDB:
     `idle_transaction_timeout`; MySQL and SQLite have no such setting (SQLite has one writer and
     no server to hang on).
+
+    `serial` (the sensor's tick engine): no parallel plans (PostgreSQL); their worker start-up
+    costs more than the small index-served queries of a tick.
     """
     url = normalize_url(url)
     name = sa.make_url(url).get_backend_name()
@@ -55,7 +62,9 @@ def make_engine(
     # Bound parameters are payloads and secrets: never part of an exception message or a log.
     kwargs.setdefault("hide_parameters", True)
     engine = sa.create_engine(url, **kwargs)
-    backend.configure(engine, idle_in_transaction_timeout=idle_in_transaction_timeout)
+    backend.configure(
+        engine, idle_in_transaction_timeout=idle_in_transaction_timeout, serial=serial
+    )
     return engine
 
 

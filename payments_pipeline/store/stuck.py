@@ -215,33 +215,40 @@ def stuck_since(
     For each reason, the least value of its clock among the stuck rows, plus the wait (`waits`,
     keyed like `Cutoffs`: `stuck_before` -> the minutes, ...; a wait not given is none); a
     failed event becomes stuck when its backoff ends, so `next_attempt_at` is its clock when set.
-    One aggregate per reason, each a range on a status-led index.
+    One aggregate per reason and clock, each a range on a status-led index, in one round trip
+    (UNION ALL).
     """
-    found: dict[str, dt.datetime] = {}
-
-    def least(condition: ColumnElement[bool], clock: Any, wait: dt.timedelta) -> None:
-        rows = conn.execute(
-            sa.select(E.provider, func.min(clock)).where(condition).group_by(E.provider)
-        )
-        for provider, t in rows:
-            if t is not None and (provider not in found or t + wait < found[provider]):
-                found[provider] = t + wait
-
+    parts: list[tuple[ColumnElement[bool], Any, dt.timedelta]] = []
     for r in STUCK_REASONS.values():
         condition = r.condition(at)
-        wait = waits.get(r.waits_for, dt.timedelta(0))
         if r.after_backoff:
-            least(
-                sa.and_(condition, E.next_attempt_at.is_not(None)),
-                E.next_attempt_at,
-                dt.timedelta(0),
+            parts.append(
+                (sa.and_(condition, E.next_attempt_at.is_not(None)), E.next_attempt_at, _NO_WAIT)
             )
             condition = sa.and_(condition, E.next_attempt_at.is_(None))
         if r.null_is_old:
-            least(sa.and_(condition, r.clock.is_(None)), E.created_at, dt.timedelta(0))
+            parts.append((sa.and_(condition, r.clock.is_(None)), E.created_at, _NO_WAIT))
             condition = sa.and_(condition, r.clock.is_not(None))
-        least(condition, r.clock, wait)
+        parts.append((condition, r.clock, waits.get(r.waits_for, _NO_WAIT)))
+    query = sa.union_all(
+        *(
+            sa.select(sa.literal(i).label("part"), E.provider, func.min(clock).label("least"))
+            .where(condition)
+            .group_by(E.provider)
+            for i, (condition, clock, _) in enumerate(parts)
+        )
+    )
+    found: dict[str, dt.datetime] = {}
+    for i, provider, least in conn.execute(query):
+        if least is None:
+            continue
+        became = least + parts[i][2]
+        if provider not in found or became < found[provider]:
+            found[provider] = became
     return found
+
+
+_NO_WAIT = dt.timedelta(0)
 
 
 def list_expired(

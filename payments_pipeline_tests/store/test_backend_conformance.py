@@ -257,6 +257,25 @@ def test_postgresql_sets_the_idle_in_transaction_timeout(engine: Engine) -> None
         plain.dispose()
 
 
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_postgresql_serial_engines_make_no_parallel_plans(engine: Engine) -> None:
+    serial = store.make_engine(_url(engine), serial=True)
+    both = store.make_engine(
+        _url(engine), serial=True, idle_in_transaction_timeout=dt.timedelta(seconds=7)
+    )
+    try:
+        with serial.connect() as conn:
+            assert conn.exec_driver_sql("SHOW max_parallel_workers_per_gather").scalar() == "0"
+        with both.connect() as conn:
+            assert conn.exec_driver_sql("SHOW max_parallel_workers_per_gather").scalar() == "0"
+            assert conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar() == "7s"
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW max_parallel_workers_per_gather").scalar() != "0"
+    finally:
+        serial.dispose()
+        both.dispose()
+
+
 @pytest.mark.parametrize("backend", ["mysql"], indirect=True)
 def test_mysql_reads_committed_and_mariadb_sets_the_idle_transaction_timeout(
     engine: Engine,

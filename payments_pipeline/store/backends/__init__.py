@@ -33,9 +33,14 @@ class Backend(Protocol):
         """Set this database's defaults in the `create_engine` keyword arguments."""
 
     def configure(
-        self, engine: Engine, *, idle_in_transaction_timeout: dt.timedelta | None
+        self,
+        engine: Engine,
+        *,
+        idle_in_transaction_timeout: dt.timedelta | None,
+        serial: bool = False,
     ) -> None:
-        """Install the connection set-up on a new engine (session settings, BEGIN)."""
+        """Install the connection set-up on a new engine (session settings, BEGIN); `serial`: no
+        parallel plans."""
 
     def insert_if_absent_statement(self, table: sa.Table) -> Any:
         """The INSERT `insert_if_absent` runs, built once per table (values go in at execution)."""

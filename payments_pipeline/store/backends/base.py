@@ -33,27 +33,43 @@ class Basic:
         pass
 
     def configure(
-        self, engine: Engine, *, idle_in_transaction_timeout: dt.timedelta | None
+        self,
+        engine: Engine,
+        *,
+        idle_in_transaction_timeout: dt.timedelta | None,
+        serial: bool = False,
     ) -> None:
         """`idle_in_transaction_timeout`: the server ends a session left idle inside a transaction
         that long, rolling it back (`make_engine`); set on each new connection where the server
-        has such a setting (`idle_timeout_statement`)."""
-        if idle_in_transaction_timeout is None:
+        has such a setting (`idle_timeout_statement`). `serial`: no parallel query plans, where
+        the server makes them (`serial_statement`)."""
+        if idle_in_transaction_timeout is None and not serial:
             return
-        seconds = max(1, int(idle_in_transaction_timeout.total_seconds()))
+        seconds = None
+        if idle_in_transaction_timeout is not None:
+            seconds = max(1, int(idle_in_transaction_timeout.total_seconds()))
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-            sql = self.idle_timeout_statement(dbapi_connection, seconds)
-            if sql is None:
+            statements = [
+                seconds is not None and self.idle_timeout_statement(dbapi_connection, seconds),
+                serial and self.serial_statement(),
+            ]
+            statements = [sql for sql in statements if sql]
+            if not statements:
                 return
             cursor = dbapi_connection.cursor()
-            cursor.execute(sql)
+            for sql in statements:
+                cursor.execute(sql)
             cursor.close()
             dbapi_connection.commit()  # end the transaction the driver may have opened for the SET
 
     def idle_timeout_statement(self, dbapi_connection: Any, seconds: int) -> str | None:
         """The session setting that ends idle transactions after `seconds`; None: there is none."""
+        return None
+
+    def serial_statement(self) -> str | None:
+        """The session setting that turns parallel plans off; None: the server makes none."""
         return None
 
     # --- insert-if-absent ---

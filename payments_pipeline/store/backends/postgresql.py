@@ -27,6 +27,11 @@ class PostgreSQL(Basic):
     def idle_timeout_statement(self, dbapi_connection: Any, seconds: int) -> str | None:
         return f"SET idle_in_transaction_session_timeout = {seconds * 1000}"
 
+    def serial_statement(self) -> str | None:
+        """A parallel plan starts worker processes: ~5 ms of a sensor tick whose queries take
+        ~2 ms (the backlog's UNION ALL over the stuck reasons on 1M rows, EXPLAIN ANALYZE)."""
+        return "SET max_parallel_workers_per_gather = 0"
+
     def claimable(self, ids: Ids, where: Where) -> Where:
         """The rows among `ids` that match and that no other transaction holds (SKIP
         LOCKED): rows locked by a concurrent claim belong to it, and are never waited on.

@@ -23,12 +23,16 @@ class SQLite(Basic):
         kwargs.setdefault("connect_args", {}).setdefault("timeout", 60)
 
     def configure(
-        self, engine: Engine, *, idle_in_transaction_timeout: dt.timedelta | None
+        self,
+        engine: Engine,
+        *,
+        idle_in_transaction_timeout: dt.timedelta | None,
+        serial: bool = False,
     ) -> None:
         """WAL, a busy timeout, and `BEGIN IMMEDIATE` so a transaction takes the write lock before
         it reads (two deferred transactions that both read then write would deadlock with
         "database is locked"). No idle-transaction timeout: SQLite has no such setting, one
-        writer, and no server to hang on."""
+        writer, and no server to hang on; and no parallel plans to turn off."""
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:

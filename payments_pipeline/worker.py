@@ -101,7 +101,10 @@ class Worker:
             except Exception as exc:  # keep polling: the next poll reconnects (pool_pre_ping)
                 log.warning("worker poll failed: %s", short_error(exc))
                 found = 0
-            if found < self.batch:
+            # Sleep only when the queue was empty: with a batch short of full, more events are
+            # arriving, and waiting the poll interval would add up to that much to their latency
+            # (p50 235 ms at 500 deliveries/s with 2 workers: benchmarks/processing_benchmark.py).
+            if found == 0:
                 self._stop.wait(self.poll_interval)
         return self.stats
 

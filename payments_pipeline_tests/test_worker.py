@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
@@ -110,6 +111,21 @@ def test_worker_stops_when_asked(sqlite_engine: Engine) -> None:
     worker = Worker(sqlite_engine, make_settings(sqlite_engine), poll_interval=0.01)
     stats = worker.run(until=lambda: worker.stats.polls >= 3)
     assert stats.polls == 3 and stats.processed == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_worker_sleeps_only_when_the_queue_was_empty(
+    engine: Engine, event_factory: EventFactory
+) -> None:
+    """A batch short of full means events are arriving: poll again at once, not after the poll
+    interval (which would add up to that much to their latency)."""
+    for _ in range(3):
+        event_factory(Provider.STRIPE, dispatched_at=ago(seconds=1))
+    worker = Worker(engine, make_settings(engine), batch=2, poll_interval=30)
+    started = time.monotonic()
+    stats = worker.run(until=lambda: worker.stats.polls >= 2)  # 2 events, then the last one
+    assert time.monotonic() - started < 10
+    assert stats.polls == 2 and stats.processed == 3
 
 
 def test_worker_command_processes_then_stops_on_sigterm(engine: Engine) -> None:

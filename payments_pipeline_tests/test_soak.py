@@ -11,10 +11,17 @@ module fixture runs both backends side by side, MariaDB starting 12 s after Post
 test asserts on its own backend's report, including that the faults really happened, so a soak
 that exercised nothing cannot pass. The fast tests at the end show that each check of the
 verifier can fail.
+
+Then the same soak on the celery engine, on PostgreSQL, once both are done (`python -m soak
+--dispatch celery`): the receiver and the sweeps publish to a private RabbitMQ queue, Celery
+workers are SIGKILLed (a pool process or a whole worker, mid-handler), and the verifier adds the
+task runs the workers logged (docs/RELIABILITY.md, "The celery soak"). It needs
+`PAYMENTS_TEST_CELERY_BROKER_URL` too.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -36,6 +43,8 @@ from soak.sweeps import SweepResult
 from soak.verify import verify
 
 from .conftest import SERVER_ENV, server_url
+
+BROKER_ENV = "PAYMENTS_TEST_CELERY_BROKER_URL"
 
 DURATION = 25.0
 CHAOS_SECONDS = 18.0
@@ -66,6 +75,20 @@ def short_config(backend: str, url: str) -> SoakConfig:
     )
 
 
+def celery_config(url: str, broker_url: str) -> SoakConfig:
+    """The short soak on the celery engine: Celery workers (2 pool processes each) instead of
+    table workers; no freezes (a frozen pool process is a kill for Celery: the soak schedules
+    none), the rest as above."""
+    return replace(
+        short_config("celery", url),
+        dispatch="celery",
+        broker_url=broker_url,
+        workers=2,
+        celery_concurrency=2,
+        max_freezes=0,
+    )
+
+
 @pytest.fixture(scope="module")
 def reports() -> Iterator[dict[str, dict[str, Any] | BaseException]]:
     """Run the soak on every configured backend (staggered, in threads); backend -> report."""
@@ -90,6 +113,13 @@ def reports() -> Iterator[dict[str, dict[str, Any] | BaseException]]:
         threads.append(thread)
     for thread in threads:
         thread.join()
+    url, broker = server_url("postgres"), os.environ.get(BROKER_ENV)
+    if url is not None and broker:
+        try:
+            config = celery_config(url, broker)
+            results["celery"] = run_soak(config, progress=lambda m: print(f"[celery] {m}"))
+        except BaseException as exc:
+            results["celery"] = exc
     yield results
 
 
@@ -121,6 +151,31 @@ def test_short_soak_holds_every_invariant(
     events = result["events"]
     assert events["sent"] > 100
     assert events["accepted"] == events["sent"]
+    assert set(result["final_states"]) <= {"processed", "dead"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_short_celery_soak_holds_every_invariant(
+    reports: dict[str, dict[str, Any] | BaseException],
+) -> None:
+    if server_url("postgres") is None:
+        pytest.skip(f"{SERVER_ENV['postgres']} is not set: no postgres server to soak")
+    if not os.environ.get(BROKER_ENV):
+        pytest.skip(f"{BROKER_ENV} is not set: no RabbitMQ for the celery soak")
+    result = reports["celery"]
+    if isinstance(result, BaseException):
+        raise result
+    print(render(result))
+    assert result["dispatch"] == "celery"
+    assert result["violation_count"] == 0, render(result)
+    assert result["chaos"]["worker_kills"] > 0  # pool processes or whole workers, SIGKILLed
+    assert result["chaos"]["cut_connections"] > 0
+    assert result["chaos"]["injected_handler_failures"] > 0
+    assert result["celery"]["task_runs"] > result["events"]["sent"] * 0.5
+    assert result["sweeps"]["final_ok"]
+    events = result["events"]
+    assert events["sent"] > 100 and events["accepted"] == events["sent"]
     assert set(result["final_states"]) <= {"processed", "dead"}
 
 

@@ -172,9 +172,9 @@ class Backlog:
         return self._seconds_since(self.oldest_stuck, provider)
 
     def longest_stuck_seconds(self, provider: str | None = None) -> int:
-        """How long the longest-stuck event has been stuck (since its wait ended: a retried
-        event's backoff, a hand-off's `minutes`), 0 when nothing is stuck: what a sweep every
-        few minutes keeps small."""
+        """How long the longest-stuck event inside the sweeps' window has been stuck (since its
+        wait ended: a retried event's backoff, a hand-off's `minutes`), 0 when none is: what a
+        sweep every few minutes keeps small. Older stuck events are `expired`."""
         return self._seconds_since(self.stuck_since, provider)
 
     def dead(self, provider: str | None = None) -> int:
@@ -219,6 +219,7 @@ def read_backlog(
         conn,
         at=store.Cutoffs(now, now - wait, now - stalled),
         waits={"stuck_before": wait, "stalled_before": stalled},
+        created_after=now - dt.timedelta(days=settings.max_age_days),
     )
     counts = store.count_open_by_provider_status(conn, statuses=OPEN_STATUSES)
     oldest = store.oldest_created_at(conn, condition=stuck)

@@ -11,8 +11,12 @@ Chromium (Selenium, /usr/bin/chromium + /usr/bin/chromedriver) and saves under d
     asset-events.png        requeue_sweep_summary, its latest materialization as a table
     asset-plots.png         requeue_sweep_summary's overview: numeric metadata plotted over runs
     asset-checks.png        the three checks on the summary, the failing one open
-    launchpad.png           the job's launchpad with a per-provider override
-    asset-graph.png         the four assets of group webhook_requeue
+    launchpad.png           the sweep job's launchpad, opened as a person does ("Materialize all" ▾,
+                            "Open launchpad")
+    replay-launchpad.png    the replay job's Launchpad tab
+    replay-run.png          a replay's run: what it replayed and refused, and why (its report)
+    run-summary-report.png  the sweep at a glance: the summary's `sweep` report
+    backlog-plots.png       webhook_backlog's overview: the backlog plotted over sweeps
 
 Everything it starts is stopped at the end (process group), also on error. Selenium is a tool of
 this script only, not a dependency of the project:
@@ -183,15 +187,46 @@ def dagster_dev(home: Path, database_url: str, port: int, log: Path) -> Iterator
 
 
 def launch(port: int, provider: str, minutes: int = 10) -> str:
+    config = {"resources": {"sweep": {"config": {"minutes": minutes, "provider": provider}}}}
+    return launch_job(port, "requeue_stuck_webhooks", config)
+
+
+def add_dead_events(database_url: str, count: int) -> list[int]:
+    """Stripe events whose retry budget is spent (`dead`), for the replay; their ids."""
+    now = utcnow()
+    rows = [
+        {
+            "provider": "stripe",
+            "provider_event_id": f"evt_dead_{i}",
+            "event_type": "payment_intent.succeeded",
+            "payload": stripe_event(f"evt_dead_{i}", reference=f"pi_dead_{i}", amount=900),
+            "status": EventStatus.DEAD.value,
+            "attempts": 5,
+            "dispatched_at": now - dt.timedelta(hours=2),
+            "last_error": "TimeoutError: upstream",
+            "created_at": now - dt.timedelta(hours=3),
+            "updated_at": now - dt.timedelta(hours=1),
+        }
+        for i in range(count)
+    ]
+    engine = store.make_engine(database_url)
+    try:
+        store.in_transaction(engine, lambda conn: store.insert_events(conn, rows=rows))
+        with engine.connect() as conn:
+            found = store.list_event_refs(conn, status=EventStatus.DEAD, limit=count + 10)
+    finally:
+        engine.dispose()
+    return [ref.id for ref, _ in found]
+
+
+def launch_job(port: int, job: str, config: dict[str, Any]) -> str:
     params = {
         "selector": {
             "repositoryLocationName": "payments_pipeline",
             "repositoryName": "__repository__",
-            "jobName": "requeue_stuck_webhooks",
+            "jobName": job,
         },
-        "runConfigData": {
-            "resources": {"sweep": {"config": {"minutes": minutes, "provider": provider}}}
-        },
+        "runConfigData": config,
     }
     result = graphql(port, LAUNCH, params=params)["launchRun"]
     if result["__typename"] != "LaunchRunSuccess":
@@ -242,6 +277,16 @@ class Browser:
         WebDriverWait(self.driver, 20).until(ec.element_to_be_clickable((By.XPATH, xpath))).click()
         time.sleep(2)
 
+    def show_markdown(self) -> None:
+        """Open the first "[Show Markdown]" of the page (a link that a "View full message" overlay
+        may cover: clicked through JavaScript), and wait for its dialog."""
+        xpath = "//*[normalize-space(text())='[Show Markdown]']"
+        link = WebDriverWait(self.driver, 20).until(
+            ec.presence_of_element_located((By.XPATH, xpath))
+        )
+        self.driver.execute_script("arguments[0].click()", link)
+        time.sleep(2)
+
     def dismiss_community_dialog(self) -> None:
         """The UI's "Join the Dagster community" dialog pops up a moment after the first page of a
         fresh browser profile; skip it once (the UI remembers) before any screenshot."""
@@ -282,15 +327,18 @@ def main(argv: list[str] | None = None) -> int:
             launch(port, "monetbil", minutes=15)
             add_stuck_events(database_url, "b3", stripe=7, monetbil=4)
             run_id = launch(port, "all")
+            # a replay of the demo's dead events, and of an id that does not exist
+            dead = add_dead_events(database_url, 2)
+            replay_id = launch_job(port, "replay_webhook_events", {"event_ids": [*dead, 99999]})
             browser = Browser(f"http://127.0.0.1:{port}", Path(tmp) / "chrome")
             try:
-                shoot_pages(browser, run_id, args.out)
+                shoot_pages(browser, run_id, replay_id, args.out)
             finally:
                 browser.quit()
     return 0
 
 
-def shoot_pages(browser: Browser, run_id: str, out: Path) -> None:
+def shoot_pages(browser: Browser, run_id: str, replay_id: str, out: Path) -> None:
     browser.open(f"/runs/{run_id}?logs=type%3AASSET_MATERIALIZATION", "requeue_sweep_summary")
     browser.shoot(out / "run-page.png", height=1300)
     browser.open(f"/runs/{run_id}?logs=step%3Arequeue_sweep_summary", "requeue_sweep_summary")
@@ -304,10 +352,33 @@ def shoot_pages(browser: Browser, run_id: str, out: Path) -> None:
     browser.open("/assets/requeue_sweep_summary?view=checks", "no_expired_stuck_events")
     browser.click_text_any("no_expired_stuck_events")
     browser.shoot(out / "asset-checks.png", height=1000)
-    browser.open("/locations/payments_pipeline/jobs/requeue_stuck_webhooks/playground", "Launchpad")
+    # The launchpad as a person reaches it: the job's page, the arrow beside "Materialize all",
+    # "Open launchpad" (a job of assets has no Launchpad tab in Dagster 1.13).
+    browser.open("/locations/payments_pipeline/jobs/requeue_stuck_webhooks", "Materialize all")
+    caret = "//button[contains(normalize-space(.), 'Materialize all')]/following::button[1]"
+    WebDriverWait(browser.driver, 20).until(ec.element_to_be_clickable((By.XPATH, caret))).click()
+    time.sleep(1)
+    browser.click_text_any("Open launchpad")
+    browser.wait_text("Materialize")
+    time.sleep(2)
     browser.shoot(out / "launchpad.png", height=900)
-    browser.open("/asset-groups/webhook_requeue", "stuck_webhook_events")
-    browser.shoot(out / "asset-graph.png", height=900)
+    # The replay job is a job of ops: its page has a Launchpad tab.
+    browser.open("/locations/payments_pipeline/jobs/replay_webhook_events", "Launchpad")
+    browser.click_text_any("Launchpad")
+    time.sleep(2)
+    browser.shoot(out / "replay-launchpad.png", height=900)
+    browser.open(f"/runs/{replay_id}?logs=type%3ASTEP_OUTPUT", "replay_events")
+    browser.show_markdown()
+    browser.shoot(out / "replay-run.png", height=1100)
+    browser.open(f"/runs/{run_id}?logs=step%3Arequeue_sweep_summary", "requeue_sweep_summary")
+    browser.show_markdown()  # the first: the summary's `sweep` report
+    browser.shoot(out / "run-summary-report.png", height=1300)
+    browser.open("/assets/webhook_backlog?view=overview", "Metadata")
+    browser.click_text("Plots")
+    time.sleep(3)
+    browser.shoot(out / "backlog-plots.png", height=2000)
+    # No asset graph: in this headless Chromium the lineage canvas stays empty (the page loads,
+    # the graph is never drawn), so a screenshot of it would show nothing.
 
 
 if __name__ == "__main__":

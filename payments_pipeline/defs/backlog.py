@@ -3,7 +3,8 @@
 Each materialization carries integers Dagster plots across materializations: open events per
 provider and status (`stripe_received`, `monetbil_dead`, ...; `processed` is history, not
 backlog, and counting it would scan the table), `open`, `dead`, `expired`, how long the
-longest-stuck event has been stuck (`longest_stuck_seconds`) and the oldest stuck event's age
+longest-stuck event inside the window has been stuck (`longest_stuck_seconds`) and the oldest
+stuck event's age
 since creation (`oldest_stuck_seconds`, as `payments-pipeline status` shows it), per provider
 too, and, when a sweep refreshes it, the live and test-mode payments (`payments_live`,
 `payments_test`).

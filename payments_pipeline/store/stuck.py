@@ -208,9 +208,14 @@ def count_expired(
 
 
 def stuck_since(
-    conn: Connection, *, at: Cutoffs, waits: dict[str, dt.timedelta]
+    conn: Connection,
+    *,
+    at: Cutoffs,
+    waits: dict[str, dt.timedelta],
+    created_after: dt.datetime,
 ) -> dict[str, dt.datetime]:
-    """Per provider, the earliest moment one of its events still stuck at `at` became stuck.
+    """Per provider, the earliest moment one of its events still stuck at `at`, created after
+    `created_after` (inside the sweeps' window: what a sweep takes), became stuck.
 
     For each reason, the least value of its clock among the stuck rows, plus the wait (`waits`,
     keyed like `Cutoffs`: `stuck_before` -> the minutes, ...; a wait not given is none); a
@@ -220,7 +225,7 @@ def stuck_since(
     """
     parts: list[tuple[ColumnElement[bool], Any, dt.timedelta]] = []
     for r in STUCK_REASONS.values():
-        condition = r.condition(at)
+        condition = sa.and_(r.condition(at), E.created_at >= created_after)
         if r.after_backoff:
             parts.append(
                 (sa.and_(condition, E.next_attempt_at.is_not(None)), E.next_attempt_at, _NO_WAIT)

@@ -11,8 +11,10 @@ import pytest
 from sqlalchemy import Engine
 
 from payments_pipeline import status
+from payments_pipeline.config import load_settings
 from payments_pipeline.definitions import defs
-from payments_pipeline.defs.resources import PaymentsDatabase
+from payments_pipeline.defs.backlog import webhook_backlog
+from payments_pipeline.defs.resources import PaymentsDatabase, build_resources, sweep_run_config
 from payments_pipeline.models import EventStatus, Provider
 
 from ..conftest import EventFactory
@@ -50,8 +52,10 @@ def test_the_backlog_counts_what_is_not_done_and_how_long_it_has_been_stuck(
     assert numbers["dead"] == 1 and numbers["monetbil_dead"] == 1
     assert numbers["open"] == 5 and "stripe_processed" not in numbers
     assert numbers["expired"] == 1 and numbers["stripe_expired"] == 1
-    # the stripe event never dispatched 9 days ago is the longest stuck and the oldest
-    assert numbers["longest_stuck_seconds"] == pytest.approx(9 * 86400, abs=60)
+    # inside the window, the stripe event lost 40 minutes ago has been stuck 30 (minutes=10);
+    # the one created 9 days ago is expired, not counted here
+    assert numbers["longest_stuck_seconds"] == pytest.approx(30 * 60, abs=30)
+    assert numbers["stripe_oldest_stuck_seconds"] == pytest.approx(9 * 86400, abs=60)
     # monetbil: stuck since its backoff ended, not since it was created
     assert numbers["monetbil_longest_stuck_seconds"] == pytest.approx(300, abs=30)
     assert numbers["monetbil_oldest_stuck_seconds"] == pytest.approx(3 * 3600, abs=60)
@@ -85,17 +89,19 @@ def test_every_sweep_refreshes_the_backlog_and_its_check(
 def test_the_check_warns_when_an_event_stays_stuck_past_twice_the_minutes(
     db_env: Engine, event_factory: EventFactory, instance: dg.DagsterInstance
 ) -> None:
-    # Stuck in a way the sweep cannot fix in this run: older than the window (expired).
-    event_factory(Provider.STRIPE, created_at=ago(days=9))
-    result = execute_sweep(instance, minutes=10)
-    (check,) = [
-        e.event_specific_data
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-        and e.event_specific_data.check_name == "backlog_keeps_up"
-    ]
-    assert not check.passed
-    assert "more than twice the sweep's minutes (1200 s" in check.description
+    """The backlog alone (no sweep ran): an event lost 35 minutes ago has been stuck 25."""
+    event_factory(Provider.MONETBIL, dispatched_at=ago(minutes=35))
+    event_factory(Provider.STRIPE, created_at=ago(days=9))  # expired: not what this check counts
+    result = dg.materialize(
+        [webhook_backlog],
+        instance=instance,
+        resources=build_resources(load_settings()),
+        run_config=sweep_run_config(minutes=10, provider="all"),
+    )
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == "backlog_keeps_up" and not check.passed
+    assert check.description is not None
+    assert "more than twice the sweep's minutes (1200 s; monetbil 15" in check.description
     assert "payments-pipeline status" in check.description
 
 

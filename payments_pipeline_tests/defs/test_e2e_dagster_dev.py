@@ -1,6 +1,8 @@
 """End to end: `dagster dev` on a temporary Dagster home, a launch through the webserver's GraphQL
 API with a per-provider override (the launchpad's `launchRun` mutation), the run queued, dequeued
-by the daemon and executed, and its materialization metadata read back over GraphQL.
+by the daemon and executed, and its materialization metadata read back over GraphQL; then a replay
+of a dead event launched the same way. And the viewers' webserver (`dagster-webserver
+--read-only`) refusing the same launch.
 
 Everything it starts runs in its own process group, terminated at the end whatever happened.
 """
@@ -42,6 +44,7 @@ mutation Launch($params: ExecutionParams!) {
     ... on LaunchRunSuccess { run { runId } }
     ... on RunConfigValidationInvalid { errors { message } }
     ... on PythonError { message }
+    ... on UnauthorizedError { message }
   }
 }"""
 RUN = """
@@ -124,8 +127,9 @@ class Dagit:
         pytest.fail(f"timed out waiting for {what}:\n{self.log.read_text()[-3000:]}")
 
 
-@pytest.fixture
-def dagster_dev(db_env: Engine, tmp_path: Path) -> Iterator[Dagit]:
+@contextlib.contextmanager
+def _serve(argv: list[str], db_env: Engine, tmp_path: Path, name: str) -> Iterator[Dagit]:
+    """`argv` + the port, on a temporary Dagster home, in its own process group."""
     port = _free_port()
     home = prepare_demo_home(tmp_path)
     env = {
@@ -134,11 +138,10 @@ def dagster_dev(db_env: Engine, tmp_path: Path) -> Iterator[Dagit]:
         "PAYMENTS_DATABASE_URL": url_of(db_env),
         "PAYMENTS_STUCK_REQUEUE_ENABLED": "false",  # no schedule or sensor ticks in this test
     }
-    log = tmp_path / "dagster-dev.log"
-    dagster = str(Path(sys.executable).with_name("dagster"))
+    log = tmp_path / f"{name}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [dagster, "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            [*argv, "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
             cwd=REPO,
             env=env,
             stdout=out,
@@ -159,6 +162,21 @@ def dagster_dev(db_env: Engine, tmp_path: Path) -> Iterator[Dagit]:
             os.killpg(process.pid, signal.SIGKILL)
 
 
+@pytest.fixture
+def dagster_dev(db_env: Engine, tmp_path: Path) -> Iterator[Dagit]:
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    with _serve([dagster, "dev"], db_env, tmp_path, "dagster-dev") as dagit:
+        yield dagit
+
+
+@pytest.fixture
+def dagster_viewer(db_env: Engine, tmp_path: Path) -> Iterator[Dagit]:
+    """The viewers' webserver: `dagster-webserver --read-only`, no daemon."""
+    webserver = str(Path(sys.executable).with_name("dagster-webserver"))
+    with _serve([webserver, "--read-only"], db_env, tmp_path, "viewer") as dagit:
+        yield dagit
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("backend", ["sqlite"])
@@ -167,6 +185,7 @@ def test_launch_from_the_webserver_with_a_provider_override(
 ) -> None:
     stripe = event_factory(Provider.STRIPE, dispatched_at=ago(minutes=30))
     monetbil = event_factory(Provider.MONETBIL, dispatched_at=ago(minutes=30))
+    dead = event_factory(Provider.STRIPE, status=EventStatus.DEAD, attempts=5)
     selector = {k: v for k, v in SELECTOR.items() if k != "jobName"}
     repo = dagster_dev.wait(
         "the code location",
@@ -182,7 +201,8 @@ def test_launch_from_the_webserver_with_a_provider_override(
         "webhook_events_sensor",
         "sweep_run_failure_sensor",
     }
-    assert {n["groupName"] for n in data["assetNodes"]} == {"webhook_requeue"}
+    assert {"requeue_stuck_webhooks", "replay_webhook_events"} <= {j["name"] for j in repo}
+    assert {n["groupName"] for n in data["assetNodes"]} == {"webhook_requeue", "webhook_health"}
 
     def launch(provider: str, minutes: int = 10, python_error: bool = False) -> dict[str, Any]:
         params = {
@@ -231,3 +251,46 @@ def test_launch_from_the_webserver_with_a_provider_override(
     assert fetch_event(db_env, stripe).status is EventStatus.RECEIVED
     (row,) = sweep_rows(db_env)
     assert (row.trigger, row.provider, row.dagster_run_id) == ("ui", "monetbil", run_id)
+    assert metadata["webhook_backlog"]["dead"]["intValue"] == 1
+
+    # A replay of the dead event, as the launchpad launches it (the job's flat run config).
+    replay = {
+        "selector": {**SELECTOR, "jobName": "replay_webhook_events"},
+        "runConfigData": {"event_ids": [dead, dead + 1000]},
+    }
+    launched = dagster_dev.query(LAUNCH, params=replay)["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    run = dagster_dev.wait(f"replay run {run_id}", 120, finished)
+    assert run["status"] == "SUCCESS", run
+    assert fetch_event(db_env, dead).status is EventStatus.PROCESSED  # inline: processed there
+    replay_row = sweep_rows(db_env)[-1]
+    assert (replay_row.trigger, replay_row.dagster_run_id) == ("ui", run_id)
+    assert (replay_row.dispatched, replay_row.skipped) == (1, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_the_read_only_webserver_refuses_a_launch(
+    dagster_viewer: Dagit, db_env: Engine, event_factory: EventFactory
+) -> None:
+    dead = event_factory(Provider.STRIPE, status=EventStatus.DEAD, attempts=5)
+    selector = {k: v for k, v in SELECTOR.items() if k != "jobName"}
+    dagster_viewer.wait(
+        "the code location",
+        120,
+        lambda: dagster_viewer.query(REPOSITORY, selector=selector)["repositoryOrError"].get(
+            "jobs"
+        ),
+    )
+    for job, config in (
+        ("requeue_stuck_webhooks", {"resources": {"sweep": {"config": {"minutes": 5}}}}),
+        ("replay_webhook_events", {"event_ids": [dead]}),
+    ):
+        params = {"selector": {**SELECTOR, "jobName": job}, "runConfigData": config}
+        refused = dagster_viewer.query(LAUNCH, params=params)["launchRun"]
+        assert refused["__typename"] == "UnauthorizedError", refused
+    assert dagster_viewer.query(RUNS)["runsOrError"]["results"] == []
+    assert sweep_rows(db_env) == []
+    assert fetch_event(db_env, dead).status is EventStatus.DEAD

@@ -76,8 +76,8 @@ def test_serve_metrics_count_every_answer_over_two_worker_processes(
         process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
         try:
             _wait_healthy(url, process)
-            [directory] = temp.iterdir()  # the inherited PROMETHEUS_MULTIPROC_DIR is not used
-            assert directory.name.startswith("payments-pipeline-metrics-")
+            # The inherited PROMETHEUS_MULTIPROC_DIR is not used: serve makes its own.
+            [directory] = temp.glob("payments-pipeline-metrics-*")
             # Both worker processes are up once each has written its counters' file.
             _wait_for(
                 lambda: len(list(directory.glob("counter_*.db"))) == 2,

@@ -204,3 +204,28 @@ def test_the_apps_counters_in_process(make_client: ClientFactory) -> None:
     assert delta(name, provider="stripe", engine="custom") == 1
     # Scrapes are not deliveries.
     assert sum(_delivered(after).values()) - sum(_delivered(before).values()) == 3
+
+
+@pytest.mark.slow
+def test_serve_stopped_by_sigterm_removes_its_metrics_directory(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    """With one worker uvicorn raises SIGTERM again once it has shut down; the directory must be
+    gone all the same, and serve still ends as SIGTERM ends it."""
+    port = free_port()
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    command = [sys.executable, "-m", "payments_pipeline.cli", "serve", "--port", str(port)]
+    env = _serve_env(sqlite_engine, TMPDIR=str(temp))
+    with (tmp_path / "serve.log").open("wb") as log_file:
+        process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            _wait_healthy(f"http://127.0.0.1:{port}", process)
+            [directory] = temp.glob("payments-pipeline-metrics-*")
+            assert list(directory.glob("counter_*.db"))
+        finally:
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(timeout=30)
+    assert code == -signal.SIGTERM
+    assert not directory.exists()
+    assert "Traceback" not in (tmp_path / "serve.log").read_text()

@@ -142,9 +142,6 @@ class WorkerStartError(Exception):
     """The worker cannot start; the message is the one line the operator sees."""
 
 
-DEFAULT_METRICS_HOST = "127.0.0.1"
-
-
 class MetricsEndpoint:
     """`worker --metrics-port`: the Prometheus exposition of every process of this worker (its
     Celery pool processes included: `metrics_dir`), on `host:port`, in a daemon thread."""

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import click
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from . import migrations, store
+from . import metrics_dir, migrations, store
 from .config import QUEUE_NAME_RULE, ConfigError, Settings, is_queue_name, load_settings
 from .demo import DEMO_DIR, create_demo_database
 from .dispatch import build_dispatcher
@@ -356,6 +357,17 @@ def _bounded(name: str, kind: click.ParamType, default: float | None, text: str)
     callback=_queue_name,
     help="celery: the queue to consume (default: PAYMENTS_CELERY_QUEUE).",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve Prometheus metrics (every process of this worker) on this port (default: off).",
+)
+@click.option(
+    "--metrics-host",
+    default=None,
+    help="The address --metrics-port listens on (default 127.0.0.1).",
+)
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -363,10 +375,12 @@ def worker(
     poll_interval: float,
     concurrency: int | None,
     queue: str | None,
+    metrics_port: int | None,
+    metrics_host: str | None,
 ) -> None:
     """Process dispatched events until SIGTERM/SIGINT, with the engine PAYMENTS_DISPATCH names
     (`table`: take claimed rows from the table; `celery`: a Celery worker on the queue; run
-    several of either)."""
+    several of either). With --metrics-port, serve their Prometheus metrics."""
     settings: Settings = ctx.obj
     mode = settings.dispatch
     if mode is DispatchMode.INLINE:
@@ -379,31 +393,64 @@ def worker(
         if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
             option = "--" + name.replace("_", "-")
             raise CliError(f"{option} is not an option of the {mode.value} worker")
-    if mode is DispatchMode.CELERY:
-        _celery_worker(settings, queue or settings.celery_queue, concurrency)
+    if metrics_host is not None and metrics_port is None:
+        raise CliError("--metrics-host needs --metrics-port")
+    with ExitStack() as stack:
+        if metrics_port is not None:
+            # Before anything imports prometheus-client: its mode is chosen at import.
+            stack.enter_context(metrics_dir.private_directory())
+        endpoint = None if metrics_port is None else (metrics_host or "127.0.0.1", metrics_port)
+        if mode is DispatchMode.CELERY:
+            _celery_worker(settings, queue or settings.celery_queue, concurrency, endpoint)
+            return
+        _table_worker(settings, batch, poll_interval, endpoint, stack)
+
+
+def _metrics_endpoint(endpoint: tuple[str, int] | None, stack: ExitStack) -> None:
+    """Start `worker --metrics-port`'s endpoint, stopped with `stack`."""
+    if endpoint is None:
         return
+    from .worker import MetricsEndpoint, WorkerStartError
+
+    try:
+        served = MetricsEndpoint(*endpoint)
+    except WorkerStartError as exc:
+        raise CliError(str(exc)) from None
+    stack.callback(served.close)
+
+
+def _table_worker(
+    settings: Settings,
+    batch: int,
+    poll_interval: float,
+    endpoint: tuple[str, int] | None,
+    stack: ExitStack,
+) -> None:
+    engine = open_database(settings)
+    stack.callback(engine.dispose)
+    _metrics_endpoint(endpoint, stack)
     from .worker import Worker
 
-    engine = open_database(settings)
     runner = Worker(engine, settings, batch=batch, poll_interval=poll_interval)
     runner.install_signal_handlers()
     log.info("worker started (batch %s, poll every %ss)", batch, poll_interval)
-    try:
-        stats = runner.run()
-    finally:
-        engine.dispose()
+    stats = runner.run()
     counts = ", ".join(f"{o.value} {n}" for o, n in sorted(stats.outcomes.items())) or "nothing"
     click.echo(f"worker stopped after {stats.polls} polls: {counts}")
 
 
-def _celery_worker(settings: Settings, queue: str, concurrency: int | None) -> None:
+def _celery_worker(
+    settings: Settings, queue: str, concurrency: int | None, endpoint: tuple[str, int] | None
+) -> None:
     from .worker import WorkerStartError, run_celery_worker
 
     # Each pool process opens its own engine; this one only proves the database is usable.
     open_database(settings).dispose()
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
     try:
-        code = run_celery_worker(settings, queue=queue, concurrency=concurrency, loglevel=level)
+        code = run_celery_worker(
+            settings, queue=queue, concurrency=concurrency, loglevel=level, metrics=endpoint
+        )
     except WorkerStartError as exc:
         raise CliError(str(exc)) from None
     if code:

@@ -12,10 +12,15 @@ re-claims as `processing_stalled`, and its fenced commit can never land afterwar
 
 The Celery worker is Celery's own (prefork pool) on `dispatch.celery.app`; Celery is imported only
 when one is started, so the table worker never loads it.
+
+Both count their outcomes in `payments_processing_outcomes_total{outcome,engine}` and the time of
+each attempt in `payments_processing_seconds{engine}` (`metrics`); `worker --metrics-port` serves
+them (`MetricsEndpoint`).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -26,13 +31,15 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 from sqlalchemy import Engine
 
+from . import metrics
 from .config import Settings
 from .errors import short_error
 from .handlers import HandlerRegistry, default_registry
-from .models import ProcessOutcome
+from .models import DispatchMode, ProcessOutcome
 from .processing import bury_exhausted, claim_batch, complete_attempts
 
 log = logging.getLogger(__name__)
@@ -69,6 +76,7 @@ class Worker:
         self.poll_interval = poll_interval
         self.stats = WorkerStats()
         self._stop = threading.Event()
+        self._metrics = metrics.processing(DispatchMode.TABLE)
 
     def stop(self) -> None:
         """Finish the current event, then return from `run` (SIGTERM/SIGINT call this)."""
@@ -78,6 +86,7 @@ class Worker:
         """Claim one batch of dispatched events in one statement and complete them together;
         returns how many were claimed. A batch once claimed is finished even when asked to stop
         (its events would otherwise wait for the sweep's processing timeout)."""
+        started = time.perf_counter()
         attempts = claim_batch(self.engine, settings=self.settings, limit=self.batch)
         self.stats.polls += 1
         # When the queue is (nearly) drained, what is left dispatched may be events whose budget
@@ -86,9 +95,14 @@ class Worker:
             buried := bury_exhausted(self.engine, settings=self.settings)
         ):
             self.stats.outcomes[ProcessOutcome.DEAD] += buried
-        for outcome in complete_attempts(
+            for _ in range(buried):  # no attempt of theirs ran here: no time to observe
+                self._metrics.record(ProcessOutcome.DEAD, None)
+        outcomes = complete_attempts(
             self.engine, attempts, settings=self.settings, registry=self.registry
-        ):
+        )
+        # Each attempt of the batch ran from the claim to the batch's one commit.
+        self._metrics.record_batch(outcomes, time.perf_counter() - started)
+        for outcome in outcomes:
             self.stats.outcomes[outcome] += 1
         return len(attempts)
 
@@ -131,12 +145,38 @@ class WorkerStartError(Exception):
     """The worker cannot start; the message is the one line the operator sees."""
 
 
+class MetricsEndpoint:
+    """`worker --metrics-port`: the Prometheus exposition of every process of this worker (its
+    Celery pool processes included: `metrics_dir`), on `host:port`, in a daemon thread."""
+
+    def __init__(self, host: str, port: int) -> None:
+        try:
+            self._server = metrics.serve_http(host, port)
+        except OSError as exc:
+            reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise WorkerStartError(
+                f"cannot serve metrics on {host}:{port}: {reason or short_error(exc)}"
+            ) from None
+        log.info("metrics on http://%s:%s/metrics", host, port)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
 def run_celery_worker(
-    settings: Settings, *, queue: str, concurrency: int | None, loglevel: str
+    settings: Settings,
+    *,
+    queue: str,
+    concurrency: int | None,
+    loglevel: str,
+    metrics: tuple[str, int] | None = None,
 ) -> int:
     """Run a Celery worker in this process, consuming `queue`, until SIGTERM (warm shutdown:
     running tasks finish) or SIGINT; returns its exit code. The broker is checked first, so a bad
     URL or a broker that does not answer is one `WorkerStartError`, not a worker retrying forever.
+    With `metrics` (host, port), this process serves the metrics its pool processes write to the
+    multiprocess directory, which the caller has set up (`metrics_dir`).
     """
     from .dispatch import celery as engine
 
@@ -144,7 +184,18 @@ def run_celery_worker(
         engine.check_broker(settings)
     except engine.BrokerUnavailable as exc:
         raise WorkerStartError(str(exc)) from None
-    worker = engine.app.Worker(
+    endpoint = None if metrics is None else MetricsEndpoint(*metrics)
+    try:
+        return _start_celery_worker(
+            engine.app, queue=queue, concurrency=concurrency, loglevel=loglevel
+        )
+    finally:
+        if endpoint is not None:
+            endpoint.close()
+
+
+def _start_celery_worker(app: Any, *, queue: str, concurrency: int | None, loglevel: str) -> int:
+    worker = app.Worker(
         queues=[queue],
         concurrency=concurrency,
         pool="prefork",

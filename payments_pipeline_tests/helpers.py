@@ -85,3 +85,22 @@ def payment_rows(engine: Engine) -> dict[str, tuple[Any, ...]]:
             )
             for p in store.list_payments(conn)
         }
+
+
+MetricSamples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def metric_samples(text: str) -> MetricSamples:
+    """A Prometheus text exposition as {(sample name, labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def metric_value(samples: MetricSamples, name: str, **labels: str) -> float:
+    """One sample's value; 0 when the scrape has no such series."""
+    return samples.get((name, frozenset(labels.items())), 0.0)

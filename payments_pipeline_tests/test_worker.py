@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
@@ -21,7 +23,16 @@ from payments_pipeline.sweep import SweepParams, run_sweep
 from payments_pipeline.worker import Worker, drain
 
 from .conftest import EventFactory
-from .helpers import ago, fetch_event, make_settings, stripe_payload
+from .helpers import (
+    MetricSamples,
+    ago,
+    fetch_event,
+    make_settings,
+    metric_samples,
+    metric_value,
+    stripe_payload,
+)
+from .http.support import free_port
 
 
 def _receive(engine: Engine, key: str, **payload: object) -> int:
@@ -151,3 +162,110 @@ def test_worker_command_processes_then_stops_on_sigterm(engine: Engine) -> None:
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert "processed 1" in out
+
+
+def _scrape(url: str, proc: subprocess.Popen[str]) -> MetricSamples:
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, "the worker exited"
+        try:
+            return metric_samples(httpx.get(url, timeout=5).text)
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, "no metrics endpoint"
+            time.sleep(0.05)
+
+
+def test_worker_metrics_port_counts_outcomes_and_attempt_times(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    engine = sqlite_engine
+    ids = [_receive(engine, f"evt_m{n}", reference=f"pi_m{n}") for n in range(4)]
+    dead = gate.receive(  # a payload no handler can read: dead at its first attempt
+        engine,
+        provider="stripe",
+        provider_event_id="evt_m_unreadable",
+        event_type="payment_intent.succeeded",
+        payload="not json",
+        minutes=10,
+        dispatcher=QueueDispatcher(),
+    ).event.id
+    port = free_port()
+    temp = tmp_path / "tmp"  # where the worker makes its private metrics directory
+    temp.mkdir()
+    env = {
+        **os.environ,
+        "PAYMENTS_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "PAYMENTS_DISPATCH": "table",
+        "TMPDIR": str(temp),
+    }
+    exe = Path(sys.executable).with_name("payments-pipeline")
+    argv = [str(exe), "worker", "--poll-interval", "0.05", "--metrics-port", str(port)]
+    name = "payments_processing_outcomes_total"
+    with subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            url = f"http://127.0.0.1:{port}/metrics"
+            samples = _scrape(url, proc)
+            [directory] = temp.glob("payments-pipeline-metrics-*")
+            deadline = time.monotonic() + 60
+            while metric_value(samples, name, outcome="processed", engine="table") < 4:
+                assert time.monotonic() < deadline, samples
+                time.sleep(0.05)
+                samples = _scrape(url, proc)
+            time.sleep(0.3)  # a few more polls: nothing else may be counted
+            samples = _scrape(url, proc)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "processed 4" in out and "dead 1" in out
+    assert not directory.exists()  # removed at exit
+    assert fetch_event(engine, dead).status is EventStatus.DEAD
+    assert all(fetch_event(engine, i).status is EventStatus.PROCESSED for i in ids)
+    outcomes = {
+        dict(labels)["outcome"]: value
+        for (sample, labels), value in samples.items()
+        if sample == name and dict(labels)["engine"] == "table"
+    }
+    assert outcomes == {"processed": 4, "dead": 1, "failed": 0, "not_claimed": 0, "stale": 0}
+    assert metric_value(samples, "payments_processing_seconds_count", engine="table") == 5
+    assert metric_value(samples, "payments_processing_seconds_sum", engine="table") > 0
+    assert (
+        metric_value(samples, "payments_processing_seconds_bucket", engine="table", le="+Inf") == 5
+    )
+    text = "\n".join(f"{s} {dict(labels)}" for s, labels in samples)
+    assert "evt_m" not in text and "pi_m" not in text
+
+
+def test_worker_metrics_options_refused_in_one_line(sqlite_engine: Engine) -> None:
+    env = {
+        **os.environ,
+        "PAYMENTS_DATABASE_URL": sqlite_engine.url.render_as_string(hide_password=False),
+        "PAYMENTS_DISPATCH": "table",
+    }
+    exe = str(Path(sys.executable).with_name("payments-pipeline"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = subprocess.run(
+            [exe, "worker", "--metrics-port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert busy.returncode == 1
+    assert busy.stderr.strip().splitlines()[-1] == (
+        f"error: cannot serve metrics on 127.0.0.1:{port}: address already in use"
+    )
+    lonely = subprocess.run(
+        [exe, "worker", "--metrics-host", "0.0.0.0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert lonely.returncode == 1
+    assert lonely.stderr.strip() == "error: --metrics-host needs --metrics-port"

@@ -18,6 +18,10 @@ Import is cheap (settings from the environment, no database, no broker connectio
 receiver, the sweep and `celery -A payments_pipeline.dispatch.celery worker` can all load it. Each
 pool process builds its own engine when it starts (`worker_process_init`) and disposes of it when
 it stops: a connection pool must never cross a fork.
+
+The task counts each outcome and the attempt's time (`metrics.processing("celery")`), loaded on
+first use, so that the receiver and the sweep, which only publish, never create those series; in
+`worker --metrics-port`'s pool processes they go to its multiprocess directory (`metrics_dir`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ import datetime as dt
 import logging
 import os
 import threading
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown
@@ -38,8 +43,11 @@ from .. import store
 from ..config import Settings, load_settings
 from ..errors import short_error
 from ..handlers import HandlerRegistry, default_registry
-from ..models import EventRef, ProcessOutcome
+from ..models import DispatchMode, EventRef, ProcessOutcome
 from ..processing import process_event
+
+if TYPE_CHECKING:
+    from ..metrics import ProcessingMetrics
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +120,7 @@ class _ProcessState:
 
     def __init__(self) -> None:
         self.registry: HandlerRegistry | None = None
+        self._metrics: ProcessingMetrics | None = None
         self._engine: Engine | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
@@ -132,6 +141,14 @@ class _ProcessState:
                 self._engine.dispose()
             self._engine = None
 
+    def metrics(self) -> ProcessingMetrics:
+        """The task's counters, created on first use (importing prometheus-client then)."""
+        if self._metrics is None:
+            from .. import metrics
+
+            self._metrics = metrics.processing(DispatchMode.CELERY)
+        return self._metrics
+
 
 _process = _ProcessState()
 
@@ -145,11 +162,15 @@ def use_registry(registry: HandlerRegistry) -> None:
 @worker_process_init.connect
 def _open_engine(**_: Any) -> None:
     _process.open()
+    _process.metrics()  # the series exist (at 0) from the pool process's start
 
 
 @worker_process_shutdown.connect
 def _dispose_engine(**_: Any) -> None:
     _process.close()
+    from .. import metrics
+
+    metrics.process_exiting()
 
 
 # No Celery retries (max_retries 0, nothing retried automatically, no retry on worker loss): the
@@ -170,7 +191,10 @@ def process_webhook_event(event_id: int) -> str:
     registry = _process.registry
     if registry is None:
         registry = _process.registry = default_registry()
+    started = time.perf_counter()
     outcome = process_event(engine, int(event_id), settings=_settings, registry=registry)
+    attempted = outcome is not ProcessOutcome.NOT_CLAIMED
+    _process.metrics().record(outcome, time.perf_counter() - started if attempted else None)
     if outcome is ProcessOutcome.NOT_CLAIMED:
         log.info(
             "webhook event %s not claimed: processed already, or another attempt holds it "

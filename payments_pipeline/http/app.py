@@ -8,6 +8,9 @@
   (`http.dispatching`), so processing never holds the provider's connection. Anything that goes
   wrong after the response is the `dispatch_lost` case the sweep recovers.
 - `GET /healthz`: 200 when the database answers, 503 otherwise.
+- `GET /metrics`: the Prometheus text exposition (`metrics`): deliveries answered by provider,
+  outcome and status code, the gate's time, failed hand-offs; fixed label sets only. With
+  `serve --workers N` one scrape sums every worker process (`metrics_dir`).
 
 Every refusal is a JSON `{"error", "detail"}` with a status code that tells the provider whether
 to retry (`docs/receiver.md` has the table); nothing is stored before the gate, and no response or
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -33,9 +37,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .. import gate, store
+from .. import gate, metrics, store
 from ..config import Settings, load_settings
-from ..dispatch import Dispatcher, build_dispatcher
+from ..dispatch import Dispatcher, InlineDispatcher, build_dispatcher
 from ..errors import database_error
 from ..gate import ReceiveResult
 from ..models import PROVIDERS, DispatchMode, Provider
@@ -47,6 +51,8 @@ from .webhooks import Delivery, confirm_monetbil, read_monetbil, read_stripe
 log = logging.getLogger(__name__)
 
 HEALTH_THREADS = 2
+# A scrape reads every worker process's metrics files: one thread, never the event loop.
+METRICS_THREADS = 1
 HEALTH_TIMEOUT_SECONDS = 3.0
 # On shutdown, how long queued events may still be handed on before the rest is left to the sweep.
 DRAIN_SECONDS = 10.0
@@ -77,6 +83,7 @@ class Receiver:
         self.engine = engine
         self.queue = queue
         self._owns_engine = owns_engine
+        self.metrics = metrics.receiver()
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
         # The gate's transactions run in `settings.gate_threads` threads, each with its pooled
         # connection. A plain executor rather than anyio.to_thread: the hop costs ~20 us of CPU
@@ -103,13 +110,23 @@ class Receiver:
         for provider in PROVIDERS:
             if name == provider.value:  # a known provider reached with the wrong method
                 allowed = ALLOWED_METHODS[provider.value]
+                self.metrics.refused(provider, 405, ErrorCode.METHOD_NOT_ALLOWED)
                 return error_response(
                     405,
                     ErrorCode.METHOD_NOT_ALLOWED,
                     f"/webhooks/{provider.value} accepts {' or '.join(allowed)}",
                     {"Allow": ", ".join(allowed)},
                 )
+        self.metrics.refused(None, 404, ErrorCode.UNKNOWN_PROVIDER)  # never the name itself
         return error_response(404, ErrorCode.UNKNOWN_PROVIDER, UNKNOWN_PROVIDER_DETAIL)
+
+    async def metrics_text(self, request: Request) -> Response:
+        """Prometheus' scrape: counters and histograms with fixed label sets, nothing from a
+        request. Not a delivery, so not counted as one."""
+        body = await anyio.to_thread.run_sync(
+            metrics.scrape, limiter=self._limiter("metrics", METRICS_THREADS)
+        )
+        return Response(body, headers={"Content-Type": metrics.CONTENT_TYPE})
 
     async def healthz(self, request: Request) -> Response:
         ok = False
@@ -139,11 +156,16 @@ class Receiver:
             await confirm_monetbil(delivery, self.settings)
             # A cancelled request stops waiting, but a started gate transaction runs to its end
             # (if its answer is then lost, the provider retries and the sweep recovers the claim).
-            result = await asyncio.get_running_loop().run_in_executor(
-                self._gate_threads, self._receive, delivery
-            )
+            started = time.perf_counter()
+            try:
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self._gate_threads, self._receive, delivery
+                )
+            finally:
+                self.metrics.gate_time(provider, time.perf_counter() - started)
         except Refusal as refusal:
             _log_refusal(provider, refusal, request)
+            self.metrics.refused(provider, refusal.status, refusal.error)
             return refusal.response()
         except sa.exc.SQLAlchemyError as exc:
             log.error(
@@ -151,6 +173,7 @@ class Receiver:
                 provider.value,
                 database_error(exc),
             )
+            self.metrics.refused(provider, 503, ErrorCode.DATABASE_UNAVAILABLE)
             return error_response(
                 503, ErrorCode.DATABASE_UNAVAILABLE, "the delivery could not be recorded; retry"
             )
@@ -158,10 +181,12 @@ class Receiver:
             log.error(
                 "webhook failed provider=%s: unexpected %s", provider.value, type(exc).__name__
             )
+            self.metrics.refused(provider, 500, ErrorCode.INTERNAL_ERROR)
             return error_response(500, ErrorCode.INTERNAL_ERROR, "unexpected error; retry later")
         background = None
         if result.should_dispatch and self.queue is not None:
             background = BackgroundTask(self.queue.submit, result.event)
+        self.metrics.answered(provider, result.outcome)
         return JSONResponse(
             {"outcome": result.outcome.value, "event_id": result.event.id},
             background=background,
@@ -240,7 +265,9 @@ def create_app(
     if dispatcher is None:
         queue = _dispatch_queue(settings.receiver_mode, engine, settings)
     else:
-        queue = DispatchQueue(dispatcher, threads=settings.dispatch_threads)
+        queue = DispatchQueue(
+            dispatcher, threads=settings.dispatch_threads, engine=metrics.CUSTOM_ENGINE
+        )
     receiver = Receiver(settings, engine, queue, owns_engine=owns_engine)
     install_access_log_redaction()
 
@@ -250,6 +277,7 @@ def create_app(
             queue.start()
         yield
         await anyio.to_thread.run_sync(receiver.close)
+        metrics.process_exiting()
 
     app = Starlette(
         routes=[
@@ -261,6 +289,7 @@ def create_app(
                 methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             ),
             Route("/healthz", receiver.healthz, methods=["GET"]),
+            Route("/metrics", receiver.metrics_text, methods=["GET"]),
         ],
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
@@ -275,9 +304,17 @@ def _dispatch_queue(mode: DispatchMode, engine: Engine, settings: Settings) -> D
     match mode:
         # inline: processed in this process; celery: published. Both on the queue's threads, so
         # neither processing nor a slow or down broker delays a response.
-        case DispatchMode.INLINE | DispatchMode.CELERY:
+        case DispatchMode.INLINE:
+            # Processing in the server is counted like a worker's (engine="inline").
+            inline = InlineDispatcher(
+                engine, settings, on_outcome=metrics.processing(DispatchMode.INLINE).record
+            )
+            return DispatchQueue(inline, threads=settings.dispatch_threads, engine=mode.value)
+        case DispatchMode.CELERY:
             return DispatchQueue(
-                build_dispatcher(mode, engine, settings), threads=settings.dispatch_threads
+                build_dispatcher(mode, engine, settings),
+                threads=settings.dispatch_threads,
+                engine=mode.value,
             )
         case DispatchMode.TABLE:  # the claimed row is the job: worker processes take it
             return None

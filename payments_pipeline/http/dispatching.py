@@ -7,6 +7,8 @@ queue is full, the process dies or is stopped with events still queued) leaves t
 a lost hand-off leaves it: `received` with `dispatched_at` set, which the sweep recovers as
 `dispatch_lost` once `minutes` have passed. So nothing here needs to be durable, only bounded: a
 burst larger than the queue costs latency for those events, never memory without limit.
+
+A hand-off that raises is counted in `payments_dispatch_failures_total{provider,engine}`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import queue
 import threading
 import time
 
+from payments_pipeline import metrics
 from payments_pipeline.dispatch import Dispatcher
 from payments_pipeline.errors import short_error
 from payments_pipeline.models import EventRef
@@ -26,14 +29,22 @@ DEFAULT_CAPACITY = 10_000
 
 
 class DispatchQueue:
-    """Hands claimed events to `dispatcher` on `threads` threads, at most `capacity` waiting."""
+    """Hands claimed events to `dispatcher` on `threads` threads, at most `capacity` waiting.
+    `engine` is the dispatcher's label in the failure counter (a fixed name: `inline`, `celery`,
+    or `custom` for a dispatcher the caller built)."""
 
     def __init__(
-        self, dispatcher: Dispatcher, *, threads: int, capacity: int = DEFAULT_CAPACITY
+        self,
+        dispatcher: Dispatcher,
+        *,
+        threads: int,
+        capacity: int = DEFAULT_CAPACITY,
+        engine: str = metrics.CUSTOM_ENGINE,
     ) -> None:
         if threads < 1 or capacity < 1:
             raise ValueError("threads and capacity must be at least 1")
         self.dispatcher = dispatcher
+        self._failures = metrics.receiver().dispatch_failures_for(engine)
         self._threads_wanted = threads
         self._queue: queue.Queue[EventRef | None] = queue.Queue(maxsize=capacity)
         self._threads: list[threading.Thread] = []
@@ -92,6 +103,7 @@ class DispatchQueue:
                 self.dispatcher.dispatch(event)
             except Exception as exc:
                 assert event is not None
+                self._failures[event.provider].inc()
                 log.error(
                     "dispatch failed id=%s provider=%s provider_event_id=%s: %s; the sweep "
                     "recovers it as dispatch_lost",

@@ -4,6 +4,12 @@ uvicorn runs `app.create_app_from_environment` as a factory, in this process (on
 in `workers` spawned processes that each build their own app, engine and dispatch queue. Spawned
 processes only inherit the environment, so the options that shape the app (`--dispatch`) are
 passed to them as the environment variables `config.load_settings` reads.
+
+Metrics: `serve` makes a private `PROMETHEUS_MULTIPROC_DIR` (`metrics_dir`) before uvicorn starts,
+so every worker process (spawned ones inherit it) writes its counters there, and `GET /metrics` on
+any of them sums all of them; the directory is removed when `serve` exits. Nothing in this module
+imports prometheus-client: with one worker the app runs in this very process, and the library must
+first be imported after the directory is set.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 
 import uvicorn
 
+from payments_pipeline import metrics_dir
 from payments_pipeline.config import Settings
 from payments_pipeline.models import DispatchMode
 
@@ -104,6 +111,11 @@ def serve(settings: Settings, options: ServeOptions) -> None:
         settings.max_body_bytes,
         settings.max_header_bytes,
     )
+    with metrics_dir.private_directory():
+        _run_uvicorn(settings, options)
+
+
+def _run_uvicorn(settings: Settings, options: ServeOptions) -> None:
     uvicorn.run(
         APP_FACTORY,
         factory=True,

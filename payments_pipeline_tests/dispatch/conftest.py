@@ -33,6 +33,7 @@ from payments_pipeline.models import EventStatus
 from .. import celery_slow_app
 from ..conftest import BACKENDS, _empty_tables, _engine_for, _ServerDatabase
 from ..helpers import fetch_event, make_settings
+from ..http.support import free_port
 
 BROKER_ENV = "PAYMENTS_TEST_CELERY_BROKER_URL"
 READY_SECONDS = 60.0
@@ -199,6 +200,10 @@ class Workers:
     slow: LoggedProcess  # `celery -A payments_pipeline_tests.celery_slow_app worker`
     slow_queue: str
     pid_file: Path  # where the slow handler writes its process id, then hangs
+    # `payments-pipeline worker --metrics-port`'s endpoint (None: Celery's own command, PostgreSQL)
+    # and the TMPDIR its private metrics directory is made in.
+    metrics_url: str | None
+    metrics_temp: Path
 
 
 @pytest.fixture(scope="module")
@@ -212,15 +217,20 @@ def _workers(
     which two cores do side by side) and stopped at the end of the module's `backend` tests."""
     folder = tmp_path_factory.mktemp(f"workers_{backend}")
     main_queue = celery_broker.new_queue(backend)
-    main_env = worker_env(module_database, celery_broker, main_queue)
+    metrics_temp = folder / "tmp"
+    metrics_temp.mkdir()
+    main_env = worker_env(module_database, celery_broker, main_queue, TMPDIR=str(metrics_temp))
     # Both doors onto the product's app: our command, and Celery's own on PostgreSQL.
+    metrics_url = None
     if backend == "postgres":
         main_argv = [sys.executable, "-m", "celery", "-A", "payments_pipeline.dispatch.celery"]
         main_argv += ["worker", "-Q", main_queue, "--concurrency", "2", "--loglevel", "info"]
         main_argv += ["-n", f"{main_queue}@%h"]
     else:
         exe = str(Path(sys.executable).with_name("payments-pipeline"))
-        main_argv = [exe, "worker", "--concurrency", "2"]
+        metrics_port = free_port()
+        main_argv = [exe, "worker", "--concurrency", "2", "--metrics-port", str(metrics_port)]
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     slow_queue = celery_broker.new_queue(f"slow.{backend}")
     pid_file = folder / "handler.pid"
     slow_env = worker_env(
@@ -244,7 +254,9 @@ def _workers(
         )
         for worker in (main, slow):
             worker.wait_for(" ready.", timeout=READY_SECONDS)
-        yield Workers(main, main_queue, slow, slow_queue, pid_file)
+        yield Workers(main, main_queue, slow, slow_queue, pid_file, metrics_url, metrics_temp)
+    if backend == "sqlite":  # stopped with SIGTERM: its private metrics directory is gone
+        assert list(metrics_temp.glob("payments-pipeline-metrics-*")) == []
 
 
 @pytest.fixture

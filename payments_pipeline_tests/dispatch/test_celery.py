@@ -50,7 +50,15 @@ from payments_pipeline.sweep import (
 )
 
 from ..conftest import EventFactory
-from ..helpers import ago, fetch_event, make_settings, stripe_payload
+from ..helpers import (
+    MetricSamples,
+    ago,
+    fetch_event,
+    make_settings,
+    metric_samples,
+    metric_value,
+    stripe_payload,
+)
 from ..http.support import STRIPE_SECRET, Client, free_port, stripe_event, stripe_headers
 from .conftest import (
     Broker,
@@ -174,6 +182,50 @@ def test_a_duplicate_message_is_not_claimed(
     assert event.status is EventStatus.PROCESSED and event.attempts == 1
     assert _ledger_rows(engine, event_id) == 1
     assert _payment(engine, "pi_dup") == (PaymentStatus.SUCCEEDED, 900)
+
+
+def test_the_worker_metrics_port_sums_the_pool_processes(
+    engine: Engine, workers: Workers, celery_settings: Settings
+) -> None:
+    if workers.metrics_url is None:
+        pytest.skip("Celery's own command (this backend's worker) has no --metrics-port")
+    metrics_url, worker = workers.metrics_url, workers.main
+
+    def scrape() -> MetricSamples:
+        return metric_samples(httpx.get(metrics_url, timeout=10).text)
+
+    before = scrape()  # the module's worker counts across its tests: differences only
+
+    def delta(samples: MetricSamples, name: str, **labels: str) -> float:
+        return metric_value(samples, name, **labels) - metric_value(before, name, **labels)
+
+    outcomes = "payments_processing_outcomes_total"
+    dispatcher = CeleryDispatcher(celery_settings)
+    since = worker.mark()
+    ids = [_receive(engine, f"evt_cm{n}", dispatcher, reference=f"pi_cm{n}") for n in range(6)]
+    wait_processed(engine, ids, worker)
+    dispatcher.dispatch(_ref(engine, ids[0]))  # the same event again: not claimed
+    worker.wait_for(f"webhook event {ids[0]} not claimed", since=since)
+    deadline = time.monotonic() + 30
+    while True:  # the task counts right after process_event returns
+        after = scrape()
+        if delta(after, outcomes, outcome="not_claimed", engine="celery") >= 1:
+            break
+        assert time.monotonic() < deadline, after
+        time.sleep(0.05)
+    counted = {
+        outcome: delta(after, outcomes, outcome=outcome, engine="celery")
+        for outcome in ("processed", "failed", "dead", "not_claimed", "stale")
+    }
+    assert counted == {"processed": 6, "failed": 0, "dead": 0, "not_claimed": 1, "stale": 0}
+    # One attempt time per processed event; a message that found no claim ran no attempt.
+    assert delta(after, "payments_processing_seconds_count", engine="celery") == 6
+    assert delta(after, "payments_processing_seconds_sum", engine="celery") > 0
+    # Each pool process (--concurrency 2) writes files of its own in the worker's directory.
+    [directory] = workers.metrics_temp.glob("payments-pipeline-metrics-*")
+    assert len(list(directory.glob("counter_*.db"))) >= 2
+    text = httpx.get(metrics_url, timeout=10).text
+    assert "evt_cm" not in text and "pi_cm" not in text
 
 
 def test_a_worker_killed_mid_task_gets_the_message_back_and_the_sweep_applies_it_once(

@@ -25,7 +25,12 @@ def test_a_clean_sweep_passes_every_check(
 ) -> None:
     event_factory(Provider.STRIPE)
     checks = _checks(execute_sweep(instance))
-    assert set(checks) == {"no_expired_stuck_events", "no_dead_events", "every_claim_dispatched"}
+    assert set(checks) == {
+        "no_expired_stuck_events",
+        "no_dead_events",
+        "every_claim_dispatched",
+        "backlog_keeps_up",
+    }
     assert all(c.passed for c in checks.values())
 
 

@@ -97,5 +97,5 @@ def test_the_sweep_job_runs_on_an_instance_stored_in_postgres(
     finally:
         storage.dispose()
     assert runs[result.run_id] == "SUCCESS" and len(runs) == 2
-    assert materialized == 8  # four assets, two runs
+    assert materialized == 10  # five assets (the four phases and webhook_backlog), two runs
     assert [row.trigger for row in sweep_rows(db_env)] == ["ui", "cli"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -91,6 +92,17 @@ def execute_sweep(
         tags=tags,
         raise_on_error=False,
     )
+
+
+def sensor_tick(engine: Engine, instance: dg.DagsterInstance, cursor: str | None) -> Any:
+    """One evaluation of `webhook_events_sensor`, as the daemon runs it: the resource is opened
+    and closed around it."""
+    from payments_pipeline.defs.resources import PaymentsDatabase
+
+    sensor = defs.resolve_sensor_def("webhook_events_sensor")
+    resources = {"payments_db": PaymentsDatabase(url=url_of(engine))}
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+        return sensor.evaluate_tick(context)
 
 
 def sweep_rows(engine: Engine) -> list[sa.Row[tuple[object, ...]]]:

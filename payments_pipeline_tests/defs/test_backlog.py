@@ -12,16 +12,13 @@ from sqlalchemy import Engine
 
 from payments_pipeline import status
 from payments_pipeline.config import load_settings
-from payments_pipeline.definitions import defs
 from payments_pipeline.defs.backlog import webhook_backlog
-from payments_pipeline.defs.resources import PaymentsDatabase, build_resources, sweep_run_config
+from payments_pipeline.defs.resources import build_resources, sweep_run_config
 from payments_pipeline.models import EventStatus, Provider
 
 from ..conftest import EventFactory
 from ..helpers import ago, make_settings
-from .conftest import execute_sweep, url_of
-
-SENSOR = defs.resolve_sensor_def("webhook_events_sensor")
+from .conftest import execute_sweep, sensor_tick
 
 
 def test_the_backlog_counts_what_is_not_done_and_how_long_it_has_been_stuck(
@@ -105,12 +102,6 @@ def test_the_check_warns_when_an_event_stays_stuck_past_twice_the_minutes(
     assert "payments-pipeline status" in check.description
 
 
-def _tick(engine: Engine, instance: dg.DagsterInstance, cursor: str | None) -> Any:
-    resources = {"payments_db": PaymentsDatabase(url=url_of(engine))}
-    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
-        return SENSOR.evaluate_tick(context)
-
-
 def _backlog_events(data: Any) -> list[Any]:
     return [
         e
@@ -122,17 +113,17 @@ def _backlog_events(data: Any) -> list[Any]:
 def test_the_sensor_reports_the_backlog_when_it_changes_and_only_then(
     engine: Engine, event_factory: EventFactory, persistent_instance: dg.DagsterInstance
 ) -> None:
-    first = _tick(engine, persistent_instance, None)
+    first = sensor_tick(engine, persistent_instance, None)
     reported = _backlog_events(first)
     assert [type(e) for e in reported] == [dg.AssetMaterialization, dg.AssetCheckEvaluation]
     assert reported[0].metadata["open"] == dg.IntMetadataValue(0)
     assert reported[0].metadata["refreshed_by"] == dg.TextMetadataValue("sensor")
     assert "payments_live" not in reported[0].metadata  # the payments table is the sweep's read
     assert json.loads(first.cursor)["backlog"]
-    again = _tick(engine, persistent_instance, first.cursor)
+    again = sensor_tick(engine, persistent_instance, first.cursor)
     assert _backlog_events(again) == []  # nothing changed: nothing reported
     event_factory(Provider.STRIPE, status=EventStatus.DEAD, attempts=5)
-    changed = _tick(engine, persistent_instance, again.cursor)
+    changed = sensor_tick(engine, persistent_instance, again.cursor)
     (materialization, evaluation) = _backlog_events(changed)
     assert materialization.metadata["dead"] == dg.IntMetadataValue(1)
     assert evaluation.passed

@@ -14,33 +14,22 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from payments_pipeline import store
-from payments_pipeline.definitions import defs
-from payments_pipeline.defs.resources import PaymentsDatabase
 from payments_pipeline.models import EventStatus, Provider, SweepReason, utcnow
 
 from ..conftest import EventFactory
 from ..helpers import ago, fetch_event
-from .conftest import execute_sweep, sweep_rows, url_of
-
-SENSOR = defs.resolve_sensor_def("webhook_events_sensor")
+from .conftest import execute_sweep, sensor_tick, sweep_rows
 
 
 def _cursor(since: dt.datetime) -> str:
     return json.dumps({"checked_until": since.isoformat()})
 
 
-def _tick(engine: Engine, instance: dg.DagsterInstance, cursor: str | None) -> Any:
-    """One evaluation, as the daemon runs it: the resource is opened and closed around it."""
-    resources = {"payments_db": PaymentsDatabase(url=url_of(engine))}
-    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
-        return SENSOR.evaluate_tick(context)
-
-
 def test_first_look_at_an_empty_table_skips_and_sets_the_cursor(
     engine: Engine, persistent_instance: dg.DagsterInstance
 ) -> None:
     before = utcnow()
-    data = _tick(engine, persistent_instance, None)
+    data = sensor_tick(engine, persistent_instance, None)
     assert not data.run_requests
     assert data.skip_message == "no new stuck events (first look): stripe 0, monetbil 0"
     checked = dt.datetime.fromisoformat(json.loads(data.cursor)["checked_until"])
@@ -58,7 +47,7 @@ def test_events_that_became_stuck_since_the_cursor_request_one_scoped_sweep(
     # In flight at the gate (claim not committed yet), or dispatched a moment ago: not stuck.
     event_factory(Provider.MONETBIL, created_at=ago(seconds=5))
     event_factory(Provider.MONETBIL, dispatched_at=ago(minutes=2))
-    data = _tick(engine, persistent_instance, _cursor(since))
+    data = sensor_tick(engine, persistent_instance, _cursor(since))
     (request,) = data.run_requests
     assert request.run_config["resources"]["sweep"]["config"] == {
         "minutes": 10,
@@ -68,11 +57,11 @@ def test_events_that_became_stuck_since_the_cursor_request_one_scoped_sweep(
     assert "stripe 1, monetbil 0" in request.tags["payments_pipeline/sensor_saw"]
     # Same cursor, same rows: the same run key, so a re-evaluated tick launches nothing new.
     assert (
-        _tick(engine, persistent_instance, _cursor(since)).run_requests[0].run_key
+        sensor_tick(engine, persistent_instance, _cursor(since)).run_requests[0].run_key
         == request.run_key
     )
     # The cursor moved to this tick: the next one has nothing new to say.
-    again = _tick(engine, persistent_instance, data.cursor)
+    again = sensor_tick(engine, persistent_instance, data.cursor)
     assert not again.run_requests
     assert again.skip_message.startswith("no new stuck events since ")
     assert again.skip_message.endswith(": stripe 0, monetbil 0")
@@ -118,7 +107,7 @@ def test_every_reason_counts_and_both_providers_mean_all(
         (Provider.MONETBIL, SweepReason.PROCESSING_STALLED, 1),
         (Provider.MONETBIL, SweepReason.FAILED_OLD, 1),
     }
-    (request,) = _tick(engine, persistent_instance, _cursor(since)).run_requests
+    (request,) = sensor_tick(engine, persistent_instance, _cursor(since)).run_requests
     assert request.run_config["resources"]["sweep"]["config"]["provider"] == "all"
     assert "stripe 1" in request.run_key and "monetbil 2" in request.run_key
 
@@ -135,7 +124,7 @@ def test_an_old_event_that_becomes_stuck_late_is_not_missed(
             .where(store.webhook_events.c.id == late)
             .values(dispatched_at=ago(minutes=10, seconds=20))
         )
-    (request,) = _tick(engine, persistent_instance, _cursor(ago(minutes=1))).run_requests
+    (request,) = sensor_tick(engine, persistent_instance, _cursor(ago(minutes=1))).run_requests
     assert request.run_key.endswith(f"monetbil 1 up to #{late}")
 
 
@@ -143,7 +132,7 @@ def test_expired_events_do_not_wake_the_sensor(
     engine: Engine, event_factory: EventFactory, persistent_instance: dg.DagsterInstance
 ) -> None:
     event_factory(Provider.STRIPE, created_at=ago(days=8))
-    data = _tick(engine, persistent_instance, None)
+    data = sensor_tick(engine, persistent_instance, None)
     assert not data.run_requests and data.skip_message.endswith("stripe 0, monetbil 0")
 
 
@@ -151,7 +140,7 @@ def test_an_unreadable_cursor_is_a_first_look(
     engine: Engine, event_factory: EventFactory, persistent_instance: dg.DagsterInstance
 ) -> None:
     event_factory(Provider.STRIPE, dispatched_at=ago(hours=1))
-    data = _tick(engine, persistent_instance, "not json")
+    data = sensor_tick(engine, persistent_instance, "not json")
     assert data.run_requests[0].run_key.startswith("stuck (first look): stripe 1")
 
 
@@ -161,7 +150,7 @@ def test_the_requested_run_sweeps_that_provider_and_is_audited_as_sensor(
 ) -> None:
     stripe = event_factory(Provider.STRIPE, dispatched_at=ago(minutes=10, seconds=30))
     monetbil = event_factory(Provider.MONETBIL, dispatched_at=ago(minutes=20))  # seen before
-    (request,) = _tick(db_env, persistent_instance, _cursor(ago(minutes=1))).run_requests
+    (request,) = sensor_tick(db_env, persistent_instance, _cursor(ago(minutes=1))).run_requests
     result = execute_sweep(
         persistent_instance, run_config=dict(request.run_config), tags=dict(request.tags)
     )

@@ -139,6 +139,23 @@ def test_worker_sleeps_only_when_the_queue_was_empty(
     assert stats.polls == 2 and stats.processed == 3
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_worker_polls_briefly_right_after_work_and_at_its_interval_when_idle(
+    engine: Engine, event_factory: EventFactory
+) -> None:
+    """After a poll that found events, an empty one waits BUSY_POLL_SECONDS (more may be
+    arriving); a worker that found nothing for a while waits its whole poll interval."""
+    event_factory(Provider.STRIPE, dispatched_at=ago(seconds=1))
+    busy = Worker(engine, make_settings(engine), poll_interval=30)
+    started = time.monotonic()
+    stats = busy.run(until=lambda: busy.stats.polls >= 3)  # the event, then two empty polls
+    assert time.monotonic() - started < 10 and stats.processed == 1
+    idle = Worker(engine, make_settings(engine), poll_interval=0.4)
+    started = time.monotonic()
+    idle.run(until=lambda: idle.stats.polls >= 2)
+    assert time.monotonic() - started >= 0.4  # nothing found yet: the whole interval
+
+
 def test_worker_command_processes_then_stops_on_sigterm(engine: Engine) -> None:
     event_id = _receive(engine, "evt_cli", reference="pi_cli")
     env = {

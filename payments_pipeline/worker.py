@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 # benchmarks/processing_benchmark.py). Idle longer, a worker polls every `poll_interval`.
 BUSY_WINDOW_SECONDS = 2.0
 BUSY_POLL_SECONDS = 0.02
+# Burying spent budgets (events whose workers died mid-attempt: rare) is a query over the queue's
+# statuses; a worker polling often at a steady rate runs it at most this often.
+BURY_EVERY_SECONDS = 10.0
 
 
 @dataclass
@@ -84,6 +87,7 @@ class Worker:
         self.stats = WorkerStats()
         self._stop = threading.Event()
         self._metrics = metrics.processing(DispatchMode.TABLE)
+        self._last_bury = float("-inf")
 
     def stop(self) -> None:
         """Finish the current event, then return from `run` (SIGTERM/SIGINT call this)."""
@@ -97,9 +101,13 @@ class Worker:
         attempts = claim_batch(self.engine, settings=self.settings, limit=self.batch)
         self.stats.polls += 1
         # When the queue is (nearly) drained, what is left dispatched may be events whose budget
-        # was spent by workers that died mid-attempt. Cheap then, when few rows match.
-        if len(attempts) < self.batch and (
-            buried := bury_exhausted(self.engine, settings=self.settings)
+        # was spent by workers that died mid-attempt. Cheap then, when few rows match; and at
+        # most every BURY_EVERY_SECONDS, since a busy worker's batches are often short.
+        now = time.monotonic()
+        if (
+            len(attempts) < self.batch
+            and now - self._last_bury >= BURY_EVERY_SECONDS
+            and (buried := self._bury(now))
         ):
             self.stats.outcomes[ProcessOutcome.DEAD] += buried
             for _ in range(buried):  # no attempt of theirs ran here: no time to observe
@@ -112,6 +120,10 @@ class Worker:
         for outcome in outcomes:
             self.stats.outcomes[outcome] += 1
         return len(attempts)
+
+    def _bury(self, now: float) -> int:
+        self._last_bury = now
+        return bury_exhausted(self.engine, settings=self.settings)
 
     def run(self, *, until: Callable[[], bool] | None = None) -> WorkerStats:
         """Poll until stopped; a database error is logged and retried after a pause, so a

@@ -190,6 +190,31 @@ def test_a_spent_budget_is_buried_by_the_worker(engine: Engine, event_factory) -
     )
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_busy_worker_buries_spent_budgets_at_most_every_few_seconds(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Short batches are the rule at a steady rate: the burying query runs on the first, then
+    not again until BURY_EVERY_SECONDS have passed."""
+    from payments_pipeline import worker as worker_module
+
+    calls: list[int] = []
+    real = worker_module.bury_exhausted
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "bury_exhausted", counted)
+    worker = Worker(engine, make_settings(engine))
+    for _ in range(3):
+        worker.run_once()
+    assert len(calls) == 1
+    worker._last_bury -= worker_module.BURY_EVERY_SECONDS  # as if that long had passed
+    worker.run_once()
+    assert len(calls) == 2
+
+
 def test_parallel_worker_processes_apply_every_event_once(engine: Engine, tmp_path: Path) -> None:
     """Four real `payments-pipeline worker` processes, all polling, drain one backlog."""
     env = {

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine
 
 from . import store
 from .dispatch import Dispatcher
-from .models import KEY_LENGTH, EventRef, EventStatus, GateOutcome, Provider, utcnow
+from .models import KEY_LENGTH, EventRef, EventStatus, GateOutcome, Provider, ReceivedVia, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +48,13 @@ def receive(
     minutes: int,
     dispatcher: Dispatcher | None = None,
     now: dt.datetime | None = None,
+    received_via: ReceivedVia = ReceivedVia.WEBHOOK,
 ) -> ReceiveResult:
     """Record a delivery and decide, atomically, whether this caller dispatches it.
 
     With a `dispatcher`, a winning claim is dispatched after the commit; without one the caller
     dispatches when `result.should_dispatch` (the HTTP receiver answers first, then dispatches).
+    A reconciliation receives the events it lists here too, `received_via = api`.
     """
     provider = Provider(provider)
     if not provider_event_id or len(provider_event_id) > KEY_LENGTH:
@@ -73,6 +75,7 @@ def receive(
             payload=payload,
             now=at,
             claim=True,
+            received_via=received_via,
         ),
     )
     if new_id is not None:

@@ -47,6 +47,26 @@ class SweepReason(StrEnum):
     PROCESSING_STALLED = "processing_stalled"
 
 
+class ReceivedVia(StrEnum):
+    """How an event reached `webhook_events`."""
+
+    WEBHOOK = "webhook"  # a delivery to the receiver
+    API = "api"  # fetched from the provider's API by a reconciliation
+
+
+class SweepKind(StrEnum):
+    """What a `sweep_runs` row audits."""
+
+    SWEEP = "sweep"
+    REPLAY = "replay"
+    DISMISS = "dismiss"
+    RECONCILE = "reconcile"
+
+
+# The `sweep_events.reason` of an event a reconciliation recovered (it never reached the receiver).
+MISSED_DELIVERY = "missed_delivery"
+
+
 class SweepOutcome(StrEnum):
     DISPATCHED = "dispatched"
     SKIPPED = "skipped"

@@ -23,12 +23,12 @@ def test_head_matches_the_table_definitions(engine: Engine) -> None:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         diff = compare_metadata(context, store.metadata)
     assert diff == []
-    assert migrations.current_revision(engine) == migrations.head_revision() == "0003"
+    assert migrations.current_revision(engine) == migrations.head_revision() == "0004"
 
 
 def test_upgrade_twice_is_a_no_op(engine: Engine) -> None:
     migrations.upgrade(engine)
-    assert migrations.current_revision(engine) == "0003"
+    assert migrations.current_revision(engine) == "0004"
 
 
 def test_timestamps_keep_microseconds(engine: Engine, event_factory: EventFactory) -> None:
@@ -153,7 +153,7 @@ def test_0003_gives_the_queue_of_the_old_rule_its_new_form(
                     processing_started_at=started,
                 )
             )
-    migrations.upgrade(eng)
+    migrations.upgrade(eng, "0003")
     assert migrations.current_revision(eng) == "0003"
     with eng.connect() as conn:
         found = {
@@ -171,3 +171,79 @@ def test_0003_gives_the_queue_of_the_old_rule_its_new_form(
         "dead": t0,
         "new": None,
     }
+
+
+def test_0004_says_how_events_came_and_what_each_audit_row_was(
+    engine_at_revision: Callable[[str], Engine],
+) -> None:
+    """Existing events were deliveries; existing audit rows are sweeps, except the replays
+    (told apart by their `replay` audit rows); no row has a window."""
+    eng = engine_at_revision("0003")
+    t0 = dt.datetime(2026, 12, 1, 12, 0, 0)
+    events = sa.table(
+        "webhook_events",
+        *(sa.column(c) for c in ("provider", "provider_event_id", "event_type", "status")),
+        *(sa.column(c) for c in ("payload", "created_at", "updated_at")),
+    )
+    runs = sa.table(
+        "sweep_runs",
+        *(sa.column(c) for c in ("id", "started_at", "trigger", "minutes", "provider", "status")),
+    )
+    audited = sa.table(
+        "sweep_events",
+        *(sa.column(c) for c in ("sweep_id", "event_id")),
+        sa.column("reason"),
+        sa.column("outcome"),
+    )
+    with eng.begin() as conn:
+        conn.execute(
+            events.insert().values(
+                provider="stripe",
+                provider_event_id="evt_old",
+                event_type="x",
+                status="processed",
+                payload="{}",
+                created_at=t0,
+                updated_at=t0,
+            )
+        )
+        for run_id in (1, 2, 3):
+            conn.execute(
+                runs.insert().values(
+                    id=run_id,
+                    started_at=t0,
+                    trigger="cli",
+                    minutes=10,
+                    provider="all",
+                    status="succeeded",
+                )
+            )
+        conn.execute(
+            audited.insert(),
+            [
+                {
+                    "sweep_id": 1,
+                    "event_id": 1,
+                    "reason": "dispatched_at_null",
+                    "outcome": "dispatched",
+                },
+                {"sweep_id": 2, "event_id": 1, "reason": "replay", "outcome": "dispatched"},
+            ],
+        )
+    migrations.upgrade(eng)
+    assert migrations.current_revision(eng) == "0004"
+    with eng.connect() as conn:
+        assert conn.execute(sa.select(store.E.received_via)).scalars().all() == ["webhook"]
+        found = conn.execute(
+            sa.select(
+                store.sweep_runs.c.id,
+                store.sweep_runs.c.kind,
+                store.sweep_runs.c.window_start,
+                store.sweep_runs.c.window_end,
+            ).order_by(store.sweep_runs.c.id)
+        ).all()
+    assert [tuple(r) for r in found] == [
+        (1, "sweep", None, None),
+        (2, "replay", None, None),
+        (3, "sweep", None, None),
+    ]

@@ -23,6 +23,7 @@ from .audit import (
     finish_sweep_run,
     insert_sweep_events,
     insert_sweep_run,
+    reconciled_windows,
     set_sweep_event_outcome,
 )
 from .engine import changed_one, in_transaction, is_retryable, make_engine, normalize_url
@@ -38,6 +39,7 @@ from .events import (
     get_event_state,
     insert_event_if_new,
     insert_events,
+    known_provider_event_ids,
     mark_exhausted_dead,
     mark_failed,
     mark_processed,
@@ -132,6 +134,7 @@ __all__ = [
     "insert_sweep_events",
     "insert_sweep_run",
     "is_retryable",
+    "known_provider_event_ids",
     "ledger_has_event",
     "list_event_refs",
     "list_expired",
@@ -147,6 +150,7 @@ __all__ = [
     "payment_totals",
     "payments",
     "ping",
+    "reconciled_windows",
     "requeue_for_replay",
     "select_stuck",
     "set_sweep_event_outcome",

@@ -9,6 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy import ColumnElement, Connection
 
 from ..models import (
+    Provider,
+    SweepKind,
     SweepOutcome,
     SweepStatus,
 )
@@ -27,7 +29,11 @@ def insert_sweep_run(
     dagster_run_id: str | None,
     minutes: int,
     provider: str,
+    kind: SweepKind = SweepKind.SWEEP,
+    window: tuple[dt.datetime, dt.datetime] | None = None,
 ) -> int:
+    """Open an audit row (`status = running`); `window`: a reconciliation's listed window."""
+    window_start, window_end = window or (None, None)
     result = conn.execute(
         sa.insert(sweep_runs).values(
             started_at=started_at,
@@ -36,6 +42,9 @@ def insert_sweep_run(
             minutes=minutes,
             provider=provider,
             status=SweepStatus.RUNNING.value,
+            kind=kind.value,
+            window_start=window_start,
+            window_end=window_end,
         )
     )
     key = result.inserted_primary_key
@@ -107,3 +116,21 @@ def fail_running_sweep_of_dagster_run(
     )
     failed = _closing(running, finished_at, SweepStatus.FAILED, error)
     return changed_one(conn, failed)
+
+
+def reconciled_windows(
+    conn: Connection, *, provider: Provider, ending_after: dt.datetime
+) -> list[tuple[dt.datetime, dt.datetime]]:
+    """The windows `(start, end)` of the successful reconciliations of `provider` that end after
+    `ending_after`, by start: what the next reconciliation's default window follows on from."""
+    rows = conn.execute(
+        sa.select(sweep_runs.c.window_start, sweep_runs.c.window_end)
+        .where(
+            sweep_runs.c.kind == SweepKind.RECONCILE.value,
+            sweep_runs.c.provider == provider.value,
+            sweep_runs.c.status == SweepStatus.SUCCEEDED.value,
+            sweep_runs.c.window_end > ending_after,
+        )
+        .order_by(sweep_runs.c.window_start)
+    )
+    return [(start, end) for start, end in rows]

@@ -13,6 +13,7 @@ from ..models import (
     EventRef,
     EventStatus,
     Provider,
+    ReceivedVia,
     SweepReason,
     WebhookEvent,
 )
@@ -49,11 +50,13 @@ def insert_event_if_new(
     payload: str,
     now: dt.datetime,
     claim: bool = False,
+    received_via: ReceivedVia = ReceivedVia.WEBHOOK,
 ) -> int | None:
     """Record a delivery unless (provider, provider_event_id) exists; the new id, or None.
 
     With `claim`, the row is inserted already dispatched (`dispatched_at = now`): the unique key
     lets exactly one inserter win, so the insert *is* claim 1 for a new event, in one statement.
+    `received_via` says how it came: a delivery, or a reconciliation's listing of the API.
     """
     return backend_for(conn).insert_if_absent(
         conn,
@@ -69,8 +72,24 @@ def insert_event_if_new(
             "dispatched_at": now if claim else None,
             "created_at": now,
             "updated_at": now,
+            "received_via": received_via.value,
         },
     )
+
+
+def known_provider_event_ids(
+    conn: Connection, *, provider: Provider, provider_event_ids: Sequence[str]
+) -> set[str]:
+    """Which of `provider_event_ids` we already hold: one query on the unique key, for a page of
+    a reconciliation's listing."""
+    if not provider_event_ids:
+        return set()
+    rows = conn.execute(
+        sa.select(E.provider_event_id).where(
+            E.provider == provider.value, E.provider_event_id.in_(list(provider_event_ids))
+        )
+    )
+    return set(rows.scalars())
 
 
 # The gate's duplicate path runs on every repeated delivery: its statements are built once, with

@@ -49,6 +49,8 @@ webhook_events = _table(
     sa.Column("last_error", sa.String(500)),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
+    # `webhook`: a delivery to the receiver; `api`: fetched from the provider by a reconciliation.
+    sa.Column("received_via", sa.String(8), nullable=False, server_default="webhook"),
     sa.UniqueConstraint("provider", "provider_event_id", name="uq_webhook_events_provider_event"),
     sa.Index("ix_webhook_events_status_dispatched_at", "status", "dispatched_at"),
     sa.Index("ix_webhook_events_status_processing_started_at", "status", "processing_started_at"),
@@ -100,6 +102,10 @@ sweep_runs = _table(
     sa.Column("expired", sa.Integer, nullable=False, server_default="0"),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("error", sa.String(500)),
+    # What the run was (`models.SweepKind`); a reconciliation's listed window (NULL otherwise).
+    sa.Column("kind", sa.String(16), nullable=False, server_default="sweep"),
+    sa.Column("window_start", TS),
+    sa.Column("window_end", TS),
     sa.Index("ix_sweep_runs_started_at", "started_at"),
 )
 

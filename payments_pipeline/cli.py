@@ -30,6 +30,7 @@ from .errors import short_error
 from .models import DispatchMode, EventStatus
 from .providers.currency import exponent
 from .providers.errors import PayloadError
+from .reconcile import ProviderUnavailable, ReconcileError
 from .replay import replay_events
 from .status import read_status
 from .sweep import SweepParamError, SweepParams, SweepSummary, run_sweep
@@ -91,6 +92,8 @@ def cli(ctx: click.Context, log_level: str) -> None:
     )
     if log_level != "debug":
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        # The stripe SDK logs every request and retry at info; our own lines say what matters.
+        logging.getLogger("stripe").setLevel(logging.WARNING)
     ctx.obj = load_settings()
 
 
@@ -272,6 +275,105 @@ def replay(settings: Settings, event_ids: Sequence[int]) -> None:
     click.echo(f"audit: sweep #{result.sweep_id}")
     if result.refused:
         raise click.exceptions.Exit(1)
+
+
+@cli.group()
+def reconcile() -> None:
+    """Recover events that never reached the receiver, from the provider's own API."""
+
+
+@reconcile.command("stripe")
+@click.option(
+    "--hours",
+    type=click.IntRange(min=1),
+    default=None,
+    help="List the last N hours (up to --until). Default: from where the last reconciliation "
+    "stopped, minus 10 minutes (72 hours back the first time).",
+)
+@click.option("--since", default=None, help="Start of the window: an ISO date or time (UTC).")
+@click.option("--until", default=None, help="End of the window (default: now).")
+@click.option(
+    "--types",
+    default=None,
+    help="Comma-separated event types (default: every type a handler applies).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--dry-run", is_flag=True, help="List what would be recovered; write nothing.")
+@click.pass_obj
+def reconcile_stripe_command(
+    settings: Settings,
+    hours: int | None,
+    since: str | None,
+    until: str | None,
+    types: str | None,
+    as_json: bool,
+    dry_run: bool,
+) -> None:
+    """List Stripe's events created in a window (the Events API) and take in, through the gate,
+    those that never reached the receiver; audited as a sweep_runs row of kind reconcile."""
+    from .providers.stripe_api import StripeApi, StripeEvents
+    from .reconcile import parse_time, parse_types, reconcile_stripe, stripe_window
+
+    wanted = parse_types(types)
+    start = parse_time(since, "--since") if since is not None else None
+    end = parse_time(until, "--until") if until is not None else None
+    if not settings.stripe_api_key:
+        raise ConfigError(
+            "STRIPE_API_KEY is not set: create a restricted key with read access to Events, "
+            "PaymentIntents and Charges (docs/reconcile.md)"
+        )
+    engine = open_database(settings)
+    try:
+        window = stripe_window(engine, since=start, until=end, hours=hours)
+        source = StripeEvents(StripeApi(settings.stripe_api_key, settings.stripe_api_base))
+        result = reconcile_stripe(
+            engine,
+            source,
+            build_dispatcher(settings.dispatch, engine, settings),
+            window=window,
+            minutes=settings.stuck_requeue_minutes,
+            types=wanted,
+            dry_run=dry_run,
+        )
+    finally:
+        engine.dispose()
+    click.echo(json.dumps(result.as_json(), indent=2) if as_json else result.render_text())
+
+
+@reconcile.command("monetbil")
+@click.argument("transaction_ids", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--dry-run", is_flag=True, help="Ask checkPayment and report; write nothing.")
+@click.pass_obj
+def reconcile_monetbil_command(
+    settings: Settings, transaction_ids: Sequence[str], as_json: bool, dry_run: bool
+) -> None:
+    """Ask Monetbil's checkPayment about each transaction and take in, through the gate, the
+    final statuses we never received; audited as a sweep_runs row of kind reconcile."""
+    from .providers.monetbil_check import check_payment
+    from .reconcile import parse_transaction_ids, reconcile_monetbil
+
+    ids = parse_transaction_ids(transaction_ids)
+    url = settings.monetbil_check_payment_url
+    if not url:
+        raise ConfigError(
+            "MONETBIL_CHECK_PAYMENT_URL is not set: a Monetbil reconciliation asks checkPayment "
+            "(https://api.monetbil.com/payment/v1/checkPayment)"
+        )
+    timeout = settings.monetbil_check_payment_timeout_seconds
+    engine = open_database(settings)
+    try:
+        result = reconcile_monetbil(
+            engine,
+            lambda tx: check_payment(url, tx, timeout=timeout),
+            build_dispatcher(settings.dispatch, engine, settings),
+            ids,
+            minutes=settings.stuck_requeue_minutes,
+            dry_run=dry_run,
+        )
+    finally:
+        engine.dispose()
+    click.echo(json.dumps(result.as_json(), indent=2) if as_json else result.render_text())
 
 
 @cli.command("demo")
@@ -508,10 +610,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
         return exc.exit_code
-    except (ConfigError, SweepParamError) as exc:
+    except (ConfigError, SweepParamError, ReconcileError) as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
-    except CliError as exc:
+    except (CliError, ProviderUnavailable) as exc:
         click.echo(f"error: {exc}", err=True)
         return 1
     except sa.exc.DBAPIError as exc:

@@ -20,6 +20,7 @@ from .models import PROCESSING_DISPATCH_MODES, DispatchMode
 DEFAULT_DATABASE_FILE = "payments.sqlite3"
 MAX_AGE_DAYS = 7
 DEFAULT_CELERY_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
+DEFAULT_STRIPE_API_BASE = "https://api.stripe.com"
 
 
 class ConfigError(ValueError):
@@ -64,6 +65,12 @@ class Settings:
     # overlap round trips (docs/PERFORMANCE.md, receiver section).
     gate_threads: int = 4
     monetbil_check_payment_timeout_seconds: int = 10
+    # --- reconciliation (`reconcile`) ---
+    # A restricted key with read access to Events, PaymentIntents and Charges; never logged.
+    stripe_api_key: str | None = field(default=None, repr=False)
+    stripe_api_base: str = DEFAULT_STRIPE_API_BASE
+    # The default status of the hourly reconciliation schedule (with STRIPE_API_KEY set).
+    reconcile_enabled: bool = True
 
     @property
     def receiver_mode(self) -> DispatchMode:
@@ -136,6 +143,16 @@ def _name(env: Mapping[str, str], name: str, default: str) -> str:
     return raw
 
 
+def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    scheme, _, rest = raw.partition("://")
+    if scheme.lower() not in {"http", "https"} or not rest.strip("/"):
+        raise ConfigError(f"{name} must be an http:// or https:// URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the environment (or `env`, for tests) into `Settings`."""
     env = os.environ if env is None else env
@@ -162,4 +179,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dispatch_threads=_int(env, "PAYMENTS_DISPATCH_THREADS", 4),
         gate_threads=_int(env, "PAYMENTS_GATE_THREADS", 4),
         monetbil_check_payment_timeout_seconds=_int(env, "MONETBIL_CHECK_PAYMENT_TIMEOUT", 10),
+        stripe_api_key=env.get("STRIPE_API_KEY", "").strip() or None,
+        stripe_api_base=_http_url(env, "PAYMENTS_STRIPE_API_BASE", DEFAULT_STRIPE_API_BASE),
+        reconcile_enabled=_bool(env, "PAYMENTS_RECONCILE_ENABLED", True),
     )

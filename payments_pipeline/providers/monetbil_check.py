@@ -63,6 +63,10 @@ class ConfirmationUnavailable(Exception):
     """checkPayment could not be asked or gave no usable answer; the message names why."""
 
 
+class CheckPaymentUnreachable(ConfirmationUnavailable):
+    """checkPayment could not be asked at all (network, timeout, a non-2xx answer)."""
+
+
 # A plain decimal: digits, optionally a point and more digits (after spaces are dropped).
 _DECIMAL = re.compile(r"[0-9]{1,18}(?:\.[0-9]{1,18})?")
 _THOUSANDS_SEPARATORS = str.maketrans("", "", " \u00a0\u202f")
@@ -242,10 +246,10 @@ def check_payment(url: str, payment_id: str, *, timeout: float) -> PaymentCheck:
             raw = response.read(MAX_RESPONSE_BYTES + 1)
     except urllib.error.HTTPError as exc:
         exc.close()  # it holds the response open
-        raise ConfirmationUnavailable(f"checkPayment answered HTTP {exc.code}") from None
+        raise CheckPaymentUnreachable(f"checkPayment answered HTTP {exc.code}") from None
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise ConfirmationUnavailable(
+        raise CheckPaymentUnreachable(
             f"checkPayment unreachable: {type(reason).__name__}"
         ) from None
     if len(raw) > MAX_RESPONSE_BYTES:

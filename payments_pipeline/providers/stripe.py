@@ -145,6 +145,11 @@ def _header(event: dict[str, Any]) -> StripeEventHeader:
     return StripeEventHeader(id=event_id, type=event_type, created=created)
 
 
+def event_header(event: dict[str, Any]) -> StripeEventHeader:
+    """`parse_event` for an event already read from JSON (a page the Events API listed)."""
+    return _header(event)
+
+
 def parse_event(payload: str | bytes) -> StripeEventHeader:
     """Read id (`evt_...`), type and `created` from a body; `PayloadError` if any is unusable.
 

@@ -21,6 +21,7 @@ rebinds the name the import of the `payments` module set on this package.
 from .audit import (
     fail_running_sweep_of_dagster_run,
     finish_sweep_run,
+    first_reconciled_start,
     insert_sweep_events,
     insert_sweep_run,
     reconciled_windows,
@@ -122,6 +123,7 @@ __all__ = [
     "event_statuses",
     "fail_running_sweep_of_dagster_run",
     "finish_sweep_run",
+    "first_reconciled_start",
     "get_event",
     "get_event_refs",
     "get_event_state",

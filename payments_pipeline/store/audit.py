@@ -118,6 +118,21 @@ def fail_running_sweep_of_dagster_run(
     return changed_one(conn, failed)
 
 
+def _reconciled(provider: Provider) -> ColumnElement[bool]:
+    return sa.and_(
+        sweep_runs.c.kind == SweepKind.RECONCILE.value,
+        sweep_runs.c.provider == provider.value,
+        sweep_runs.c.status == SweepStatus.SUCCEEDED.value,
+    )
+
+
+def first_reconciled_start(conn: Connection, *, provider: Provider) -> dt.datetime | None:
+    """Where the first successful reconciliation of `provider` began listing (None: never)."""
+    return conn.execute(
+        sa.select(sa.func.min(sweep_runs.c.window_start)).where(_reconciled(provider))
+    ).scalar()
+
+
 def reconciled_windows(
     conn: Connection, *, provider: Provider, ending_after: dt.datetime
 ) -> list[tuple[dt.datetime, dt.datetime]]:
@@ -125,12 +140,7 @@ def reconciled_windows(
     `ending_after`, by start: what the next reconciliation's default window follows on from."""
     rows = conn.execute(
         sa.select(sweep_runs.c.window_start, sweep_runs.c.window_end)
-        .where(
-            sweep_runs.c.kind == SweepKind.RECONCILE.value,
-            sweep_runs.c.provider == provider.value,
-            sweep_runs.c.status == SweepStatus.SUCCEEDED.value,
-            sweep_runs.c.window_end > ending_after,
-        )
+        .where(_reconciled(provider), sweep_runs.c.window_end > ending_after)
         .order_by(sweep_runs.c.window_start)
     )
     return [(start, end) for start, end in rows]

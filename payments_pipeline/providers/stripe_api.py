@@ -1,0 +1,144 @@
+"""Stripe's API, through the official SDK: the one module that calls it.
+
+`StripeEvents` lists events (`GET /v1/events`) with `StripeClient(key, base_addresses={"api":
+PAYMENTS_STRIPE_API_BASE}).v1.events.list`, a page of 100 at a time, following the SDK's own
+`next_page` (`starting_after` the page's last id). The SDK retries what Stripe marks retryable
+(connection errors, 409, 5xx, and a 429 that carries `Stripe-Should-Retry: true`) with its
+exponential backoff, `max_network_retries` times. A 429 the SDK does not retry (a plain rate limit)
+is retried here, with the same kind of backoff, a bounded number of times: a reconciliation is a
+background job and can wait for the rate limit to pass.
+
+Every failure becomes `StripeApiError`, one sentence that names what to check, and never contains
+the API key (Stripe's own messages carry a masked form of it; the text is scrubbed anyway).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import stripe
+
+PAGE_SIZE = 100
+# The SDK's retries (connection errors, 409, 5xx, 429 marked retryable) per request.
+NETWORK_RETRIES = 3
+# Our own retries of a 429 the SDK does not retry, per request, and the longest wait between two.
+RATE_LIMIT_RETRIES = 5
+MAX_RATE_LIMIT_WAIT = 8.0
+TIMEOUT_SECONDS = 30.0
+
+T = TypeVar("T")
+
+
+class StripeApiError(Exception):
+    """Stripe's API could not be asked, or refused; the message says why (never the key)."""
+
+
+class StripeApi:
+    """A `StripeClient` for one key and API base, with our error wording."""
+
+    def __init__(
+        self,
+        api_key: str,
+        api_base: str,
+        *,
+        timeout: float = TIMEOUT_SECONDS,
+        network_retries: int = NETWORK_RETRIES,
+        rate_limit_retries: int = RATE_LIMIT_RETRIES,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not api_key:
+            raise StripeApiError("STRIPE_API_KEY is not set: a reconciliation needs a key")
+        self._key = api_key
+        self.api_base = api_base
+        self._network_retries = network_retries
+        self._rate_limit_retries = rate_limit_retries
+        self._sleep = sleep
+        self.client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base},
+            max_network_retries=network_retries,
+            http_client=stripe.RequestsClient(timeout=timeout),
+        )
+
+    def call(self, request: Callable[[], T]) -> T:
+        """`request()` (one SDK call), a plain 429 retried with backoff; failures reworded."""
+        for attempt in range(self._rate_limit_retries + 1):
+            try:
+                return request()
+            except stripe.RateLimitError:
+                if attempt == self._rate_limit_retries:
+                    raise StripeApiError(
+                        f"Stripe's API kept answering 429 (rate limited) at {self.api_base} "
+                        f"after {self._rate_limit_retries} retries: try again later"
+                    ) from None
+                wait = min(MAX_RATE_LIMIT_WAIT, 0.5 * 2**attempt)
+                self._sleep(wait * random.uniform(0.5, 1.0))
+            except stripe.StripeError as exc:
+                raise StripeApiError(self._explain(exc)) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _explain(self, exc: stripe.StripeError) -> str:
+        status = exc.http_status
+        at = f"at {self.api_base}"
+        if isinstance(exc, stripe.AuthenticationError):
+            text = f"Stripe's API refused STRIPE_API_KEY {at} (HTTP {status}): check the key"
+        elif isinstance(exc, stripe.PermissionError):
+            text = (
+                f"STRIPE_API_KEY may not read this {at} (HTTP {status}): give the restricted "
+                "key read access to Events, PaymentIntents and Charges"
+            )
+        elif isinstance(exc, stripe.APIConnectionError):
+            text = (
+                f"Stripe's API is unreachable {at} "
+                f"(no answer after {self._network_retries} retries)"
+            )
+        elif status is not None and status >= 500:
+            text = (
+                f"Stripe's API answered HTTP {status} {at} "
+                f"after {self._network_retries} retries: try again later"
+            )
+        else:
+            detail = (exc.user_message or str(exc) or type(exc).__name__).strip()
+            text = f"Stripe's API refused the request {at} (HTTP {status}): {detail}"
+        return self.scrub(" ".join(text.split()))
+
+    def scrub(self, text: str) -> str:
+        """`text` without the API key in it."""
+        return text.replace(self._key, "<STRIPE_API_KEY>") if self._key else text
+
+
+class StripeEvents:
+    """Pages of Stripe events created in a window, as the API returned them."""
+
+    def __init__(self, api: StripeApi, *, page_size: int = PAGE_SIZE) -> None:
+        self.api = api
+        self.page_size = page_size
+
+    def pages(self, *, created_gte: int, created_lte: int) -> Iterator[list[dict[str, Any]]]:
+        """Each page's events (parsed JSON, the API's key order), in the API's order; stops
+        after the page that says `has_more: false`. Raises `StripeApiError`."""
+        params: stripe.params.EventListParams = {
+            "created": {"gte": created_gte, "lte": created_lte},
+            "limit": self.page_size,
+        }
+        page = self.api.call(lambda: self.api.client.v1.events.list(params=params))
+        while True:
+            yield _raw_events(page)
+            if not page.has_more or page.is_empty:
+                return
+            current = page
+            page = self.api.call(current.next_page)
+
+
+def _raw_events(page: stripe.ListObject[Any]) -> list[dict[str, Any]]:
+    """A page's events as the API's JSON said them (the SDK's objects are a rendering of it)."""
+    response = page.last_response
+    if response is not None and isinstance(response.data, dict):
+        data = response.data.get("data")
+        if isinstance(data, list):
+            return [item for item in data if isinstance(item, dict)]
+    return [json.loads(str(item)) for item in page.data]

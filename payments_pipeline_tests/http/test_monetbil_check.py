@@ -7,12 +7,8 @@ once Monetbil's API confirms it, and a confirmation that cannot be had is a 503 
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
 
 import pytest
 from sqlalchemy import Engine
@@ -26,6 +22,7 @@ from payments_pipeline.providers.monetbil_check import (
     same_number,
 )
 
+from ..fakes.monetbil_check_api import FakeCheckPayment
 from .conftest import ClientFactory
 from .support import (
     FORM_HEADERS,
@@ -39,46 +36,10 @@ from .support import (
 URL = "/webhooks/monetbil"
 
 
-class FakeCheckPayment:
-    """Answers POST paymentId=... with `answer` (status, body); remembers what it was asked."""
-
-    def __init__(self) -> None:
-        self.answer: tuple[int, bytes] = (200, b"{}")
-        self.delay = 0.0
-        self.asked: list[dict[str, list[str]]] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length", "0"))
-                fake.asked.append(parse_qs(self.rfile.read(length).decode()))
-                time.sleep(fake.delay)
-                status, body = fake.answer
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/payment/v1/checkPayment"
-
-    def transaction(self, status: int, testmode: int = 0, **extra: object) -> None:
-        answer = {"transaction": {"status": status, "testmode": testmode, **extra}}
-        self.answer = (200, json.dumps(answer).encode())
-
-
 @pytest.fixture
 def fake_check() -> Iterator[FakeCheckPayment]:
-    fake = FakeCheckPayment()
-    thread = threading.Thread(target=fake.server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield fake
-    fake.server.shutdown()
-    fake.server.server_close()
+    with FakeCheckPayment() as fake:
+        yield fake
 
 
 def _post(

@@ -10,7 +10,17 @@ from __future__ import annotations
 import dagster as dg
 
 from .config import load_settings
-from .defs import assets, backlog, jobs, replay, resources, run_failures, schedules, sensors
+from .defs import (
+    assets,
+    backlog,
+    jobs,
+    reconcile,
+    replay,
+    resources,
+    run_failures,
+    schedules,
+    sensors,
+)
 
 defs = dg.Definitions(
     assets=[
@@ -19,9 +29,15 @@ defs = dg.Definitions(
         assets.dispatched_webhook_events,
         assets.requeue_sweep_summary,
         backlog.webhook_backlog,
+        reconcile.recovered_webhook_events,
     ],
-    jobs=[jobs.requeue_stuck_webhooks, replay.replay_webhook_events],
-    schedules=[schedules.requeue_schedule],
+    jobs=[
+        jobs.requeue_stuck_webhooks,
+        replay.replay_webhook_events,
+        reconcile.reconcile_stripe_events,
+        reconcile.reconcile_monetbil_payments,
+    ],
+    schedules=[schedules.requeue_schedule, reconcile.reconcile_schedule],
     sensors=[sensors.webhook_events_sensor, run_failures.sweep_run_failure_sensor],
     resources=resources.build_resources(load_settings()),
     executor=dg.in_process_executor,

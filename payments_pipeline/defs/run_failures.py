@@ -1,4 +1,5 @@
-"""`sweep_run_failure_sensor`: a sweep run that failed outside its own steps closes its audit row.
+"""`sweep_run_failure_sensor`: a sweep (or reconciliation) run that failed outside its own steps
+closes its audit row.
 
 A step that raises marks its `sweep_runs` row failed itself (`assets._failing_marks_sweep`). A run
 whose process was killed between steps, or that run monitoring gave up on, never gets that
@@ -10,13 +11,18 @@ import dagster as dg
 
 from .. import store
 from ..models import utcnow
+from . import reconcile
 from .jobs import requeue_stuck_webhooks
 from .resources import PaymentsDatabase
 
 
 @dg.run_failure_sensor(
     name="sweep_run_failure_sensor",
-    monitored_jobs=[requeue_stuck_webhooks],
+    monitored_jobs=[
+        requeue_stuck_webhooks,
+        reconcile.reconcile_stripe_events,
+        reconcile.reconcile_monetbil_payments,
+    ],
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Marks the sweep_runs row of a failed sweep run failed, whatever killed the run.",
 )

@@ -17,6 +17,8 @@ from ..models import SweepTrigger
 SWEEP_TAG = "payments_pipeline/sweep"
 SWEEP_TAG_VALUE = "requeue"
 TRIGGER_TAG = "payments_pipeline/trigger"
+# Instance config limits reconciliation runs (this tag, any value) to one at a time too.
+RECONCILE_TAG = "payments_pipeline/reconcile"
 SCHEDULE_NAME_TAG = "dagster/schedule_name"
 SENSOR_NAME_TAG = "dagster/sensor_name"
 

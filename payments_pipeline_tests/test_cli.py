@@ -162,7 +162,7 @@ def test_unmigrated_database_says_what_to_run(
     code, _, err = _run(capsys, "requeue-stuck-webhooks")
     assert code == 1 and "run `payments-pipeline db upgrade`" in err
     code, out, _ = _run(capsys, "db", "upgrade")
-    assert code == 0 and "is at 0003" in out
+    assert code == 0 and "is at 0004" in out
     code, out, _ = _run(capsys, "--log-level", "error", "requeue-stuck-webhooks", "--json")
     assert code == 0 and json.loads(out)["total"]["scanned"] == 0
 

@@ -38,7 +38,11 @@ def test_defs_resolve_every_job_schedule_sensor_and_asset() -> None:
     sensor = defs.resolve_sensor_def("webhook_events_sensor")
     assert sensor.minimum_interval_seconds == 30 and sensor.job_name == job.name
     keys = defs.resolve_all_asset_keys()
-    assert {k.to_user_string() for k in keys} == {*ASSETS, "webhook_backlog"}
+    assert {k.to_user_string() for k in keys} == {
+        *ASSETS,
+        "webhook_backlog",
+        "recovered_webhook_events",
+    }
     graph = defs.resolve_asset_graph()
     for upstream, asset in itertools.pairwise(ASSETS):
         node = graph.get(dg.AssetKey(asset))
@@ -55,7 +59,29 @@ def test_defs_resolve_every_job_schedule_sensor_and_asset() -> None:
         "no_dead_events",
         "every_claim_dispatched",
         "backlog_keeps_up",
+        "no_missed_deliveries",
     }
+
+
+def test_the_reconciliation_names_resolve() -> None:
+    graph = defs.resolve_asset_graph()
+    recovered = graph.get(dg.AssetKey("recovered_webhook_events"))
+    assert recovered.group_name == "webhook_reconciliation"
+    for name, value in (
+        ("reconcile_stripe_events", "stripe"),
+        ("reconcile_monetbil_payments", "monetbil"),
+    ):
+        job = defs.resolve_job_def(name)
+        assert job.executor_def is dg.in_process_executor
+        assert job.tags["payments_pipeline/reconcile"] == value
+    stripe_job = defs.resolve_job_def("reconcile_stripe_events")
+    assert {k.name for k in stripe_job.asset_layer.asset_graph.asset_check_keys} == {
+        "no_missed_deliveries"
+    }
+    schedule = defs.resolve_schedule_def("reconcile_stripe_events_hourly")
+    assert schedule.job_name == "reconcile_stripe_events"
+    minute = schedule.cron_schedule.split()[0]
+    assert minute.isdigit() and int(minute) % 5 != 0, "off the sweep's five-minute marks"
 
 
 def test_the_job_runs_the_checks_too() -> None:

@@ -216,5 +216,6 @@ class LocalStripe:
 
     def events(self, **params: Any) -> list[stripe.Event]:
         """Every event (through the SDK, auto-paging), in localstripe's order: oldest first."""
-        listing = self.sdk.v1.events.list(params={"limit": 100, **params})
+        query: Any = {"limit": 100, **params}  # the SDK's TypedDict, checked by the server
+        listing = self.sdk.v1.events.list(params=query)
         return list(listing.auto_paging_iter())

@@ -325,16 +325,16 @@ def reconcile_stripe_command(
     engine = open_database(settings)
     try:
         window = stripe_window(engine, since=start, until=end, hours=hours)
-        source = StripeEvents(StripeApi(settings.stripe_api_key, settings.stripe_api_base))
-        result = reconcile_stripe(
-            engine,
-            source,
-            build_dispatcher(settings.dispatch, engine, settings),
-            window=window,
-            minutes=settings.stuck_requeue_minutes,
-            types=wanted,
-            dry_run=dry_run,
-        )
+        with StripeApi(settings.stripe_api_key, settings.stripe_api_base) as api:
+            result = reconcile_stripe(
+                engine,
+                StripeEvents(api),
+                build_dispatcher(settings.dispatch, engine, settings),
+                window=window,
+                minutes=settings.stuck_requeue_minutes,
+                types=wanted,
+                dry_run=dry_run,
+            )
     finally:
         engine.dispose()
     click.echo(json.dumps(result.as_json(), indent=2) if as_json else result.render_text())

@@ -108,20 +108,21 @@ def recovered_webhook_events(
             until=parse_time(config.until, "until") if config.until else None,
             hours=config.hours,
         )
-        result = reconcile_stripe(
-            engine,
-            StripeEvents(StripeApi(settings.stripe_api_key, settings.stripe_api_base)),
-            build_dispatcher(settings.dispatch, engine, settings),
-            window=window,
-            minutes=settings.stuck_requeue_minutes,
-            types=parse_types(config.types),
-            trigger=trigger_from_tags(context.run.tags),
-            dagster_run_id=context.run.run_id,
-            on_page=lambda page: context.log.info(
-                f"page {page.number}: {page.listed} listed, {page.known} known, "
-                f"{page.recovered} recovered"
-            ),
-        )
+        with StripeApi(settings.stripe_api_key, settings.stripe_api_base) as api:
+            result = reconcile_stripe(
+                engine,
+                StripeEvents(api),
+                build_dispatcher(settings.dispatch, engine, settings),
+                window=window,
+                minutes=settings.stuck_requeue_minutes,
+                types=parse_types(config.types),
+                trigger=trigger_from_tags(context.run.tags),
+                dagster_run_id=context.run.run_id,
+                on_page=lambda page: context.log.info(
+                    f"page {page.number}: {page.listed} listed, {page.known} known, "
+                    f"{page.recovered} recovered"
+                ),
+            )
     except (ReconcileError, ProviderUnavailable, StripeApiError) as exc:
         raise _failure(exc) from None
     context.log.info(result.render_text())

@@ -18,8 +18,10 @@ import json
 import random
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Self, TypeVar
 
+import requests
 import stripe
 
 PAGE_SIZE = 100
@@ -38,7 +40,8 @@ class StripeApiError(Exception):
 
 
 class StripeApi:
-    """A `StripeClient` for one key and API base, with our error wording."""
+    """A `StripeClient` for one key and API base, with our error wording. Its HTTP session is
+    closed by `close()` (or leaving a `with` block)."""
 
     def __init__(
         self,
@@ -57,12 +60,27 @@ class StripeApi:
         self._network_retries = network_retries
         self._rate_limit_retries = rate_limit_retries
         self._sleep = sleep
+        self._session = requests.Session()
         self.client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base},
             max_network_retries=network_retries,
-            http_client=stripe.RequestsClient(timeout=timeout),
+            http_client=stripe.RequestsClient(timeout=timeout, session=self._session),
         )
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def call(self, request: Callable[[], T]) -> T:
         """`request()` (one SDK call), a plain 429 retried with backoff; failures reworded."""

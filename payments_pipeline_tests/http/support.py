@@ -1,14 +1,20 @@
 """What the receiver tests share: a synchronous client for the ASGI app, signed deliveries, row
-counts, a real uvicorn server in a thread, and dispatchers that count, block or fail."""
+counts, a real uvicorn server in a thread, `payments-pipeline serve` in its own process, and
+dispatchers that count, block or fail."""
 
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -196,3 +202,53 @@ def running_server(app: Starlette, **options: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=30)
         assert not thread.is_alive(), "uvicorn did not stop"
+
+
+def serve_env(engine: Engine, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PAYMENTS_", "STRIPE_"))}
+    env.pop("MONETBIL_SERVICE_SECRET", None)
+    env.update(
+        PAYMENTS_DATABASE_URL=engine.url.render_as_string(hide_password=False),
+        STRIPE_WEBHOOK_SECRET=f"whsec_rotated_out,{STRIPE_SECRET}",
+        MONETBIL_SERVICE_SECRET=MONETBIL_SECRET,
+        **extra,
+    )
+    return env
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "serve exited early"
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("serve did not become healthy")
+
+
+@contextmanager
+def serve(
+    engine: Engine, tmp_path: Path, *args: str, port: int | None = None, **env: str
+) -> Iterator[tuple[int, int]]:
+    """`payments-pipeline serve` in its own process, on `port` (default: a free one); yields
+    (port, pid). Stopped by its pid. Its output goes to tmp_path/serve.log."""
+    port = port or free_port()
+    command = [sys.executable, "-m", "payments_pipeline.cli", "--log-level", "warning", "serve"]
+    command += ["--port", str(port), "--no-access-log", *args]
+    with (tmp_path / "serve.log").open("wb") as log:
+        process = subprocess.Popen(
+            command, env=serve_env(engine, **env), stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}", process)
+            yield port, process.pid
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)

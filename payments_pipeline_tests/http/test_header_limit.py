@@ -9,14 +9,9 @@ from __future__ import annotations
 
 import json
 import select
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,8 +22,7 @@ from payments_pipeline.http.app import create_app
 from payments_pipeline.http.server import http_options
 
 from ..helpers import make_settings
-from .support import free_port, running_server
-from .test_server import _serve_env, _wait_healthy
+from .support import running_server, serve
 
 pytestmark = pytest.mark.slow
 MIB = 1024 * 1024
@@ -36,28 +30,6 @@ CHUNK = 64 * 1024
 PARALLEL = 50
 # Target + names + values of `padded`'s request without X-Pad's value.
 BASE_COUNT = sum(map(len, ("/healthz", "host", "a", "x-pad", "connection", "close")))
-
-
-@contextmanager
-def serve(engine: Engine, tmp_path: Path, *args: str, **env: str) -> Iterator[tuple[int, int]]:
-    """`payments-pipeline serve` in its own process; yields (port, pid). Stopped by its pid."""
-    port = free_port()
-    command = [sys.executable, "-m", "payments_pipeline.cli", "--log-level", "warning", "serve"]
-    command += ["--port", str(port), "--no-access-log", *args]
-    with (tmp_path / "serve.log").open("wb") as log:
-        process = subprocess.Popen(
-            command, env=_serve_env(engine, **env), stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            _wait_healthy(f"http://127.0.0.1:{port}", process)
-            yield port, process.pid
-        finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
 
 
 def rss_mib(pid: int) -> float:

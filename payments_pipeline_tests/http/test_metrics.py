@@ -29,10 +29,11 @@ from .support import (
     form,
     free_port,
     monetbil_fields,
+    serve_env,
     stripe_event,
     stripe_headers,
+    wait_healthy,
 )
-from .test_server import _serve_env, _wait_healthy
 
 DELIVERIES = "payments_webhook_deliveries_total"
 
@@ -68,14 +69,14 @@ def test_serve_metrics_count_every_answer_over_two_worker_processes(
     temp.mkdir()
     command = [sys.executable, "-m", "payments_pipeline.cli", "serve", "--port", str(port)]
     command += ["--workers", "2"]
-    env = _serve_env(sqlite_engine, TMPDIR=str(temp), PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    env = serve_env(sqlite_engine, TMPDIR=str(temp), PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
     log_path = tmp_path / "serve.log"
     fields = monetbil_fields("tx_metrics_77", first_name="Private-Name")
     bodies = [stripe_event(f"evt_metrics_{n}", reference=f"pi_metrics_ref_{n}") for n in range(3)]
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
         try:
-            _wait_healthy(url, process)
+            wait_healthy(url, process)
             # The inherited PROMETHEUS_MULTIPROC_DIR is not used: serve makes its own.
             [directory] = temp.glob("payments-pipeline-metrics-*")
             # Both worker processes are up once each has written its counters' file.
@@ -216,11 +217,11 @@ def test_serve_stopped_by_sigterm_removes_its_metrics_directory(
     temp = tmp_path / "tmp"
     temp.mkdir()
     command = [sys.executable, "-m", "payments_pipeline.cli", "serve", "--port", str(port)]
-    env = _serve_env(sqlite_engine, TMPDIR=str(temp))
+    env = serve_env(sqlite_engine, TMPDIR=str(temp))
     with (tmp_path / "serve.log").open("wb") as log_file:
         process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
         try:
-            _wait_healthy(f"http://127.0.0.1:{port}", process)
+            wait_healthy(f"http://127.0.0.1:{port}", process)
             [directory] = temp.glob("payments-pipeline-metrics-*")
             assert list(directory.glob("counter_*.db"))
         finally:

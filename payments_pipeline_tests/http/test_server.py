@@ -4,13 +4,11 @@ and `payments-pipeline serve` itself (its log lines, its refusals to start)."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -35,8 +33,10 @@ from .support import (
     free_port,
     monetbil_fields,
     running_server,
+    serve_env,
     stripe_event,
     stripe_headers,
+    wait_healthy,
 )
 
 pytestmark = pytest.mark.slow
@@ -108,31 +108,6 @@ def test_body_limit_over_a_real_socket(engine: Engine, receiver_settings: Settin
     assert count_events(engine) == 0
 
 
-def _serve_env(engine: Engine, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PAYMENTS_", "STRIPE_"))}
-    env.pop("MONETBIL_SERVICE_SECRET", None)
-    env.update(
-        PAYMENTS_DATABASE_URL=engine.url.render_as_string(hide_password=False),
-        STRIPE_WEBHOOK_SECRET=f"whsec_rotated_out,{STRIPE_SECRET}",
-        MONETBIL_SERVICE_SECRET=MONETBIL_SECRET,
-        **extra,
-    )
-    return env
-
-
-def _wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "serve exited early"
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("serve did not become healthy")
-
-
 def test_serve_runs_the_receiver_and_keeps_secrets_out_of_its_logs(
     sqlite_engine: Engine, tmp_path: Path
 ) -> None:
@@ -142,10 +117,10 @@ def test_serve_runs_the_receiver_and_keeps_secrets_out_of_its_logs(
     command = [sys.executable, "-m", "payments_pipeline.cli", "serve", "--port", str(port)]
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            command, env=_serve_env(sqlite_engine), stdout=log_file, stderr=subprocess.STDOUT
+            command, env=serve_env(sqlite_engine), stdout=log_file, stderr=subprocess.STDOUT
         )
         try:
-            _wait_healthy(url, process)
+            wait_healthy(url, process)
             fields = monetbil_fields("tx_served", first_name="Private-Name")
             body = stripe_event("evt_served", reference="pi_served_ref")
             signed = stripe_headers(body)
@@ -187,7 +162,7 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 def test_serve_refuses_to_start_without_any_provider_secret(
     sqlite_engine: Engine, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for name, value in _serve_env(sqlite_engine).items():
+    for name, value in serve_env(sqlite_engine).items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("STRIPE_WEBHOOK_SECRET")
     monkeypatch.delenv("MONETBIL_SERVICE_SECRET")
@@ -204,7 +179,7 @@ def test_serve_refuses_a_port_in_use(
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    for name, value in _serve_env(sqlite_engine).items():
+    for name, value in serve_env(sqlite_engine).items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("MONETBIL_SERVICE_SECRET")
     with socket.socket() as taken:

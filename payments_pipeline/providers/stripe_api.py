@@ -1,12 +1,17 @@
 """Stripe's API, through the official SDK: the one module that calls it.
 
-`StripeEvents` lists events (`GET /v1/events`) with `StripeClient(key, base_addresses={"api":
-PAYMENTS_STRIPE_API_BASE}).v1.events.list`, a page of 100 at a time, following the SDK's own
-`next_page` (`starting_after` the page's last id). The SDK retries what Stripe marks retryable
-(connection errors, 409, 5xx, and a 429 that carries `Stripe-Should-Retry: true`) with its
-exponential backoff, `max_network_retries` times. A 429 the SDK does not retry (a plain rate limit)
-is retried here, with the same kind of backoff, a bounded number of times: a reconciliation is a
-background job and can wait for the rate limit to pass.
+`StripeEvents` lists events (`GET /v1/events`) created in a window with the SDK's
+`StripeClient(key, base_addresses={"api": PAYMENTS_STRIPE_API_BASE})`, a page of 100 at a time,
+each next page `starting_after` the last id of the one before (what the SDK's own auto-paging
+does). The pages are asked with `StripeClient.raw_request`, not `v1.events.list`: the same request,
+the same retries and the same error classes, without building an `Event` object per listed event
+that we would only turn back into JSON. Those objects cost ~0.55 ms of CPU per event, which alone
+held a 10,000-event listing to ~1,500 events/s (docs/PERFORMANCE.md, "Reconciliation").
+
+The SDK retries what Stripe marks retryable (connection errors, 409, 5xx, and a 429 that carries
+`Stripe-Should-Retry: true`) with its exponential backoff, `max_network_retries` times. A 429 the
+SDK does not retry (a plain rate limit) is retried here, with the same kind of backoff, a bounded
+number of times: a reconciliation is a background job and can wait for the rate limit to pass.
 
 Every failure becomes `StripeApiError`, one sentence that names what to check, and never contains
 the API key (Stripe's own messages carry a masked form of it; the text is scrubbed anyway).
@@ -14,7 +19,7 @@ the API key (Stripe's own messages carry a masked form of it; the text is scrubb
 
 from __future__ import annotations
 
-import json
+import functools
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -137,26 +142,29 @@ class StripeEvents:
         self.page_size = page_size
 
     def pages(self, *, created_gte: int, created_lte: int) -> Iterator[list[dict[str, Any]]]:
-        """Each page's events (parsed JSON, the API's key order), in the API's order; stops
-        after the page that says `has_more: false`. Raises `StripeApiError`."""
-        params: stripe.params.EventListParams = {
+        """Each page's events (the API's JSON, key order kept), in the API's order; stops after
+        the page that says `has_more: false`. Raises `StripeApiError`."""
+        params: dict[str, Any] = {
             "created": {"gte": created_gte, "lte": created_lte},
             "limit": self.page_size,
         }
-        page = self.api.call(lambda: self.api.client.v1.events.list(params=params))
         while True:
-            yield _raw_events(page)
-            if not page.has_more or page.is_empty:
+            response = self.api.call(
+                functools.partial(self.api.client.raw_request, "get", "/v1/events", **params)
+            )
+            events, has_more = _page_of(response)
+            yield events
+            if not has_more or not events:
                 return
-            current = page
-            page = self.api.call(current.next_page)
+            params["starting_after"] = events[-1]["id"]
 
 
-def _raw_events(page: stripe.ListObject[Any]) -> list[dict[str, Any]]:
-    """A page's events as the API's JSON said them (the SDK's objects are a rendering of it)."""
-    response = page.last_response
-    if response is not None and isinstance(response.data, dict):
-        data = response.data.get("data")
-        if isinstance(data, list):
-            return [item for item in data if isinstance(item, dict)]
-    return [json.loads(str(item)) for item in page.data]
+def _page_of(response: Any) -> tuple[list[dict[str, Any]], bool]:
+    """A list page's events and `has_more`; `StripeApiError` if it is not a list of events."""
+    document = getattr(response, "data", None)
+    data = document.get("data") if isinstance(document, dict) else None
+    if not isinstance(data, list) or not all(
+        isinstance(item, dict) and isinstance(item.get("id"), str) for item in data
+    ):
+        raise StripeApiError("Stripe's API answered GET /v1/events with something not a list")
+    return data, bool(document.get("has_more"))  # type: ignore[union-attr]

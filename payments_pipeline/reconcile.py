@@ -163,7 +163,7 @@ def stripe_window(
     days."""
     now = now or utcnow()
     if hours is not None and since is not None:
-        raise ReconcileError("give --hours or --since, not both")
+        raise ReconcileError("give hours (--hours) or since (--since), not both")
     if hours is not None and hours < 1:
         raise ReconcileError(f"hours must be at least 1, got {hours}")
     end = utc(until) if until is not None else now
@@ -259,7 +259,7 @@ class StripeReconciliation:
     listed_by_type: dict[str, int]  # events of the applied types in the window
     known_by_type: dict[str, int]
     recovered: tuple[Recovered, ...]
-    other_types: int  # listed events of types no handler applies: not taken in
+    other_types: int  # listed events of types outside `types`: not taken in
 
     @property
     def listed(self) -> int:
@@ -305,11 +305,7 @@ class StripeReconciliation:
                     f"  {t:<{width}}  {n:>7}  {self.known_by_type.get(t, 0):>7}  "
                     f"{recovered.get(t, 0):>13}"
                 )
-        others = (
-            f"; {self.other_types} of types no handler applies, left out"
-            if self.other_types
-            else ""
-        )
+        others = f"; {self.other_types} of other types, left out" if self.other_types else ""
         lines.append(
             f"Total: {_plural(self.pages, 'page')}, {self.listed} listed, {self.known} known, "
             f"{len(self.recovered)} {word}{others}"
@@ -323,9 +319,10 @@ class StripeReconciliation:
         first = min(r.created for r in self.recovered)
         last = max(r.created for r in self.recovered)
         failed = sum(r.outcome is SweepOutcome.DISPATCH_FAILED for r in self.recovered)
+        when = f"at {_iso(first)}" if first == last else f"between {_iso(first)} and {_iso(last)}"
+        n = len(self.recovered)
         lines = [
-            f"{len(self.recovered)} events never reached the receiver, created between "
-            f"{_iso(first)} and {_iso(last)}.",
+            f"{_plural(n, 'event')} never reached the receiver, created {when}.",
             "Check the webhook endpoint in Stripe's dashboard for that time: is it enabled, did "
             "it answer 2xx, does its signing secret match STRIPE_WEBHOOK_SECRET?",
         ]
@@ -333,8 +330,8 @@ class StripeReconciliation:
             lines.append("Run again without --dry-run to take them in.")
         if failed:
             lines.append(
-                f"{failed} could not be handed to processing: the sweep hands them on again "
-                "(dispatch_lost)."
+                f"{failed} of them could not be handed to processing: the sweep hands them on "
+                "again (dispatch_lost)."
             )
         return lines
 
@@ -618,7 +615,8 @@ class MonetbilReconciliation:
 
     def render_text(self) -> str:
         title = "Dry run (nothing written)" if self.dry_run else f"Reconciliation #{self.sweep_id}"
-        lines = [f"{title}: monetbil, {len(self.resolutions)} transactions asked of checkPayment"]
+        asked = _plural(len(self.resolutions), "transaction")
+        lines = [f"{title}: monetbil, {asked} asked of checkPayment"]
         for r in self.resolutions:
             detail = r.why if r.outcome == MonetbilOutcome.UNRESOLVED else r.provider_event_id
             lines.append(f"  {r.transaction_id}: {r.outcome.replace('_', ' ')} ({detail})")

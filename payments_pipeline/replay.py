@@ -24,6 +24,7 @@ from .models import (
     EventRef,
     EventStatus,
     Provider,
+    SweepKind,
     SweepOutcome,
     SweepStatus,
     SweepTrigger,
@@ -103,6 +104,7 @@ def replay_events(
             dagster_run_id=dagster_run_id,
             minutes=minutes,
             provider=provider,
+            kind=SweepKind.REPLAY,
         )
         won = store.requeue_for_replay(conn, event_ids=wanted, now=now)
         store.insert_sweep_events(

@@ -200,7 +200,7 @@ def stripe_markdown(result: StripeReconciliation) -> str:
         f"#{result.sweep_id}."
     )
     if result.other_types:
-        lines.append(f"{result.other_types} listed event(s) of types no handler applies: left out.")
+        lines.append(f"{result.other_types} listed event(s) of other types: left out.")
     failed = sum(r.outcome is SweepOutcome.DISPATCH_FAILED for r in result.recovered)
     if failed:
         lines.append(

@@ -10,7 +10,17 @@ from __future__ import annotations
 import dagster as dg
 
 from .config import load_settings
-from .defs import assets, backlog, jobs, replay, resources, run_failures, schedules, sensors
+from .defs import (
+    assets,
+    backlog,
+    dismiss,
+    jobs,
+    replay,
+    resources,
+    run_failures,
+    schedules,
+    sensors,
+)
 
 defs = dg.Definitions(
     assets=[
@@ -20,7 +30,11 @@ defs = dg.Definitions(
         assets.requeue_sweep_summary,
         backlog.webhook_backlog,
     ],
-    jobs=[jobs.requeue_stuck_webhooks, replay.replay_webhook_events],
+    jobs=[
+        jobs.requeue_stuck_webhooks,
+        replay.replay_webhook_events,
+        dismiss.dismiss_webhook_events,
+    ],
     schedules=[schedules.requeue_schedule],
     sensors=[sensors.webhook_events_sensor, run_failures.sweep_run_failure_sensor],
     resources=resources.build_resources(load_settings()),

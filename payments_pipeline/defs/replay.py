@@ -143,7 +143,7 @@ def replay_events_op(context: dg.OpExecutionContext, payments_db: PaymentsDataba
         engine,
         wanted,
         dispatcher,
-        minutes=settings.stuck_requeue_minutes,
+        params=SweepParams.from_settings(settings),
         trigger=trigger_from_tags(context.run.tags),
         dagster_run_id=context.run.run_id,
         provider=provider,

@@ -60,12 +60,15 @@ def test_replay_by_ids_replays_dead_and_processed_and_says_why_it_refused_the_re
     assert meta["engine"] == "inline" and meta["processing_processed"] == 2
     report = meta["report"]
     assert report.startswith("**ATTENTION**: 2 id(s) refused")
-    assert f"| {waiting} | it is failed: only dead or processed events are replayed |" in report
+    assert (
+        f"| {waiting} | it is failed: only dead, processed or expired stuck events are replayed |"
+        in report
+    )
     assert f"| {unknown} | unknown event id |" in report
     assert f"| {dead} | stripe |" in report and f"| {done} | monetbil |" in report
     refused = {r.data["id"]: r.data["why"] for r in meta["refused_events"].records}
     assert refused == {
-        waiting: "it is failed: only dead or processed events are replayed",
+        waiting: "it is failed: only dead, processed or expired stuck events are replayed",
         unknown: "unknown event id",
     }
     (row,) = sweep_rows(db_env)

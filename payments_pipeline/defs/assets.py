@@ -34,8 +34,8 @@ from . import checks
 from . import metadata as md
 from .resources import PaymentsDatabase
 from .sweep_config import SweepSettings
-from .sweep_report import sweep_markdown
-from .tags import trigger_from_tags
+from .sweep_report import sweep_found, sweep_markdown
+from .tags import tag_found, trigger_from_tags
 
 GROUP = "webhook_requeue"
 IO_MANAGER = "sweep_io_manager"
@@ -159,6 +159,7 @@ def requeue_sweep_summary(
     report = sweep_markdown(
         scan, claim, dispatch, summary, engine=handed.engine, outcomes=handed.outcomes, dead=dead
     )
+    tag_found(context, sweep_found(scan, dispatch, dead))
     return dg.MaterializeResult(
         value=summary,
         metadata={"sweep": dg.MetadataValue.md(report)}

@@ -22,7 +22,7 @@ from ..config import load_settings
 from ..dismiss import DismissError, DismissResult, clean_reason, dismiss_events
 from ..sweep import SweepParams
 from .resources import PaymentsDatabase
-from .tags import trigger_from_tags
+from .tags import tag_found, trigger_from_tags
 
 JOB_NAME = "dismiss_webhook_events"
 OP_NAME = "dismiss_events"
@@ -75,6 +75,8 @@ def dismiss_events_op(
     )
     for refusal in result.refused:
         context.log.warning(f"not dismissed #{refusal.event_id}: {refusal.why}")
+    found = f"{len(result.dismissed)} dismissed" if result.dismissed else "nothing dismissed"
+    tag_found(context, found + (f", {len(result.refused)} refused" if result.refused else ""))
     return dg.Output(result, metadata=dismiss_metadata(result))
 
 

@@ -27,6 +27,16 @@ def _ids(ids: list[int], cap: int = 20) -> str:
     return shown + (f" and {len(ids) - cap} more" if len(ids) > cap else "")
 
 
+def sweep_found(scan: Scan, dispatch: DispatchResult, dead: Mapping[Provider, int]) -> str:
+    """The run's `payments_pipeline/found` tag: `3 stuck, 2 dead, 1 expired` (and what could not
+    be dispatched), zeros included so every sweep in the Runs list reads the same way."""
+    found = (
+        f"{len(scan.candidates)} stuck, {sum(dead.values())} dead, "
+        f"{sum(scan.expired.values())} expired"
+    )
+    return found + (f", {len(dispatch.failed)} not dispatched" if dispatch.failed else "")
+
+
 def sweep_markdown(
     scan: Scan,
     claim: ClaimResult,

@@ -54,6 +54,8 @@ def test_the_job_dismisses_dead_and_expired_events_with_the_reason(
     assert (
         f"| {fresh} | it is received: only dead or expired stuck events are dismissed |" in report
     )
+    found = instance.get_run_by_id(result.run_id).tags["payments_pipeline/found"]
+    assert found == "2 dismissed, 1 refused"
     (row,) = sweep_rows(db_env)
     assert (row.kind, row.note, row.trigger, row.dagster_run_id) == (
         "dismiss",

@@ -244,13 +244,18 @@ def test_the_report_tells_the_sweep_at_a_glance_and_what_to_do_next(
         in next_steps
     )
     assert str(dead) not in report.split("**What to do next**")[0].split("| id |")[0]
+    tags = instance.get_run_by_id(result.run_id).tags
+    assert tags["payments_pipeline/found"] == "2 stuck, 1 dead, 2 expired"
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_a_quiet_sweep_report_says_there_is_nothing_to_do(
     db_env: Engine, instance: dg.DagsterInstance
 ) -> None:
-    report = _report(execute_sweep(instance))
+    result = execute_sweep(instance)
+    report = _report(result)
+    found = instance.get_run_by_id(result.run_id).tags["payments_pipeline/found"]
+    assert found == "0 stuck, 0 dead, 0 expired"
     assert not report.startswith("**ATTENTION**")
     assert "**Found 0 stuck**" in report and "**Dead 0**" in report
     assert report.endswith("- Nothing: every stuck event found was handed on.")

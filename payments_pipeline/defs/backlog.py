@@ -28,6 +28,7 @@ from ..config import Settings, load_settings
 from .checks import SUMMARY
 from .resources import PaymentsDatabase
 from .sweep_config import SweepSettings
+from .tables import dead_table
 
 HEALTH_GROUP = "webhook_health"
 BACKLOG = dg.AssetKey("webhook_backlog")
@@ -49,6 +50,7 @@ def backlog_metadata(backlog: status.Backlog, *, source: str) -> dict[str, Any]:
         **backlog.numbers(),
         "taken_at": dg.MetadataValue.text(f"{backlog.taken_at.isoformat()}Z"),
         "refreshed_by": dg.MetadataValue.text(source),
+        **dead_table(backlog.dead_events),
     }
 
 

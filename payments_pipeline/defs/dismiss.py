@@ -22,6 +22,7 @@ from ..config import load_settings
 from ..dismiss import DismissError, DismissResult, clean_reason, dismiss_events
 from ..sweep import SweepParams
 from .resources import PaymentsDatabase
+from .tables import cell, table
 from .tags import tag_found, trigger_from_tags
 
 JOB_NAME = "dismiss_webhook_events"
@@ -86,8 +87,6 @@ def _audit(result: DismissResult) -> str:
 
 def dismiss_metadata(result: DismissResult) -> dict[str, Any]:
     """The run page of a dismissal: counts, the Markdown report, the table of what was settled."""
-    from .tables import table
-
     dismissed = [
         {
             "id": s.event.id,
@@ -136,18 +135,13 @@ def dismiss_markdown(result: DismissResult) -> str:
         ]
         lines += [
             f"| {s.event.id} | {s.event.provider.value} | `{s.event.provider_event_id}` | "
-            f"{s.event.event_type} | {_cell(s.last_error)} |"
+            f"{s.event.event_type} | {cell(s.last_error)} |"
             for s in result.dismissed
         ]
     if result.refused:
         lines += ["", f"**Refused {len(result.refused)}**", "", "| id | why |", "| --- | --- |"]
         lines += [f"| {r.event_id} | {r.why} |" for r in result.refused]
     return "\n".join(lines)
-
-
-def _cell(text: str | None) -> str:
-    """A table cell: a `|` or a line break would end it early."""
-    return (text or "").replace("|", "\\|").replace("\n", " ")
 
 
 @dg.job(

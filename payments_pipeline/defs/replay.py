@@ -33,7 +33,7 @@ from ..replay import DeadSelection, Refusal, ReplayResult, replay_events, select
 from ..sweep import SweepParams
 from .resources import PaymentsDatabase
 from .sweep_config import PROVIDER_ENUM, AtLeastOne
-from .tables import table
+from .tables import cell, table
 from .tags import tag_found, trigger_from_tags
 
 JOB_NAME = "replay_webhook_events"
@@ -248,11 +248,6 @@ def _refused_table(refused: Sequence[Refusal]) -> Any:
     return table(rows, [("id", "int"), ("why", "string")])
 
 
-def _cell(text: str) -> str:
-    """A Markdown table cell: a `|` or a line break would end it early."""
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def replay_markdown(
     result: ReplayResult,
     scope: str,
@@ -296,7 +291,7 @@ def replay_markdown(
         ]
         lines += [
             f"| {r.id} | {r.provider.value} | `{r.provider_event_id}` | {r.event_type} | "
-            f"{outcome} | {_cell(error)} |"
+            f"{outcome} | {cell(error)} |"
             for r, outcome, error in _outcomes(result)[:SHOWN]
         ]
         if replayed > SHOWN:

@@ -62,7 +62,7 @@ def test_the_backlog_counts_what_is_not_done_and_how_long_it_has_been_stuck(
 def test_every_sweep_refreshes_the_backlog_and_its_check(
     db_env: Engine, event_factory: EventFactory, instance: dg.DagsterInstance
 ) -> None:
-    event_factory(Provider.MONETBIL, status=EventStatus.DEAD, attempts=5)
+    dead = event_factory(Provider.MONETBIL, status=EventStatus.DEAD, attempts=5)
     result = execute_sweep(instance, minutes=10)
     assert result.success
     (materialization,) = [
@@ -72,6 +72,13 @@ def test_every_sweep_refreshes_the_backlog_and_its_check(
     ]
     meta = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
     assert meta["dead"] == 1 and meta["refreshed_by"] == "sweep"
+    (row,) = [r.data for r in meta["dead_events"].records]
+    assert (row["id"], row["provider"], row["attempts"], row["cause"]) == (
+        dead,
+        "monetbil",
+        5,
+        "permanent error on attempt 5",  # 5 of the default 10: not the budget
+    )
     assert meta["payments_live"] == 0 and meta["payments_test"] == 0
     (check,) = [
         e.event_specific_data

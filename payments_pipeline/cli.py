@@ -254,9 +254,25 @@ def status(settings: Settings, as_json: bool) -> None:
 @click.pass_obj
 def replay(settings: Settings, event_ids: Sequence[int]) -> None:
     """Send dead or processed events, or expired stuck events, round again (audited in
-    sweep_runs/sweep_events)."""
+    sweep_runs/sweep_events). With DAGSTER_HOME set, it runs as the Dagster job
+    `replay_webhook_events` in this process, so it shows in the UI."""
     params = SweepParams.from_settings(settings)
     engine = open_database(settings)
+    if settings.dagster_home:
+        engine.dispose()
+        from .defs.launch import LaunchError, run_replay_job
+
+        try:
+            result = run_replay_job(
+                Path(settings.dagster_home),
+                database_url=settings.database_url,
+                event_ids=event_ids,
+                log_level=_log_level(),
+            )
+        except LaunchError as exc:
+            raise CliError(str(exc)) from None
+        _print_replay(result)
+        return
     try:
         result = replay_events(
             engine,
@@ -267,6 +283,10 @@ def replay(settings: Settings, event_ids: Sequence[int]) -> None:
     finally:
         engine.dispose()
     _print_replay(result)
+
+
+def _log_level() -> str:
+    return logging.getLevelName(logging.getLogger().getEffectiveLevel())
 
 
 def _print_replay(result: ReplayResult) -> None:
@@ -298,10 +318,27 @@ def _audit_line(sweep_id: int | None, nothing: str) -> str:
 @click.pass_obj
 def dismiss(settings: Settings, event_ids: Sequence[int], reason: str) -> None:
     """Settle dead or expired events by hand: status dismissed (no effect, never swept), audited
-    with the reason; the sweep's checks stop counting them."""
+    with the reason; the sweep's checks stop counting them. With DAGSTER_HOME set, it runs as the
+    Dagster job `dismiss_webhook_events` in this process, so it shows in the UI."""
     clean_reason(reason)  # a blank reason is refused before the database is opened
     params = SweepParams.from_settings(settings)
     engine = open_database(settings)
+    if settings.dagster_home:
+        engine.dispose()
+        from .defs.launch import LaunchError, run_dismiss_job
+
+        try:
+            result = run_dismiss_job(
+                Path(settings.dagster_home),
+                database_url=settings.database_url,
+                event_ids=event_ids,
+                reason=reason,
+                log_level=_log_level(),
+            )
+        except LaunchError as exc:
+            raise CliError(str(exc)) from None
+        _print_dismissal(result)
+        return
     try:
         result = dismiss_events(engine, event_ids, reason, params=params)
     finally:

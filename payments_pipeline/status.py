@@ -217,17 +217,19 @@ class Backlog:
         return sum(row[EventStatus.DEAD] for p, row in self.counts.items() if provider in (None, p))
 
     def numbers(self) -> dict[str, int]:
-        """Flat integer metrics, every key present whatever the state (a plot point per run)."""
+        """Flat integer metrics, every key present whatever the state (a plot point per run).
+        Ages are whole minutes: a plot of seconds climbing into the hundreds of thousands reads
+        as noise."""
         out: dict[str, int] = {
-            "longest_stuck_seconds": self.longest_stuck_seconds(),
-            "oldest_stuck_seconds": self.oldest_stuck_seconds(),
+            "longest_stuck_minutes": self.longest_stuck_seconds() // 60,
+            "oldest_stuck_minutes": self.oldest_stuck_seconds() // 60,
             "dead": self.dead(),
             "expired": sum(self.expired.values()),
             "open": sum(sum(row.values()) for row in self.counts.values()),
         }
         for p, row in self.counts.items():
-            out[f"{p}_longest_stuck_seconds"] = self.longest_stuck_seconds(p)
-            out[f"{p}_oldest_stuck_seconds"] = self.oldest_stuck_seconds(p)
+            out[f"{p}_longest_stuck_minutes"] = self.longest_stuck_seconds(p) // 60
+            out[f"{p}_oldest_stuck_minutes"] = self.oldest_stuck_seconds(p) // 60
             out |= {f"{p}_{s.value}": n for s, n in row.items()}
             out[f"{p}_expired"] = self.expired.get(p, 0)
         if self.payments is not None:

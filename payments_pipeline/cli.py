@@ -25,13 +25,14 @@ from sqlalchemy import Engine
 from . import metrics_dir, migrations, store
 from .config import QUEUE_NAME_RULE, ConfigError, Settings, is_queue_name, load_settings
 from .demo import DEMO_DIR, create_demo_database
+from .dismiss import DismissError, DismissResult, clean_reason, dismiss_events
 from .dispatch import build_dispatcher
 from .errors import short_error
 from .models import DispatchMode, EventStatus
 from .providers.currency import exponent
 from .providers.errors import PayloadError
 from .reconcile import ProviderUnavailable, ReconcileError
-from .replay import replay_events
+from .replay import ReplayResult, replay_events
 from .status import read_status
 from .sweep import SweepParamError, SweepParams, SweepSummary, run_sweep
 
@@ -255,24 +256,108 @@ def status(settings: Settings, as_json: bool) -> None:
 @click.argument("event_ids", nargs=-1, type=int, required=True)
 @click.pass_obj
 def replay(settings: Settings, event_ids: Sequence[int]) -> None:
-    """Send dead or processed events round again (audited in sweep_runs/sweep_events)."""
+    """Send dead or processed events, or expired stuck events, round again (audited in
+    sweep_runs/sweep_events). With DAGSTER_HOME set, it runs as the Dagster job
+    `replay_webhook_events` in this process, so it shows in the UI."""
+    params = SweepParams.from_settings(settings)
     engine = open_database(settings)
+    if settings.dagster_home:
+        engine.dispose()
+        from .defs.launch import LaunchError, run_replay_job
+
+        try:
+            result = run_replay_job(
+                Path(settings.dagster_home),
+                database_url=settings.database_url,
+                event_ids=event_ids,
+                log_level=_log_level(),
+            )
+        except LaunchError as exc:
+            raise CliError(str(exc)) from None
+        _print_replay(result)
+        return
     try:
         result = replay_events(
             engine,
             event_ids,
             build_dispatcher(settings.dispatch, engine, settings),
-            minutes=settings.stuck_requeue_minutes,
+            params=params,
         )
     finally:
         engine.dispose()
+    _print_replay(result)
+
+
+def _log_level() -> str:
+    return logging.getLevelName(logging.getLogger().getEffectiveLevel())
+
+
+def _print_replay(result: ReplayResult) -> None:
+    after = {s.event.id: s for s in result.after}
     for ref in result.replayed:
-        click.echo(
-            f"replayed #{ref.id} {ref.provider.value} {ref.provider_event_id} ({ref.event_type})"
-        )
+        line = f"replayed #{ref.id} {ref.provider.value} {ref.provider_event_id} ({ref.event_type})"
+        state = after.get(ref.id)
+        if state is not None:
+            line += f": {state.status.value}"
+            if state.status is not EventStatus.PROCESSED and state.last_error:
+                line += f" ({state.last_error})"
+        click.echo(line)
     for refusal in result.refused:
         click.echo(f"not replayed #{refusal.event_id}: {refusal.why}")
-    click.echo(f"audit: sweep #{result.sweep_id}")
+    click.echo(_audit_line(result.sweep_id, "nothing replayed"))
+    if result.refused or result.died_again:
+        raise click.exceptions.Exit(1)
+
+
+def _audit_line(sweep_id: int | None, nothing: str) -> str:
+    return f"audit: sweep #{sweep_id}" if sweep_id is not None else f"audit: none ({nothing})"
+
+
+@cli.command("dismiss")
+@click.argument("event_ids", nargs=-1, type=int, required=True)
+@click.option(
+    "--reason", required=True, help="Why these events are settled (kept in the audit, required)."
+)
+@click.pass_obj
+def dismiss(settings: Settings, event_ids: Sequence[int], reason: str) -> None:
+    """Settle dead or expired events by hand: status dismissed (no effect, never swept), audited
+    with the reason; the sweep's checks stop counting them. With DAGSTER_HOME set, it runs as the
+    Dagster job `dismiss_webhook_events` in this process, so it shows in the UI."""
+    clean_reason(reason)  # a blank reason is refused before the database is opened
+    params = SweepParams.from_settings(settings)
+    engine = open_database(settings)
+    if settings.dagster_home:
+        engine.dispose()
+        from .defs.launch import LaunchError, run_dismiss_job
+
+        try:
+            result = run_dismiss_job(
+                Path(settings.dagster_home),
+                database_url=settings.database_url,
+                event_ids=event_ids,
+                reason=reason,
+                log_level=_log_level(),
+            )
+        except LaunchError as exc:
+            raise CliError(str(exc)) from None
+        _print_dismissal(result)
+        return
+    try:
+        result = dismiss_events(engine, event_ids, reason, params=params)
+    finally:
+        engine.dispose()
+    _print_dismissal(result)
+
+
+def _print_dismissal(result: DismissResult) -> None:
+    for state in result.dismissed:
+        ref = state.event
+        click.echo(
+            f"dismissed #{ref.id} {ref.provider.value} {ref.provider_event_id} ({ref.event_type})"
+        )
+    for refusal in result.refused:
+        click.echo(f"not dismissed #{refusal.event_id}: {refusal.why}")
+    click.echo(_audit_line(result.sweep_id, "nothing dismissed"))
     if result.refused:
         raise click.exceptions.Exit(1)
 
@@ -610,7 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
         return exc.exit_code
-    except (ConfigError, SweepParamError, ReconcileError) as exc:
+    except (ConfigError, SweepParamError, ReconcileError, DismissError) as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
     except (CliError, ProviderUnavailable) as exc:

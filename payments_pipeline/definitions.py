@@ -13,6 +13,7 @@ from .config import load_settings
 from .defs import (
     assets,
     backlog,
+    dismiss,
     jobs,
     reconcile,
     replay,
@@ -34,6 +35,7 @@ defs = dg.Definitions(
     jobs=[
         jobs.requeue_stuck_webhooks,
         replay.replay_webhook_events,
+        dismiss.dismiss_webhook_events,
         reconcile.reconcile_stripe_events,
         reconcile.reconcile_monetbil_payments,
     ],

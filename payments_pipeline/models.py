@@ -13,6 +13,8 @@ from enum import StrEnum
 # The longest provider event id, event type and payment reference stored (one column width; the
 # gate and the providers refuse longer).
 KEY_LENGTH = 255
+# The longest reason a dismissal keeps (`sweep_runs.note`); `dismiss` refuses longer.
+NOTE_LENGTH = 500
 
 
 class Provider(StrEnum):
@@ -29,6 +31,9 @@ class EventStatus(StrEnum):
     PROCESSED = "processed"
     FAILED = "failed"
     DEAD = "dead"
+    # Settled by a person (`dismiss`): never processed, no effect, never swept nor counted as
+    # dead, stuck or expired.
+    DISMISSED = "dismissed"
 
 
 class GateOutcome(StrEnum):
@@ -65,6 +70,8 @@ class SweepKind(StrEnum):
 
 # The `sweep_events.reason` of an event a reconciliation recovered (it never reached the receiver).
 MISSED_DELIVERY = "missed_delivery"
+# The `sweep_events.reason` (and outcome) of an event a person settled by hand (`dismiss`).
+DISMISSED = "dismissed"
 
 
 class SweepOutcome(StrEnum):
@@ -74,6 +81,7 @@ class SweepOutcome(StrEnum):
     # becomes `dispatch_lost` after `minutes`, so the next sweep recovers it.
     DISPATCH_FAILED = "dispatch_failed"
     WOULD_DISPATCH = "would_dispatch"  # --dry-run only: would have been claimed; nothing written
+    DISMISSED = "dismissed"  # a dismissal: settled by hand, never dispatched
 
 
 class SweepStatus(StrEnum):
@@ -154,6 +162,23 @@ class EventRef:
     provider: Provider
     provider_event_id: str
     event_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventState:
+    """Where an event stands, without its payload: what a replay's report and the dead-event
+    lists show (`attempts - attempts_base`: the attempts of its current retry budget)."""
+
+    event: EventRef
+    status: EventStatus
+    attempts: int
+    attempts_base: int
+    last_error: str | None
+    updated_at: dt.datetime
+
+    @property
+    def attempts_used(self) -> int:
+        return self.attempts - self.attempts_base
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,13 +1,19 @@
-"""Audited replay: send `dead` or `processed` events round again on an operator's word.
+"""Audited replay: send `dead` or `processed` events, or expired stuck ones, round again on an
+operator's word.
 
 Replay gives the event a fresh retry budget (`attempts_base = attempts`) without lowering
 `attempts`, the fencing token. A replayed `processed` event cannot apply its payment effect twice:
-the ledger already holds it, so its handler finds nothing left to do.
+the ledger already holds it, so its handler finds nothing left to do. An expired event (stuck by
+one of the sweep's reasons, but older than its window: no sweep touches it) is replayed only when
+named by id, after a person looked at it.
 
 Every door replays through `replay_events`: the CLI (`replay EVENT_ID...`) and the Dagster job
 `replay_webhook_events` (event ids, or the dead events of a provider since a date: `select_dead`).
-Each replay is one `sweep_runs` row (who started it, the Dagster run) with one `sweep_events` row
-per event it replayed (reason `replay`); the ids it refused come back with the reason.
+A replay that sent anything round is one `sweep_runs` row (`kind = 'replay'`: who started it, the
+Dagster run) with one `sweep_events` row per event replayed (reason `replay`); the ids it refused
+come back with the reason, and a replay that refused every id writes no audit row. After the
+dispatch, each replayed event's state is read back (`ReplayResult.after`): inline, what processing
+made of it (processed, or dead again and why).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from . import store
 from .dispatch import Dispatcher
 from .models import (
     EventRef,
+    EventState,
     EventStatus,
     Provider,
     SweepKind,
@@ -30,7 +37,7 @@ from .models import (
     SweepTrigger,
     utcnow,
 )
-from .sweep import Counts, close_sweep_run
+from .sweep import Counts, SweepParams, close_sweep_run
 
 REPLAY_REASON = "replay"
 REPLAYABLE = (EventStatus.DEAD, EventStatus.PROCESSED)
@@ -38,23 +45,30 @@ REPLAYABLE = (EventStatus.DEAD, EventStatus.PROCESSED)
 
 @dataclass(frozen=True)
 class Refusal:
-    """An id a replay did not send round, and what it found instead."""
+    """An id a replay or a dismissal did not take, and what it found instead."""
 
     event_id: int
     status: EventStatus | None  # None: no event has this id
+    accepts: str = "dead, processed or expired stuck"
+    verb: str = "replayed"
 
     @property
     def why(self) -> str:
         if self.status is None:
             return "unknown event id"
-        return f"it is {self.status.value}: only dead or processed events are replayed"
+        return f"it is {self.status.value}: only {self.accepts} events are {self.verb}"
 
 
 @dataclass(frozen=True)
 class ReplayResult:
-    sweep_id: int
+    sweep_id: int | None  # None: every id was refused, nothing was written
     replayed: tuple[EventRef, ...]
     refused: tuple[Refusal, ...]
+    after: tuple[EventState, ...] = ()  # each replayed event as the dispatch left it
+
+    @property
+    def died_again(self) -> tuple[EventState, ...]:
+        return tuple(s for s in self.after if s.status is EventStatus.DEAD)
 
 
 @dataclass(frozen=True)
@@ -81,44 +95,58 @@ def select_dead(
     return DeadSelection(tuple(ids), total)
 
 
+def refusals(
+    conn: Connection, wanted: Sequence[int], taken: Sequence[int], **why: str
+) -> list[Refusal]:
+    """The ids of `wanted` not `taken`, each with the status it has (one query)."""
+    won = set(taken)
+    others = [i for i in wanted if i not in won]
+    found = store.event_statuses(conn, event_ids=others)
+    return [Refusal(i, found.get(i), **why) for i in others]
+
+
 def replay_events(
     engine: Engine,
     event_ids: Sequence[int],
     dispatcher: Dispatcher,
     *,
-    minutes: int,
+    params: SweepParams,
     trigger: SweepTrigger = SweepTrigger.CLI,
     dagster_run_id: str | None = None,
     provider: str = "all",
 ) -> ReplayResult:
     """Requeue the given events (one conditional UPDATE) and dispatch them, with an audit row.
-    `provider` is what the audit row records as the replay's scope."""
+    `params` give the audit's `minutes` and what counts as expired (the sweep's thresholds and
+    window); `provider` is what the audit row records as the replay's scope."""
     wanted = sorted(set(event_ids))
     now = utcnow()
 
-    def work(conn: Connection) -> tuple[int, list[EventRef], list[Refusal]]:
+    def work(conn: Connection) -> tuple[int | None, list[EventRef], list[Refusal]]:
+        won = store.requeue_for_replay(
+            conn, event_ids=wanted, now=now, expired=params.expired_condition(now)
+        )
+        refused = refusals(conn, wanted, won)
+        if not won:
+            return None, [], refused
         sweep_id = store.insert_sweep_run(
             conn,
             started_at=now,
             trigger=trigger.value,
             dagster_run_id=dagster_run_id,
-            minutes=minutes,
+            minutes=params.minutes,
             provider=provider,
             kind=SweepKind.REPLAY,
         )
-        won = store.requeue_for_replay(conn, event_ids=wanted, now=now)
         store.insert_sweep_events(
             conn,
             sweep_id=sweep_id,
             rows=[(i, REPLAY_REASON, SweepOutcome.DISPATCHED) for i in won],
         )
-        taken = set(won)
-        others = [i for i in wanted if i not in taken]
-        found = store.event_statuses(conn, event_ids=others)
-        refused = [Refusal(i, found.get(i)) for i in others]
         return sweep_id, store.get_event_refs(conn, event_ids=won), refused
 
     sweep_id, refs, refused = store.in_transaction(engine, work)
+    if sweep_id is None:
+        return ReplayResult(None, (), tuple(refused))
     for ref in refs:
         dispatcher.dispatch(ref)
     close_sweep_run(
@@ -127,4 +155,6 @@ def replay_events(
         status=SweepStatus.SUCCEEDED,
         counts=Counts(scanned=len(wanted), dispatched=len(refs), skipped=len(refused)),
     )
-    return ReplayResult(sweep_id, tuple(refs), tuple(refused))
+    with engine.connect() as conn:
+        after = store.get_event_states(conn, event_ids=[r.id for r in refs])
+    return ReplayResult(sweep_id, tuple(refs), tuple(refused), tuple(after))

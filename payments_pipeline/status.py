@@ -18,7 +18,15 @@ from sqlalchemy import Connection, Engine
 
 from . import store
 from .config import Settings
-from .models import PROVIDERS, EventRef, EventStatus, PaymentStatus, Provider, utcnow
+from .models import (
+    PROVIDERS,
+    EventRef,
+    EventState,
+    EventStatus,
+    PaymentStatus,
+    Provider,
+    utcnow,
+)
 
 DEAD_SHOWN = 20
 
@@ -27,6 +35,33 @@ DEAD_SHOWN = 20
 class DeadEvent:
     event: EventRef
     last_error: str | None
+
+
+@dataclass(frozen=True)
+class DeadDetail:
+    """A dead event as the audit shows it, with the cause processing recorded: a permanent
+    error (a payload no handler can read, `PermanentEventError`) makes an event dead on the
+    attempt it happened, before its budget is spent; otherwise the budget ran out."""
+
+    state: EventState
+    max_attempts: int
+
+    @property
+    def cause(self) -> str:
+        used = self.state.attempts_used
+        if used >= self.max_attempts:
+            return f"retry budget spent ({used} attempts)"
+        return f"permanent error on attempt {used}"
+
+
+def list_dead(
+    conn: Connection, providers: Sequence[Provider], *, max_attempts: int, limit: int = DEAD_SHOWN
+) -> tuple[DeadDetail, ...]:
+    """The first `limit` dead events of `providers`, by id, with their recorded cause."""
+    states = store.list_event_states(
+        conn, status=EventStatus.DEAD, providers=providers, limit=limit
+    )
+    return tuple(DeadDetail(s, max_attempts) for s in states)
 
 
 @dataclass(frozen=True)
@@ -161,6 +196,7 @@ class Backlog:
     stuck_since: dict[str, dt.datetime]  # provider -> when its longest-stuck event became stuck
     expired: dict[str, int]
     payments: dict[str, PaymentTotals] | None  # None: not read (the sensor's cheap refresh)
+    dead_events: tuple[DeadDetail, ...] = ()  # the first `DEAD_SHOWN`, by id
 
     def _seconds_since(self, times: dict[str, dt.datetime], provider: str | None) -> int:
         chosen = [t for p, t in times.items() if provider in (None, p)]
@@ -181,17 +217,19 @@ class Backlog:
         return sum(row[EventStatus.DEAD] for p, row in self.counts.items() if provider in (None, p))
 
     def numbers(self) -> dict[str, int]:
-        """Flat integer metrics, every key present whatever the state (a plot point per run)."""
+        """Flat integer metrics, every key present whatever the state (a plot point per run).
+        Ages are whole minutes: a plot of seconds climbing into the hundreds of thousands reads
+        as noise."""
         out: dict[str, int] = {
-            "longest_stuck_seconds": self.longest_stuck_seconds(),
-            "oldest_stuck_seconds": self.oldest_stuck_seconds(),
+            "longest_stuck_minutes": self.longest_stuck_seconds() // 60,
+            "oldest_stuck_minutes": self.oldest_stuck_seconds() // 60,
             "dead": self.dead(),
             "expired": sum(self.expired.values()),
             "open": sum(sum(row.values()) for row in self.counts.values()),
         }
         for p, row in self.counts.items():
-            out[f"{p}_longest_stuck_seconds"] = self.longest_stuck_seconds(p)
-            out[f"{p}_oldest_stuck_seconds"] = self.oldest_stuck_seconds(p)
+            out[f"{p}_longest_stuck_minutes"] = self.longest_stuck_seconds(p) // 60
+            out[f"{p}_oldest_stuck_minutes"] = self.oldest_stuck_seconds(p) // 60
             out |= {f"{p}_{s.value}": n for s, n in row.items()}
             out[f"{p}_expired"] = self.expired.get(p, 0)
         if self.payments is not None:
@@ -237,6 +275,7 @@ def read_backlog(
         stuck_since=since,
         expired={p.value: expired.get(p, 0) for p in PROVIDERS},
         payments=payment_totals(conn) if payments else None,
+        dead_events=list_dead(conn, PROVIDERS, max_attempts=settings.max_attempts),
     )
 
 

@@ -80,6 +80,16 @@ class SweepParams:
     def providers(self) -> tuple[Provider, ...]:
         return PROVIDERS if self.provider == ALL else (Provider(self.provider),)
 
+    def expired_condition(self, now: dt.datetime) -> Any:
+        """Stuck at `now` by one of the four reasons, but older than the window (`max_age_days`):
+        what a sweep only counts, and a person may replay or dismiss by id."""
+        return store.expired_condition(
+            now=now,
+            stuck_before=now - dt.timedelta(minutes=self.minutes),
+            stalled_before=now - dt.timedelta(minutes=self.processing_timeout_minutes),
+            created_before=now - dt.timedelta(days=self.max_age_days),
+        )
+
 
 class Candidate(NamedTuple):
     """An event and the reason it is stuck (a NamedTuple: a sweep builds 100,000s of them)."""

@@ -17,7 +17,7 @@ from payments_pipeline.cli import main
 from payments_pipeline.models import EventStatus, Provider
 
 from .conftest import EventFactory
-from .helpers import ago, fetch_event
+from .helpers import ago, fetch_event, monetbil_payload
 
 
 def _url(engine: Engine) -> str:
@@ -99,6 +99,9 @@ def test_dry_run_changes_nothing(
         (["requeue-stuck-webhooks", "--bogus"], "No such option"),
         (["replay", "abc"], "'abc' is not a valid integer"),
         (["replay"], "Missing argument"),
+        (["dismiss", "1"], "Missing option '--reason'"),
+        (["dismiss", "--reason", "dup"], "Missing argument"),
+        (["dismiss", "1", "--reason", "  "], "a dismissal needs a reason"),
         (["nope"], "No such command"),
     ],
 )
@@ -162,7 +165,7 @@ def test_unmigrated_database_says_what_to_run(
     code, _, err = _run(capsys, "requeue-stuck-webhooks")
     assert code == 1 and "run `payments-pipeline db upgrade`" in err
     code, out, _ = _run(capsys, "db", "upgrade")
-    assert code == 0 and "is at 0004" in out
+    assert code == 0 and "is at 0005" in out
     code, out, _ = _run(capsys, "--log-level", "error", "requeue-stuck-webhooks", "--json")
     assert code == 0 and json.loads(out)["total"]["scanned"] == 0
 
@@ -192,8 +195,52 @@ def test_replay_reports_and_audits(
     code, out, _ = _run(capsys, "replay", str(dead + 1000), str(dead))
     assert code == 1
     assert f"not replayed #{dead + 1000}: unknown event id" in out
-    assert f"not replayed #{dead}: it is processed: only dead or processed" not in out
+    assert f"not replayed #{dead}: it is processed: only dead, processed" not in out
     assert f"replayed #{dead}" in out  # a processed event may go round again
+
+
+def test_replay_says_what_each_event_became_and_fails_when_one_dies_again(
+    db_env: Engine, event_factory: EventFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = event_factory(
+        Provider.MONETBIL,
+        status=EventStatus.DEAD,
+        attempts=1,
+        payload=monetbil_payload("tx_bad", amount="abc"),
+    )
+    code, out, _ = _run(capsys, "replay", str(broken))
+    assert code == 1
+    assert f"replayed #{broken} monetbil" in out and ": dead (" in out
+    (run,) = _runs(db_env)
+    assert f"audit: sweep #{run.id}" in out and run.kind == "replay"
+
+
+def test_dismiss_reports_audits_and_refuses(
+    db_env: Engine, event_factory: EventFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dead = event_factory(Provider.STRIPE, status=EventStatus.DEAD, attempts=10)
+    done = event_factory(Provider.STRIPE, status=EventStatus.PROCESSED)
+    code, out, err = _run(capsys, "dismiss", str(dead), str(done), "--reason", "refunded by hand")
+    assert code == 1 and _error_lines(err) == []
+    assert f"dismissed #{dead} stripe" in out
+    why = "it is processed: only dead or expired stuck events are dismissed"
+    assert f"not dismissed #{done}: {why}" in out
+    (run,) = _runs(db_env)
+    assert f"audit: sweep #{run.id}" in out
+    assert (run.kind, run.note) == ("dismiss", "refunded by hand")
+    assert fetch_event(db_env, dead).status is EventStatus.DISMISSED
+
+    code, out, _ = _run(capsys, "dismiss", str(done), "--reason", "again")
+    assert code == 1 and "audit: none (nothing dismissed)" in out
+    assert len(_runs(db_env)) == 1  # every id refused: no audit row
+
+    code, out, _ = _run(capsys, "status")
+    assert "dismissed" in out.splitlines()[0]
+
+
+def _runs(engine: Engine) -> list[sa.Row]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.select(store.sweep_runs).order_by(store.sweep_runs.c.id)))
 
 
 def test_demo_runs_a_sweep_from_the_installed_command(tmp_path: Path) -> None:

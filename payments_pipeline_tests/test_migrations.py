@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Callable
 
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine
@@ -23,12 +24,12 @@ def test_head_matches_the_table_definitions(engine: Engine) -> None:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         diff = compare_metadata(context, store.metadata)
     assert diff == []
-    assert migrations.current_revision(engine) == migrations.head_revision() == "0004"
+    assert migrations.current_revision(engine) == migrations.head_revision() == "0005"
 
 
 def test_upgrade_twice_is_a_no_op(engine: Engine) -> None:
     migrations.upgrade(engine)
-    assert migrations.current_revision(engine) == "0004"
+    assert migrations.current_revision(engine) == "0005"
 
 
 def test_timestamps_keep_microseconds(engine: Engine, event_factory: EventFactory) -> None:
@@ -230,7 +231,7 @@ def test_0004_says_how_events_came_and_what_each_audit_row_was(
                 {"sweep_id": 2, "event_id": 1, "reason": "replay", "outcome": "dispatched"},
             ],
         )
-    migrations.upgrade(eng)
+    migrations.upgrade(eng, "0004")
     assert migrations.current_revision(eng) == "0004"
     with eng.connect() as conn:
         assert conn.execute(sa.select(store.E.received_via)).scalars().all() == ["webhook"]
@@ -247,3 +248,60 @@ def test_0004_says_how_events_came_and_what_each_audit_row_was(
         (2, "replay", None, None),
         (3, "sweep", None, None),
     ]
+
+
+def test_0005_keeps_a_note_per_audit_row_and_a_downgrade_makes_dismissed_events_dead(
+    engine_at_revision: Callable[[str], Engine],
+) -> None:
+    """Existing audit rows get no note; the status column takes `dismissed`; going back to 0004
+    turns dismissed events into `dead`, the nearest status the older code knows."""
+    eng = engine_at_revision("0004")
+    t0 = dt.datetime(2026, 12, 7, 12, 0, 0)
+    runs = sa.table(
+        "sweep_runs",
+        *(sa.column(c) for c in ("id", "started_at", "trigger", "minutes", "provider", "status")),
+    )
+    with eng.begin() as conn:
+        conn.execute(
+            runs.insert().values(
+                id=1, started_at=t0, trigger="cli", minutes=10, provider="all", status="succeeded"
+            )
+        )
+    migrations.upgrade(eng)
+    assert migrations.current_revision(eng) == "0005"
+    with eng.begin() as conn:
+        assert conn.execute(sa.select(store.sweep_runs.c.note)).scalars().all() == [None]
+        conn.execute(
+            sa.insert(store.sweep_runs).values(
+                id=2,
+                started_at=t0,
+                trigger="cli",
+                minutes=10,
+                provider="stripe",
+                status="succeeded",
+                kind="dismiss",
+                note="n" * 500,
+            )
+        )
+        conn.execute(
+            sa.insert(store.webhook_events).values(
+                provider="stripe",
+                provider_event_id="evt_settled",
+                event_type="x",
+                status="dismissed",
+                payload="{}",
+                created_at=t0,
+                updated_at=t0,
+            )
+        )
+        notes = conn.execute(
+            sa.select(store.sweep_runs.c.note).order_by(store.sweep_runs.c.id)
+        ).scalars()
+        assert list(notes) == [None, "n" * 500]
+    cfg = migrations.alembic_config()
+    with eng.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0004")
+    with eng.connect() as conn:
+        assert conn.execute(sa.select(store.E.status)).scalars().all() == ["dead"]
+        assert "note" not in {c["name"] for c in sa.inspect(conn).get_columns("sweep_runs")}

@@ -296,7 +296,7 @@ def test_every_hand_on_opens_exactly_one_attempt(
     dead = event_factory(
         status=EventStatus.DEAD, attempts=5, dispatched_at=old, processing_started_at=ago(seconds=1)
     )
-    replayed = replay_events(engine, [dead], RecordingDispatcher(), minutes=10).replayed
+    replayed = replay_events(engine, [dead], RecordingDispatcher(), params=SweepParams()).replayed
     assert [e.id for e in replayed] == [dead]
     assert start_attempt(engine, dead, settings=settings, now=old) is not None
     assert start_attempt(engine, dead, settings=settings) is None
@@ -487,10 +487,12 @@ def test_replay_of_processed_event_never_applies_twice(
     dead_id = event_factory(Provider.STRIPE, status=EventStatus.DEAD, attempts=2)
     fresh_id = event_factory(Provider.STRIPE)
     dispatcher = RecordingDispatcher()
-    result = replay_events(engine, [event_id, dead_id, fresh_id, 999_999], dispatcher, minutes=10)
+    result = replay_events(
+        engine, [event_id, dead_id, fresh_id, 999_999], dispatcher, params=SweepParams()
+    )
     assert sorted(r.id for r in result.replayed) == sorted([event_id, dead_id])
     assert [(r.event_id, r.why) for r in result.refused] == [
-        (fresh_id, "it is received: only dead or processed events are replayed"),
+        (fresh_id, "it is received: only dead, processed or expired stuck events are replayed"),
         (999_999, "unknown event id"),
     ]
     for ref in dispatcher.events:

@@ -7,11 +7,11 @@ from sqlalchemy import Engine
 from payments_pipeline import gate, status
 from payments_pipeline.config import Settings
 from payments_pipeline.dispatch import InlineDispatcher
-from payments_pipeline.models import EventStatus, Provider
+from payments_pipeline.models import PROVIDERS, EventStatus, Provider
 from payments_pipeline.providers import samples
 
 from .conftest import EventFactory
-from .helpers import ago
+from .helpers import ago, make_settings
 
 
 def test_report_counts_stuck_dead_and_expired(
@@ -75,3 +75,24 @@ def test_live_and_test_mode_payments_are_reported_apart(engine: Engine, settings
     assert report["test"]["count"] == 2 and report["test"]["by_status"]["succeeded"] == 2
     assert report["test"]["received"] == {"XAF": 500, "EUR": 700}
     assert report["live"]["received"] == {"EUR": 1000} and report["live"]["refunded"] == {}
+
+
+def test_dead_events_carry_the_cause_processing_recorded(
+    engine: Engine, event_factory: EventFactory
+) -> None:
+    """Dead on attempt 1 of 3 is a permanent error; dead after 3 of 3, a spent budget (as
+    `bury_exhausted` and the failure path leave them)."""
+    settings = make_settings(engine, max_attempts=3)
+    permanent = event_factory(Provider.MONETBIL, status=EventStatus.DEAD, attempts=1)
+    spent = event_factory(Provider.STRIPE, status=EventStatus.DEAD, attempts=3)
+    event_factory(Provider.STRIPE, status=EventStatus.FAILED, attempts=1)
+    with engine.connect() as conn:
+        dead = status.list_dead(conn, PROVIDERS, max_attempts=settings.max_attempts)
+        stripe_only = status.list_dead(conn, [Provider.STRIPE], max_attempts=3)
+        backlog = status.read_backlog(conn, settings, payments=False)
+    assert [(d.state.event.id, d.cause) for d in dead] == [
+        (permanent, "permanent error on attempt 1"),
+        (spent, "retry budget spent (3 attempts)"),
+    ]
+    assert [d.state.event.id for d in stripe_only] == [spent]
+    assert [d.state.event.id for d in backlog.dead_events] == [permanent, spent]

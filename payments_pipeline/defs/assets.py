@@ -34,8 +34,9 @@ from . import checks
 from . import metadata as md
 from .resources import PaymentsDatabase
 from .sweep_config import SweepSettings
-from .sweep_report import sweep_markdown
-from .tags import trigger_from_tags
+from .sweep_report import sweep_found, sweep_markdown
+from .tables import dead_table
+from .tags import tag_found, trigger_from_tags
 
 GROUP = "webhook_requeue"
 IO_MANAGER = "sweep_io_manager"
@@ -155,13 +156,25 @@ def requeue_sweep_summary(
     )
     with payments_db.engine.connect() as conn:  # the sweep is closed: a failure here is the check's
         dead = status.dead_counts(conn, scan.params.providers)
+        dead_events = status.list_dead(
+            conn, scan.params.providers, max_attempts=load_settings().max_attempts
+        )
         payments = status.payment_totals(conn)
     report = sweep_markdown(
-        scan, claim, dispatch, summary, engine=handed.engine, outcomes=handed.outcomes, dead=dead
+        scan,
+        claim,
+        dispatch,
+        summary,
+        engine=handed.engine,
+        outcomes=handed.outcomes,
+        dead=dead,
+        dead_events=dead_events,
     )
+    tag_found(context, sweep_found(scan, dispatch, dead))
     return dg.MaterializeResult(
         value=summary,
         metadata={"sweep": dg.MetadataValue.md(report)}
-        | md.summary_metadata(summary, dispatch, payments, scan),
+        | md.summary_metadata(summary, dispatch, payments, scan)
+        | dead_table(dead_events),
         check_results=checks.evaluate(summary, dead),
     )

@@ -26,7 +26,8 @@ CHECK_SPECS = [
     dg.AssetCheckSpec(
         "no_dead_events",
         asset=SUMMARY,
-        description="Warning: dead events (retry budget spent) waiting for a replay.",
+        description="Warning: dead events (a permanent error, or the retry budget spent) "
+        "waiting for a replay or a dismissal.",
     ),
     dg.AssetCheckSpec(
         "every_claim_dispatched",
@@ -69,7 +70,9 @@ def no_expired_stuck_events(summary: SweepSummary) -> dg.AssetCheckResult:
         dg.AssetCheckSeverity.ERROR,
         "stuck event(s) older than the window are never requeued automatically: the oldest are "
         "listed by id in the summary's `sweep` report and `expired_events` (and by "
-        "`payments-pipeline status`); settle each by hand with the provider",
+        "`payments-pipeline status`); once looked at, replay each by id (job "
+        "`replay_webhook_events`, `payments-pipeline replay ID...`) or settle it (job "
+        "`dismiss_webhook_events`, `payments-pipeline dismiss ID... --reason TEXT`)",
         "no stuck event is older than the window",
     )
 
@@ -81,9 +84,11 @@ def no_dead_events(summary: SweepSummary, dead: Mapping[Provider, int]) -> dg.As
         "dead",
         {p.value: dead.get(p, 0) for p in summary.providers},
         dg.AssetCheckSeverity.WARN,
-        "dead event(s): see why with `payments-pipeline status` (each one's last_error); once "
-        "the cause is fixed, launch the job `replay_webhook_events` (`provider`, `status: dead`, "
-        "`since`, or `event_ids`) or run `payments-pipeline replay ID...`",
+        "dead event(s): each one's cause and last_error are in the summary's `sweep` report and "
+        "`dead_events` (the first 20); once the cause is fixed, launch the job "
+        "`replay_webhook_events` (`provider`, `status: dead`, `since`, or `event_ids`) or run "
+        "`payments-pipeline replay ID...`; if they need no processing, settle them with the job "
+        "`dismiss_webhook_events`",
         "no dead events",
     )
 

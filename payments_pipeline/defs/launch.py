@@ -1,9 +1,11 @@
-"""The CLI's door into Dagster: run the sweep job in this process, against a Dagster instance.
+"""The CLI's door into Dagster: run the sweep, replay and dismiss jobs in this process, against a
+Dagster instance.
 
-`payments-pipeline requeue-stuck-webhooks` (with `DAGSTER_HOME` set) and `payments-pipeline demo`
-import this lazily, so the CLI never imports Dagster itself. The run carries
-`payments_pipeline/trigger=cli` and shows in the UI like any other; the summary comes back from the
-run's own output (`requeue_sweep_summary`), so the CLI prints exactly what the core built.
+`payments-pipeline requeue-stuck-webhooks`, `replay` and `dismiss` (with `DAGSTER_HOME` set) and
+`payments-pipeline demo` import this lazily, so the CLI never imports Dagster itself. The run
+carries `payments_pipeline/trigger=cli` and shows in the UI like any other, with the audit row it
+wrote; the result comes back from the run's own output (`requeue_sweep_summary`,
+`replay_events`, `dismiss_events`), so the CLI prints exactly what the core built.
 
 `execute_in_process` does not go through the run queue, so the instance's one-sweep-at-a-time
 limit does not cover it: this module refuses to start while a sweep run is queued or in progress.
@@ -11,9 +13,13 @@ limit does not cover it: this module refuses to start while a sweep run is queue
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import shlex
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +29,10 @@ import sqlalchemy as sa
 from .. import store
 from ..config import load_settings
 from ..definitions import defs
+from ..dismiss import DismissResult
+from ..replay import ReplayResult
 from ..sweep import SweepParams, SweepSummary
+from . import dismiss, replay
 from .jobs import JOB_NAME, active_sweep_runs, describe_run
 from .resources import sweep_run_config
 from .tags import TRIGGER_TAG
@@ -64,6 +73,13 @@ def ui_command(dagster_home: Path, database_url: str) -> str:
 
 def _run_config(params: SweepParams, database_url: str, log_level: str) -> dict[str, Any]:
     config = sweep_run_config(minutes=params.minutes, provider=params.provider)
+    return _with_database_and_loggers(config, database_url, log_level)
+
+
+def _with_database_and_loggers(
+    config: dict[str, Any], database_url: str, log_level: str
+) -> dict[str, Any]:
+    config.setdefault("resources", {})
     if sa.make_url(store.normalize_url(database_url)).password is None:
         # Says on the run page which database was swept. A URL with a password never goes into
         # the run config (the instance stores it): `payments_db` reads it through EnvVar.
@@ -126,3 +142,62 @@ def _first_error(result: dg.ExecuteInProcessResult) -> str:
 def _one_line(message: str) -> str:
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
     return " ".join(lines[:2]) if lines else "unknown error"
+
+
+def run_replay_job(
+    dagster_home: Path, *, database_url: str, event_ids: Sequence[int], log_level: str = "info"
+) -> ReplayResult:
+    """`payments-pipeline replay ID...` as a run of `replay_webhook_events`.
+
+    Its run config is the job's flat mapping (`event_ids`), which has no `resources` nor
+    `loggers` keys: the database comes through PAYMENTS_DATABASE_URL (set here to the CLI's own
+    resolved URL, as `payments_db` reads it), and Dagster's console lines are kept off stderr
+    unless --log-level debug (the core's own log lines still reach it)."""
+    os.environ["PAYMENTS_DATABASE_URL"] = database_url
+    quiet = log_level.upper() != "DEBUG"
+    config = replay.replay_run_config(event_ids=event_ids)
+    with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
+        result = _execute(dagster_home, replay.JOB_NAME, config)
+    found: ReplayResult = result.output_for_node(replay.OP_NAME)
+    return found
+
+
+def run_dismiss_job(
+    dagster_home: Path,
+    *,
+    database_url: str,
+    event_ids: Sequence[int],
+    reason: str,
+    log_level: str = "info",
+) -> DismissResult:
+    """`payments-pipeline dismiss ID... --reason TEXT` as a run of `dismiss_webhook_events`."""
+    config = dismiss.dismiss_run_config(event_ids=list(event_ids), reason=reason)
+    result = _execute(
+        dagster_home,
+        dismiss.JOB_NAME,
+        _with_database_and_loggers(config, database_url, log_level),
+    )
+    found: DismissResult = result.output_for_node(dismiss.OP_NAME)
+    return found
+
+
+def _execute(
+    dagster_home: Path, job_name: str, run_config: dict[str, Any]
+) -> dg.ExecuteInProcessResult:
+    """One in-process run of `job_name` on the instance at `dagster_home`, triggered `cli`."""
+    if not dagster_home.is_dir():
+        raise LaunchError(f"DAGSTER_HOME={dagster_home} is not a directory")
+    job = defs.resolve_job_def(job_name)
+    with dg.DagsterInstance.from_config(str(dagster_home.resolve())) as instance:
+        try:
+            result = job.execute_in_process(
+                run_config=run_config,
+                instance=instance,
+                tags={TRIGGER_TAG: "cli"},
+                raise_on_error=False,
+            )
+        except dg.DagsterInvalidConfigError as exc:
+            raise LaunchError(f"the run config was refused: {_one_line(str(exc))}") from None
+    if not result.success:
+        raise LaunchError(f"{job_name} run {result.run_id} failed: {_first_error(result)}")
+    return result

@@ -19,6 +19,7 @@ replayed and what it refused, and why, in one Markdown entry (`report`) and two 
 """
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,8 +33,8 @@ from ..replay import DeadSelection, Refusal, ReplayResult, replay_events, select
 from ..sweep import SweepParams
 from .resources import PaymentsDatabase
 from .sweep_config import PROVIDER_ENUM, AtLeastOne
-from .tables import table
-from .tags import trigger_from_tags
+from .tables import cell, table
+from .tags import tag_found, trigger_from_tags
 
 JOB_NAME = "replay_webhook_events"
 OP_NAME = "replay_events"
@@ -120,8 +121,10 @@ def replay_run_config(
     return {"provider": provider, "status": "dead", "since": since}
 
 
-@dg.op(name=OP_NAME, config_schema=_SCHEMA, out=dg.Out(dg.Nothing))
-def replay_events_op(context: dg.OpExecutionContext, payments_db: PaymentsDatabase) -> None:
+@dg.op(name=OP_NAME, config_schema=_SCHEMA, out=dg.Out(io_manager_key="sweep_io_manager"))
+def replay_events_op(
+    context: dg.OpExecutionContext, payments_db: PaymentsDatabase
+) -> dg.Output[ReplayResult]:
     """Replays the events the run config names, through PAYMENTS_DISPATCH, audited."""
     config = context.op_config
     settings = load_settings()
@@ -143,16 +146,20 @@ def replay_events_op(context: dg.OpExecutionContext, payments_db: PaymentsDataba
         engine,
         wanted,
         dispatcher,
-        minutes=settings.stuck_requeue_minutes,
+        params=SweepParams.from_settings(settings),
         trigger=trigger_from_tags(context.run.tags),
         dagster_run_id=context.run.run_id,
         provider=provider,
     )
     outcomes = getattr(dispatcher, "outcomes", None)  # inline only: it processed them
+    audit = f"sweep #{result.sweep_id}" if result.sweep_id is not None else "no audit row"
     context.log.info(
-        f"replay (sweep #{result.sweep_id}, {scope}): {len(result.replayed)} replayed via "
-        f"{settings.dispatch.value}, {len(result.refused)} refused"
+        f"replay ({audit}, {scope}): {len(result.replayed)} replayed via "
+        f"{settings.dispatch.value}, {len(result.died_again)} dead again, "
+        f"{len(result.refused)} refused"
     )
+    for state in result.died_again[:SHOWN]:
+        context.log.warning(f"#{state.event.id} died again: {state.last_error}")
     for refusal in result.refused[:SHOWN]:
         context.log.warning(f"not replayed #{refusal.event_id}: {refusal.why}")
     if selection is not None and selection.left_out:
@@ -160,9 +167,20 @@ def replay_events_op(context: dg.OpExecutionContext, payments_db: PaymentsDataba
             f"{selection.left_out} more dead event(s) match: not replayed by this run "
             f"(limit {config['limit']}); launch it again"
         )
-    context.add_output_metadata(
-        replay_metadata(result, scope, settings.dispatch, outcomes, selection)
+    tag_found(context, replay_found(result))
+    return dg.Output(
+        result, metadata=replay_metadata(result, scope, settings.dispatch, outcomes, selection)
     )
+
+
+def replay_found(result: ReplayResult) -> str:
+    """The run's `payments_pipeline/found` tag: what a person reads in the Runs list."""
+    parts = [f"{len(result.replayed)} replayed" if result.replayed else "nothing replayed"]
+    if result.died_again:
+        parts.append(f"{len(result.died_again)} dead again")
+    if result.refused:
+        parts.append(f"{len(result.refused)} refused")
+    return ", ".join(parts)
 
 
 def replay_metadata(
@@ -172,39 +190,55 @@ def replay_metadata(
     outcomes: Mapping[ProcessOutcome, int] | None,
     selection: DeadSelection | None,
 ) -> dict[str, Any]:
-    """The run page of a replay: counts Dagster plots, the Markdown report, the two tables."""
+    """The run page of a replay: the Markdown report, the counts, the two tables."""
     left_out = selection.left_out if selection is not None else 0
     processed = {}
     if outcomes is not None:
         processed = {f"processing_{o.value}": outcomes.get(o, 0) for o in ProcessOutcome}
     return {
         "report": dg.MetadataValue.md(replay_markdown(result, scope, engine, outcomes, left_out)),
-        "sweep_id": result.sweep_id,
+        "sweep_id": dg.MetadataValue.text(str(result.sweep_id or "none")),
         "replayed": len(result.replayed),
+        "dead_again": len(result.died_again),
         "refused": len(result.refused),
         "left_out": left_out,
         "engine": dg.MetadataValue.text(engine.value),
         **processed,
-        "replayed_events": _replayed_table(result.replayed),
+        "replayed_events": _replayed_table(result),
         "refused_events": _refused_table(result.refused),
     }
 
 
-def _replayed_table(refs: Sequence[EventRef]) -> Any:
+def _outcomes(result: ReplayResult) -> list[tuple[EventRef, str, str]]:
+    """Each replayed event with what it is now and its `last_error` (empty when none)."""
+    after = {s.event.id: s for s in result.after}
+    rows = []
+    for ref in result.replayed:
+        state = after.get(ref.id)
+        status = state.status.value if state is not None else "unknown"
+        rows.append((ref, status, (state.last_error if state is not None else None) or ""))
+    return rows
+
+
+def _replayed_table(result: ReplayResult) -> Any:
     rows = [
         {
             "id": r.id,
             "provider": r.provider.value,
             "provider_event_id": r.provider_event_id,
             "event_type": r.event_type,
+            "outcome": outcome,
+            "last_error": error,
         }
-        for r in refs[:SHOWN]
+        for r, outcome, error in _outcomes(result)[:SHOWN]
     ]
     columns = [
         ("id", "int"),
         ("provider", "string"),
         ("provider_event_id", "string"),
         ("event_type", "string"),
+        ("outcome", "string"),
+        ("last_error", "string"),
     ]
     return table(rows, columns)
 
@@ -221,45 +255,58 @@ def replay_markdown(
     outcomes: Mapping[ProcessOutcome, int] | None,
     left_out: int,
 ) -> str:
-    replayed, refused = len(result.replayed), len(result.refused)
+    replayed, refused, dead = len(result.replayed), len(result.refused), len(result.died_again)
     lines = []
-    if refused or left_out:
-        lines.append(
-            "**ATTENTION**: "
-            + "; ".join(
-                part
-                for part in (
-                    f"{refused} id(s) refused (below, with why)" if refused else "",
-                    f"{left_out} more event(s) match, not replayed (limit): launch again"
-                    if left_out
-                    else "",
-                )
-                if part
-            )
-        )
-        lines.append("")
-    lines.append(
-        f"**Replayed {replayed}** ({scope}) via `{engine.value}`; "
+    attention = [
+        f"{dead} replayed event(s) died again (below, with last_error)" if dead else "",
+        f"{refused} id(s) refused (below, with why)" if refused else "",
+        f"{left_out} more event(s) match, not replayed (limit): launch again" if left_out else "",
+    ]
+    if any(attention):
+        lines += ["**ATTENTION**: " + "; ".join(a for a in attention if a), ""]
+    asked = replayed + refused
+    audit = (
         f"audit: sweep #{result.sweep_id} (`sweep_events where sweep_id = {result.sweep_id}`)."
+        if result.sweep_id is not None
+        else "no audit row: nothing was replayed."
     )
+    lines.append(
+        f"**Replayed {replayed}** of {asked} asked ({scope}) via `{engine.value}`; {audit}"
+    )
+    if refused:
+        whys = Counter(r.why for r in result.refused)
+        lines.append(
+            f"**Refused {refused}**: " + "; ".join(f"{n} {why}" for why, n in whys.items()) + "."
+        )
     if outcomes:
         done = ", ".join(f"{n} {o.value}" for o, n in sorted(outcomes.items()) if n)
         lines.append(f"Processed here (inline): {done}.")
     elif replayed:
         lines.append(f"Handed on to the `{engine.value}` engine's workers.")
     if replayed:
-        lines += ["", "| id | provider | event | type |", "| --- | --- | --- | --- |"]
         lines += [
-            f"| {r.id} | {r.provider.value} | `{r.provider_event_id}` | {r.event_type} |"
-            for r in result.replayed[:SHOWN]
+            "",
+            "| id | provider | event | type | outcome | last_error |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {r.id} | {r.provider.value} | `{r.provider_event_id}` | {r.event_type} | "
+            f"{outcome} | {cell(error)} |"
+            for r, outcome, error in _outcomes(result)[:SHOWN]
         ]
         if replayed > SHOWN:
             lines.append(f"\n{SHOWN} of {replayed} shown (lowest ids first).")
     if refused:
-        lines += ["", f"**Refused {refused}**", "", "| id | why |", "| --- | --- |"]
+        lines += ["", "| refused id | why |", "| --- | --- |"]
         lines += [f"| {r.event_id} | {r.why} |" for r in result.refused[:SHOWN]]
         if refused > SHOWN:
             lines.append(f"\n{SHOWN} of {refused} shown.")
+    if dead:
+        lines += [
+            "",
+            "**What to do next**: fix what each `last_error` names, then replay them again, or "
+            "settle them by hand with the job `dismiss_webhook_events` (`event_ids`, `reason`).",
+        ]
     if not replayed and not refused:
         lines.append("Nothing matched: no event was replayed.")
     return "\n".join(lines)

@@ -2,7 +2,8 @@
 the `webhook_backlog` asset kept fresh between sweeps.
 
 Events become stuck by time passing (a claim whose processing never started, a worker that died),
-not by a write, so the cursor is a time: `{"checked_until": ...}`, the `now` of the last tick.
+not by a write, so the cursor is a time: `{"checked_until": "...Z", "backlog": ...}`, the `now`
+of the last tick (UTC) and the digest of the backlog it last reported.
 Each tick counts the events that became stuck in `(checked_until, now]` with one index-served
 query (`status.newly_stuck`: its cost follows the rows found, not the table), then requests
 one sweep scoped to the providers concerned, or says what it saw. The run key is built from the
@@ -31,11 +32,15 @@ SAW_TAG = "payments_pipeline/sensor_saw"
 
 
 def read_cursor(cursor: str | None) -> dt.datetime | None:
-    """The end of the last window; None on the first tick (or an unreadable cursor)."""
+    """The end of the last window (naive UTC); None on the first tick (or an unreadable cursor).
+    Cursors written before the time carried its `Z` read the same."""
     try:
-        return dt.datetime.fromisoformat(json.loads(cursor or "")["checked_until"])
+        moment = dt.datetime.fromisoformat(json.loads(cursor or "")["checked_until"])
     except (ValueError, KeyError, TypeError):
         return None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
+    return moment
 
 
 def reported_backlog(cursor: str | None) -> str | None:
@@ -66,11 +71,11 @@ def build_sensor(settings: Settings) -> dg.SensorDefinition:
         with payments_db.engine.connect() as conn:
             seen = status.newly_stuck(conn, tick, since=since, now=now)
             backlog = status.read_backlog(conn, tick, now=now, payments=False)
-        backlog_digest = digest(backlog)
+        backlog_digest = digest(backlog, tick.stuck_requeue_minutes)
         events = []
         if backlog_digest != reported_backlog(context.cursor):
             events = refresh_events(backlog, tick.stuck_requeue_minutes)
-        cursor = json.dumps({"checked_until": now.isoformat(), "backlog": backlog_digest})
+        cursor = json.dumps({"checked_until": f"{now.isoformat()}Z", "backlog": backlog_digest})
         counts = {p: sum(s.count for s in seen if s.provider is p) for p in PROVIDERS}
         saw = ", ".join(f"{p.value} {n}" for p, n in counts.items())
         window = f"since {since.isoformat()}Z" if since else "(first look)"

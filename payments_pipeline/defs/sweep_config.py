@@ -45,7 +45,7 @@ class AtLeastOne(dg.ScalarUnion):
     resolves the run config in the code location (`execute_in_process`; a launch from the launchpad
     or the GraphQL API, which asks the code location for the execution plan first), before any run
     is created: `DagsterInvalidConfigError`. The launchpad's as-you-type check reads the schema
-    alone, so it flags `minutes: 0` only when "Launch Run" is pressed.
+    alone, so it flags `minutes: 0` only when "Materialize" is pressed.
     """
 
     def __init__(self, what: str, key: str) -> None:

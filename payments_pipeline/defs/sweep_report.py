@@ -9,13 +9,16 @@ that the sweep itself ran (a failed check does not fail the run).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from ..models import DispatchMode, ProcessOutcome, Provider, SweepReason
+from ..status import DeadDetail
 from ..sweep import EXPIRED_SHOWN, ClaimResult, DispatchResult, Scan, SweepSummary
 from .metadata import SKIPPED_WHY
+from .tables import cell
 
 REPLAY_JOB = "replay_webhook_events"
+DISMISS_JOB = "dismiss_webhook_events"
 
 
 def _by_reason(counter: Counter[SweepReason]) -> str:
@@ -27,6 +30,16 @@ def _ids(ids: list[int], cap: int = 20) -> str:
     return shown + (f" and {len(ids) - cap} more" if len(ids) > cap else "")
 
 
+def sweep_found(scan: Scan, dispatch: DispatchResult, dead: Mapping[Provider, int]) -> str:
+    """The run's `payments_pipeline/found` tag: `3 stuck, 2 dead, 1 expired` (and what could not
+    be dispatched), zeros included so every sweep in the Runs list reads the same way."""
+    found = (
+        f"{len(scan.candidates)} stuck, {sum(dead.values())} dead, "
+        f"{sum(scan.expired.values())} expired"
+    )
+    return found + (f", {len(dispatch.failed)} not dispatched" if dispatch.failed else "")
+
+
 def sweep_markdown(
     scan: Scan,
     claim: ClaimResult,
@@ -36,6 +49,7 @@ def sweep_markdown(
     engine: DispatchMode,
     outcomes: Mapping[ProcessOutcome, int] | None,
     dead: Mapping[Provider, int],
+    dead_events: Sequence[DeadDetail] = (),
 ) -> str:
     params = scan.params
     found = Counter(c.reason for c in scan.candidates)
@@ -95,15 +109,32 @@ def sweep_markdown(
     dead_line = f"- **Dead {dead_total}**"
     if dead_total:
         per = ", ".join(f"{n} {p.value}" for p, n in dead.items() if n)
-        dead_line += f" ({per}): retry budget spent, no sweep touches them again"
+        dead_line += f" ({per}): no sweep touches them again; each one's recorded cause"
+        if dead_total > len(dead_events):
+            dead_line += f" (the first {len(dead_events)} by id)"
+        dead_line += ":"
     lines.append(dead_line)
+    if dead_events:
+        lines += [
+            "",
+            "| id | provider | event | attempts | cause | last_error | died (UTC) |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {d.state.event.id} | {d.state.event.provider.value} | "
+            f"`{d.state.event.provider_event_id}` | {d.state.attempts_used} | {d.cause} | "
+            f"{cell(d.state.last_error)} | {d.state.updated_at:%Y-%m-%d %H:%M} |"
+            for d in dead_events
+        ]
+        lines.append("")
 
     lines += ["", "**What to do next**", ""]
     todo = []
     if expired:
         todo.append(
-            "Expired: look at each event above (`payments-pipeline status` lists them too) and "
-            "settle it by hand with the provider; no sweep will requeue it."
+            "Expired: look at each event above (`payments-pipeline status` lists them too); no "
+            f"sweep will requeue it. Once looked at, send it round again with `{REPLAY_JOB}` "
+            f"(`event_ids: [...]`), or settle it with `{DISMISS_JOB}` (`event_ids`, `reason`)."
         )
     if failed_ids:
         todo.append(
@@ -114,9 +145,10 @@ def sweep_markdown(
         providers = [p.value for p, n in dead.items() if n]
         which = providers[0] if len(providers) == 1 else "all"
         todo.append(
-            f"Dead: fix their cause (each one's `last_error`: `payments-pipeline status`), then "
-            f"launch the job `{REPLAY_JOB}` with `provider: {which}`, `status: dead`, `since: "
-            f"<date>` (or `event_ids: [...]`), or run `payments-pipeline replay ID...`."
+            f"Dead: fix their cause (each one's `last_error`, above), then launch the job "
+            f"`{REPLAY_JOB}` with `provider: {which}`, `status: dead`, `since: <date>` (or "
+            f"`event_ids: [...]`), or run `payments-pipeline replay ID...`; or, when they need "
+            f"no processing, settle them with the job `{DISMISS_JOB}` (`event_ids`, `reason`)."
         )
     if not todo:
         todo.append("Nothing: every stuck event found was handed on.")

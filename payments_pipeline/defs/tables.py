@@ -15,6 +15,7 @@ from typing import Any
 import dagster as dg
 
 from ..models import SweepOutcome, SweepReason
+from ..status import DeadDetail
 from ..sweep import SweepSummary
 
 _OUTCOMES = (SweepOutcome.DISPATCHED, SweepOutcome.SKIPPED, SweepOutcome.DISPATCH_FAILED)
@@ -40,3 +41,41 @@ def summary_tables(summary: SweepSummary) -> dict[str, Any]:
         "summary": table(per_provider, [("provider", "string"), *_COUNT_COLUMNS]),
         "reasons": table(why, [("reason", "string"), *((o.value, "int") for o in _OUTCOMES)]),
     }
+
+
+_DEAD_COLUMNS = (
+    ("id", "int"),
+    ("provider", "string"),
+    ("provider_event_id", "string"),
+    ("event_type", "string"),
+    ("attempts", "int"),
+    ("cause", "string"),
+    ("last_error", "string"),
+    ("died_at", "string"),
+)
+
+
+def dead_table(dead: Sequence[DeadDetail]) -> dict[str, Any]:
+    """`dead_events`: the first dead events by id, with the recorded cause and `last_error` (what
+    to fix before a replay), only when there are some."""
+    if not dead:
+        return {}
+    rows = [
+        {
+            "id": d.state.event.id,
+            "provider": d.state.event.provider.value,
+            "provider_event_id": d.state.event.provider_event_id,
+            "event_type": d.state.event.event_type,
+            "attempts": d.state.attempts_used,
+            "cause": d.cause,
+            "last_error": d.state.last_error or "",
+            "died_at": f"{d.state.updated_at:%Y-%m-%d %H:%M}Z",
+        }
+        for d in dead
+    ]
+    return {"dead_events": table(rows, _DEAD_COLUMNS)}
+
+
+def cell(text: str | None) -> str:
+    """A Markdown table cell: a `|` or a line break would end it early."""
+    return (text or "").replace("|", "\\|").replace("\n", " ")

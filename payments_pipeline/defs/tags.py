@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from ..models import SweepTrigger
 
@@ -21,6 +22,8 @@ TRIGGER_TAG = "payments_pipeline/trigger"
 RECONCILE_TAG = "payments_pipeline/reconcile"
 SCHEDULE_NAME_TAG = "dagster/schedule_name"
 SENSOR_NAME_TAG = "dagster/sensor_name"
+# What a run found, added as it ends (`3 stuck, 2 dead, 1 expired`): the Runs list shows it.
+FOUND_TAG = "payments_pipeline/found"
 
 
 def trigger_from_tags(tags: Mapping[str, str]) -> SweepTrigger:
@@ -33,3 +36,10 @@ def trigger_from_tags(tags: Mapping[str, str]) -> SweepTrigger:
         return SweepTrigger(tags.get(TRIGGER_TAG, SweepTrigger.UI.value))
     except ValueError:  # a hand-written tag we do not know: still a person's launch
         return SweepTrigger.UI
+
+
+def tag_found(context: Any, found: str) -> None:
+    """Add `payments_pipeline/found` to the running run (an op's or an asset's `context`): a tag
+    added to a run is shown in the Runs list, where a person looks first, unlike a step's
+    metadata or a check's result."""
+    context.instance.add_run_tags(context.run.run_id, {FOUND_TAG: found})

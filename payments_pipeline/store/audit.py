@@ -31,8 +31,10 @@ def insert_sweep_run(
     provider: str,
     kind: SweepKind = SweepKind.SWEEP,
     window: tuple[dt.datetime, dt.datetime] | None = None,
+    note: str | None = None,
 ) -> int:
-    """Open an audit row (`status = running`); `window`: a reconciliation's listed window."""
+    """Open an audit row (`status = running`); `window`: a reconciliation's listed window;
+    `note`: why a person ran it (a dismissal's reason)."""
     window_start, window_end = window or (None, None)
     result = conn.execute(
         sa.insert(sweep_runs).values(
@@ -45,6 +47,7 @@ def insert_sweep_run(
             kind=kind.value,
             window_start=window_start,
             window_end=window_end,
+            note=note,
         )
     )
     key = result.inserted_primary_key

@@ -102,7 +102,8 @@ _CLAIM_UNDISPATCHED = (
     .where(
         E.id == sa.bindparam("event_id"),
         E.dispatched_at.is_(None),
-        E.status != EventStatus.PROCESSED.value,
+        # A settled event is never handed on again (a late duplicate of a dismissed one).
+        E.status.not_in((EventStatus.PROCESSED.value, EventStatus.DISMISSED.value)),
     )
     .values(
         dispatched_at=sa.bindparam("at"),
@@ -333,12 +334,20 @@ def mark_failed(
 
 
 def requeue_for_replay(
-    conn: Connection, *, event_ids: Sequence[int], now: dt.datetime
+    conn: Connection,
+    *,
+    event_ids: Sequence[int],
+    now: dt.datetime,
+    expired: ColumnElement[bool] | None = None,
 ) -> list[int]:
-    """Send `dead`/`processed` events round again: a fresh retry budget, dispatched now."""
+    """Send `dead`/`processed` events (and those matching `expired`: stuck events older than the
+    sweeps' window, named by id) round again: a fresh retry budget, dispatched now. A stalled
+    `processing` row goes back to `received`, so its stale worker's fenced commit finds it gone."""
     if not event_ids:
         return []
-    cond = E.status.in_((EventStatus.DEAD.value, EventStatus.PROCESSED.value))
+    cond: ColumnElement[bool] = E.status.in_((EventStatus.DEAD.value, EventStatus.PROCESSED.value))
+    if expired is not None:
+        cond = sa.or_(cond, expired)
     values = {
         "status": EventStatus.RECEIVED.value,
         "attempts_base": E.attempts,
@@ -347,6 +356,24 @@ def requeue_for_replay(
         "last_error": None,
         "updated_at": now,
         **OPENS_AN_ATTEMPT,
+    }
+    return backend_for(conn).update_ids_returning(conn, event_ids, cond, values)
+
+
+def dismiss(
+    conn: Connection, *, event_ids: Sequence[int], expired: ColumnElement[bool], now: dt.datetime
+) -> list[int]:
+    """Settle by hand the `dead` events and those matching `expired` among `event_ids`: status
+    `dismissed` (no effect, never swept), in one conditional UPDATE; the ids it changed. A row
+    that moved meanwhile (a sweep, a replay, a worker) no longer matches and is left alone; a
+    stalled worker's fenced commit finds its attempt gone. `last_error` stays: why it failed."""
+    if not event_ids:
+        return []
+    cond = sa.or_(E.status == EventStatus.DEAD.value, expired)
+    values = {
+        "status": EventStatus.DISMISSED.value,
+        "next_attempt_at": None,
+        "updated_at": now,
     }
     return backend_for(conn).update_ids_returning(conn, event_ids, cond, values)
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import ColumnElement, Connection, func
 
 from ..models import (
     EventRef,
+    EventState,
     EventStatus,
     Provider,
 )
@@ -60,6 +62,42 @@ def list_event_refs(
         .limit(limit)
     )
     return [(ref_from_row(r), r.last_error) for r in rows]
+
+
+_STATE_COLUMNS = (*REF_COLUMNS, E.status, E.attempts, E.attempts_base, E.last_error, E.updated_at)
+
+
+def _state(row: Any) -> EventState:
+    return EventState(
+        ref_from_row(row),
+        EventStatus(row.status),
+        int(row.attempts),
+        int(row.attempts_base),
+        row.last_error,
+        row.updated_at,
+    )
+
+
+def list_event_states(
+    conn: Connection, *, status: EventStatus, providers: Sequence[Provider], limit: int
+) -> list[EventState]:
+    """The first `limit` events of `providers` in `status`, by id (the dead events a sweep's
+    report and the backlog list): a range of the status-led indexes."""
+    rows = conn.execute(
+        sa.select(*_STATE_COLUMNS)
+        .where(E.status == status.value, E.provider.in_([p.value for p in providers]))
+        .order_by(E.id)
+        .limit(limit)
+    )
+    return [_state(r) for r in rows]
+
+
+def get_event_states(conn: Connection, *, event_ids: Sequence[int]) -> list[EventState]:
+    """Where each of `event_ids` stands now, in id order (a replay's outcome per event)."""
+    if not event_ids:
+        return []
+    rows = conn.execute(sa.select(*_STATE_COLUMNS).where(E.id.in_(list(event_ids))).order_by(E.id))
+    return [_state(r) for r in rows]
 
 
 # --- receiver ------------------------------------------------------------------------------------

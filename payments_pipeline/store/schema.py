@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.schema import SchemaItem
 
-from ..models import KEY_LENGTH
+from ..models import KEY_LENGTH, NOTE_LENGTH
 
 metadata = sa.MetaData()
 
@@ -106,6 +106,8 @@ sweep_runs = _table(
     sa.Column("kind", sa.String(16), nullable=False, server_default="sweep"),
     sa.Column("window_start", TS),
     sa.Column("window_end", TS),
+    # Why a person ran it: a dismissal's reason (NULL for the other kinds).
+    sa.Column("note", sa.String(NOTE_LENGTH)),
     sa.Index("ix_sweep_runs_started_at", "started_at"),
 )
 

@@ -148,6 +148,19 @@ def any_stuck_condition(
     return sa.or_(*(STUCK_REASONS[r].condition(at) for r in SweepReason))
 
 
+def expired_condition(
+    *,
+    now: dt.datetime,
+    stuck_before: dt.datetime,
+    stalled_before: dt.datetime,
+    created_before: dt.datetime,
+) -> ColumnElement[bool]:
+    """Stuck for any reason but created before the sweeps' window: what no sweep touches, and what
+    only a person settles (a replay or a dismissal by id)."""
+    stuck = any_stuck_condition(now=now, stuck_before=stuck_before, stalled_before=stalled_before)
+    return sa.and_(stuck, E.created_at < created_before)
+
+
 # --- webhook events: the sweep -------------------------------------------------------------------
 
 

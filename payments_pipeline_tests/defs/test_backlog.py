@@ -3,6 +3,7 @@ and the sensor's refresh when the numbers change."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -12,9 +13,9 @@ from sqlalchemy import Engine
 
 from payments_pipeline import status
 from payments_pipeline.config import load_settings
-from payments_pipeline.defs.backlog import webhook_backlog
+from payments_pipeline.defs.backlog import digest, webhook_backlog
 from payments_pipeline.defs.resources import build_resources, sweep_run_config
-from payments_pipeline.models import EventStatus, Provider
+from payments_pipeline.models import EventStatus, Provider, utcnow
 
 from ..conftest import EventFactory
 from ..helpers import ago, make_settings
@@ -51,18 +52,20 @@ def test_the_backlog_counts_what_is_not_done_and_how_long_it_has_been_stuck(
     assert numbers["expired"] == 1 and numbers["stripe_expired"] == 1
     # inside the window, the stripe event lost 40 minutes ago has been stuck 30 (minutes=10);
     # the one created 9 days ago is expired, not counted here
-    assert numbers["longest_stuck_seconds"] == pytest.approx(30 * 60, abs=30)
-    assert numbers["stripe_oldest_stuck_seconds"] == pytest.approx(9 * 86400, abs=60)
+    # (ages in whole minutes)
+    assert numbers["longest_stuck_minutes"] in (29, 30)
+    assert numbers["stripe_oldest_stuck_minutes"] in (9 * 1440 - 1, 9 * 1440)
     # monetbil: stuck since its backoff ended, not since it was created
-    assert numbers["monetbil_longest_stuck_seconds"] == pytest.approx(300, abs=30)
-    assert numbers["monetbil_oldest_stuck_seconds"] == pytest.approx(3 * 3600, abs=60)
+    assert numbers["monetbil_longest_stuck_minutes"] in (4, 5)
+    assert numbers["monetbil_oldest_stuck_minutes"] in (179, 180)
+    assert not any(k.endswith("_seconds") for k in numbers)
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_every_sweep_refreshes_the_backlog_and_its_check(
     db_env: Engine, event_factory: EventFactory, instance: dg.DagsterInstance
 ) -> None:
-    event_factory(Provider.MONETBIL, status=EventStatus.DEAD, attempts=5)
+    dead = event_factory(Provider.MONETBIL, status=EventStatus.DEAD, attempts=5)
     result = execute_sweep(instance, minutes=10)
     assert result.success
     (materialization,) = [
@@ -72,6 +75,13 @@ def test_every_sweep_refreshes_the_backlog_and_its_check(
     ]
     meta = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
     assert meta["dead"] == 1 and meta["refreshed_by"] == "sweep"
+    (row,) = [r.data for r in meta["dead_events"].records]
+    assert (row["id"], row["provider"], row["attempts"], row["cause"]) == (
+        dead,
+        "monetbil",
+        5,
+        "permanent error on attempt 5",  # 5 of the default 10: not the budget
+    )
     assert meta["payments_live"] == 0 and meta["payments_test"] == 0
     (check,) = [
         e.event_specific_data
@@ -98,7 +108,10 @@ def test_the_check_warns_when_an_event_stays_stuck_past_twice_the_minutes(
     (check,) = result.get_asset_check_evaluations()
     assert check.check_name == "backlog_keeps_up" and not check.passed
     assert check.description is not None
-    assert "more than twice the sweep's minutes (1200 s; monetbil 15" in check.description
+    assert "more than twice the sweep's minutes (20 min; monetbil 2" in check.description
+    (materialization,) = result.get_asset_materialization_events()
+    refreshed = materialization.materialization.metadata["refreshed_by"]
+    assert refreshed == dg.TextMetadataValue("materialize")  # not a sweep: said so
     assert "payments-pipeline status" in check.description
 
 
@@ -127,3 +140,24 @@ def test_the_sensor_reports_the_backlog_when_it_changes_and_only_then(
     (materialization, evaluation) = _backlog_events(changed)
     assert materialization.metadata["dead"] == dg.IntMetadataValue(1)
     assert evaluation.passed
+
+
+def test_the_sensor_reports_a_growing_age_only_when_it_crosses_a_threshold(
+    engine: Engine, event_factory: EventFactory
+) -> None:
+    """With minutes=10 the thresholds are 20 min (the check's limit), 1 h, 6 h, 1 day, 1 week:
+    an age growing by a minute is no news, crossing one is."""
+    settings = make_settings(engine)
+    event_factory(Provider.STRIPE, dispatched_at=ago(minutes=24))  # stuck 14 minutes
+    with engine.connect() as conn:
+        now = utcnow()
+        at_14 = status.read_backlog(conn, settings, now=now, payments=False)
+        at_15 = status.read_backlog(
+            conn, settings, now=now + dt.timedelta(minutes=1), payments=False
+        )
+        at_21 = status.read_backlog(
+            conn, settings, now=now + dt.timedelta(minutes=7), payments=False
+        )
+    assert at_15.numbers()["longest_stuck_minutes"] == at_14.numbers()["longest_stuck_minutes"] + 1
+    assert digest(at_14, 10) == digest(at_15, 10)
+    assert digest(at_15, 10) != digest(at_21, 10)  # past twice the minutes

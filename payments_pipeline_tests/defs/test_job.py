@@ -236,21 +236,32 @@ def test_the_report_tells_the_sweep_at_a_glance_and_what_to_do_next(
     # expired: listed by id, oldest first
     assert report.index(f"| {old[0]} | stripe |") < report.index(f"| {old[1]} | stripe |")
     assert "**Expired 2** (stuck, older than 7 days, never requeued), oldest first:" in report
-    assert "**Dead 1** (1 monetbil): retry budget spent" in report
+    assert "**Dead 1** (1 monetbil): no sweep touches them again; each one's recorded cause:" in (
+        report
+    )
+    # The recorded cause: dead after 5 of the 10 attempts is a permanent error, not the budget.
+    assert f"| {dead} | monetbil | `" in report and "| 5 | permanent error on attempt 5 |" in report
     next_steps = report.split("**What to do next**")[1]
-    assert "settle it by hand" in next_steps
+    assert "dismiss_webhook_events" in next_steps
     assert (
         "launch the job `replay_webhook_events` with `provider: monetbil`, `status: dead`"
         in next_steps
     )
-    assert str(dead) not in report.split("**What to do next**")[0].split("| id |")[0]
+    summary_meta = _materializations(result)["requeue_sweep_summary"]
+    dead_rows = {r.data["id"]: r.data for r in summary_meta["dead_events"].records}
+    assert dead_rows[dead]["cause"] == "permanent error on attempt 5"
+    tags = instance.get_run_by_id(result.run_id).tags
+    assert tags["payments_pipeline/found"] == "2 stuck, 1 dead, 2 expired"
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_a_quiet_sweep_report_says_there_is_nothing_to_do(
     db_env: Engine, instance: dg.DagsterInstance
 ) -> None:
-    report = _report(execute_sweep(instance))
+    result = execute_sweep(instance)
+    report = _report(result)
+    found = instance.get_run_by_id(result.run_id).tags["payments_pipeline/found"]
+    assert found == "0 stuck, 0 dead, 0 expired"
     assert not report.startswith("**ATTENTION**")
     assert "**Found 0 stuck**" in report and "**Dead 0**" in report
     assert report.endswith("- Nothing: every stuck event found was handed on.")

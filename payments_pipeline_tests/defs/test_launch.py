@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from payments_pipeline.cli import main
 from payments_pipeline.defs import assets
-from payments_pipeline.models import Provider
+from payments_pipeline.models import EventStatus, Provider
 
 from ..conftest import EventFactory
 from ..helpers import fetch_event
@@ -164,3 +164,51 @@ def test_a_failed_run_is_one_error_line_naming_the_cause(
     assert run.status is dg.DagsterRunStatus.FAILURE and run.run_id in errors[0]
     (row,) = sweep_rows(db_env)
     assert row.status == "failed" and row.dagster_run_id == run.run_id
+
+
+def test_cli_replay_and_dismiss_are_dagster_runs_with_their_audit_rows(
+    home_env: Path, db_env: Engine, event_factory: EventFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dead = event_factory(Provider.STRIPE, status=EventStatus.DEAD, attempts=3)
+    other = event_factory(Provider.MONETBIL, status=EventStatus.DEAD, attempts=3)
+    code, out, err = _run(capsys, "replay", str(dead))
+    assert code == 0, err
+    assert f"replayed #{dead} stripe" in out and ": processed" in out
+    code, out, err = _run(capsys, "dismiss", str(other), "--reason", "test event")
+    assert code == 0, err
+    assert f"dismissed #{other} monetbil" in out
+    replay_run, dismiss_run = sorted(_runs(home_env), key=lambda r: r.job_name, reverse=True)
+    assert replay_run.job_name == "replay_webhook_events"
+    assert dismiss_run.job_name == "dismiss_webhook_events"
+    for run in (replay_run, dismiss_run):
+        assert run.status is dg.DagsterRunStatus.SUCCESS
+        assert run.tags["payments_pipeline/trigger"] == "cli"
+    assert replay_run.tags["payments_pipeline/found"] == "1 replayed"
+    assert dismiss_run.tags["payments_pipeline/found"] == "1 dismissed"
+    rows = {row.kind: row for row in sweep_rows(db_env)}
+    assert (rows["replay"].trigger, rows["replay"].dagster_run_id) == ("cli", replay_run.run_id)
+    assert (rows["dismiss"].dagster_run_id, rows["dismiss"].note) == (
+        dismiss_run.run_id,
+        "test event",
+    )
+
+
+@sqlite_only
+def test_a_cli_replay_refusing_every_id_is_a_run_with_no_audit_row(
+    home_env: Path, db_env: Engine, event_factory: EventFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    waiting = event_factory(Provider.STRIPE, status=EventStatus.FAILED)
+    code, out, err = _run(capsys, "replay", str(waiting))
+    assert code == 1 and _error_lines(err) == []
+    assert f"not replayed #{waiting}: it is failed" in out
+    assert "audit: none (nothing replayed)" in out
+    (run,) = _runs(home_env)
+    assert run.tags["payments_pipeline/found"] == "nothing replayed, 1 refused"
+    assert sweep_rows(db_env) == []
+    code, out, err = _run(capsys, "dismiss", str(waiting), "--reason", "nope")
+    assert code == 1 and "audit: none (nothing dismissed)" in out
+    assert sweep_rows(db_env) == [] and len(_runs(home_env)) == 2
+
+
+def _error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("error:")]

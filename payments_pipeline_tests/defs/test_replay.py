@@ -17,7 +17,7 @@ from payments_pipeline.defs.replay import parse_since, replay_run_config
 from payments_pipeline.models import EventStatus, Provider
 
 from ..conftest import EventFactory
-from ..helpers import ago, fetch_event
+from ..helpers import ago, fetch_event, monetbil_payload
 from .conftest import sweep_rows
 
 
@@ -60,18 +60,54 @@ def test_replay_by_ids_replays_dead_and_processed_and_says_why_it_refused_the_re
     assert meta["engine"] == "inline" and meta["processing_processed"] == 2
     report = meta["report"]
     assert report.startswith("**ATTENTION**: 2 id(s) refused")
-    assert f"| {waiting} | it is failed: only dead or processed events are replayed |" in report
+    assert (
+        f"| {waiting} | it is failed: only dead, processed or expired stuck events are replayed |"
+        in report
+    )
     assert f"| {unknown} | unknown event id |" in report
     assert f"| {dead} | stripe |" in report and f"| {done} | monetbil |" in report
     refused = {r.data["id"]: r.data["why"] for r in meta["refused_events"].records}
     assert refused == {
-        waiting: "it is failed: only dead or processed events are replayed",
+        waiting: "it is failed: only dead, processed or expired stuck events are replayed",
         unknown: "unknown event id",
     }
+    assert "**Replayed 2** of 4 asked" in report
+    assert "**Refused 2**: 1 it is failed: only dead, processed or expired stuck events" in report
+    assert f"| {dead} | stripe | `evt_" in report and "| processed |  |" in report
+    found = instance.get_run_by_id(result.run_id).tags["payments_pipeline/found"]
+    assert found == "2 replayed, 2 refused"
     (row,) = sweep_rows(db_env)
     assert (row.trigger, row.dagster_run_id, row.status) == ("ui", result.run_id, "succeeded")
     assert (row.scanned, row.dispatched, row.skipped) == (4, 2, 2)
     assert _audit(db_env, row.id) == [(dead, "replay"), (done, "replay")]
+
+
+def test_a_replay_whose_events_die_again_opens_with_attention_and_shows_each_last_error(
+    db_env: Engine, event_factory: EventFactory, instance: dg.DagsterInstance
+) -> None:
+    broken = [
+        event_factory(
+            Provider.MONETBIL,
+            status=EventStatus.DEAD,
+            attempts=1,
+            payload=monetbil_payload(f"tx_bad{i}", amount="abc"),
+        )
+        for i in range(2)
+    ]
+    result = _replay(instance, replay_run_config(event_ids=broken))
+    assert result.success  # the replay ran; what it found is in the tag and the report
+    meta = _output_metadata(result)
+    assert (meta["replayed"], meta["dead_again"], meta["refused"]) == (2, 2, 0)
+    report = meta["report"]
+    assert report.startswith("**ATTENTION**: 2 replayed event(s) died again")
+    error = fetch_event(db_env, broken[0]).last_error
+    assert error and f"| dead | {error} |" in report
+    rows = {r.data["id"]: r.data for r in meta["replayed_events"].records}
+    assert {rows[i]["outcome"] for i in broken} == {"dead"}
+    assert rows[broken[0]]["last_error"] == error
+    assert "dismiss_webhook_events" in report.split("**What to do next**")[1]
+    found = instance.get_run_by_id(result.run_id).tags["payments_pipeline/found"]
+    assert found == "2 replayed, 2 dead again"
 
 
 def test_replay_dead_since_takes_one_providers_dead_events_up_to_the_limit(
@@ -128,6 +164,10 @@ def test_nothing_matching_is_a_replay_of_nothing_and_says_so(
     meta = _output_metadata(result)
     assert meta["replayed"] == 0 and "Nothing matched" in meta["report"]
     assert not meta["report"].startswith("**ATTENTION**")
+    assert "no audit row: nothing was replayed" in meta["report"]
+    assert sweep_rows(db_env) == []
+    found = instance.get_run_by_id(result.run_id).tags["payments_pipeline/found"]
+    assert found == "nothing replayed"
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])  # Dagster's config check: no database involved

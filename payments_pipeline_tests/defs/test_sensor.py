@@ -32,7 +32,9 @@ def test_first_look_at_an_empty_table_skips_and_sets_the_cursor(
     data = sensor_tick(engine, persistent_instance, None)
     assert not data.run_requests
     assert data.skip_message == "no new stuck events (first look): stripe 0, monetbil 0"
-    checked = dt.datetime.fromisoformat(json.loads(data.cursor)["checked_until"])
+    written = json.loads(data.cursor)["checked_until"]
+    assert written.endswith("Z")  # UTC, said
+    checked = dt.datetime.fromisoformat(written).replace(tzinfo=None)
     assert before <= checked <= utcnow()
 
 

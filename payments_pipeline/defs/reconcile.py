@@ -42,7 +42,7 @@ from ..reconcile import (
 from .jobs import ACTIVE_STATUSES, describe_run
 from .resources import PaymentsDatabase
 from .tables import table
-from .tags import RECONCILE_TAG, trigger_from_tags
+from .tags import RECONCILE_TAG, tag_found, trigger_from_tags
 
 GROUP = "webhook_reconciliation"
 RECOVERED = dg.AssetKey("recovered_webhook_events")
@@ -126,6 +126,7 @@ def recovered_webhook_events(
     except (ReconcileError, ProviderUnavailable, StripeApiError) as exc:
         raise _failure(exc) from None
     context.log.info(result.render_text())
+    tag_found(context, stripe_found(result))
     return dg.MaterializeResult(
         metadata=stripe_metadata(result),
         check_results=[no_missed_deliveries(result)],
@@ -180,6 +181,11 @@ def stripe_metadata(result: StripeReconciliation) -> dict[str, Any]:
             ],
         ),
     }
+
+
+def stripe_found(result: StripeReconciliation) -> str:
+    """The run's `payments_pipeline/found` tag: `3 missed, 205 known`."""
+    return f"{len(result.recovered)} missed, {result.known} known"
 
 
 def stripe_markdown(result: StripeReconciliation) -> str:
@@ -345,6 +351,7 @@ def reconcile_monetbil_op(context: dg.OpExecutionContext, payments_db: PaymentsD
     except (ReconcileError, ProviderUnavailable) as exc:
         raise _failure(exc) from None
     context.log.info(result.render_text())
+    tag_found(context, monetbil_found(result))
     context.add_output_metadata(monetbil_metadata(result))
 
 
@@ -371,6 +378,12 @@ def monetbil_metadata(result: MonetbilReconciliation) -> dict[str, Any]:
             ],
         ),
     }
+
+
+def monetbil_found(result: MonetbilReconciliation) -> str:
+    counts = result.as_json()
+    found = f"{counts['recovered']} missed, {counts['known']} known"
+    return found + (f", {counts['unresolved']} unresolved" if counts["unresolved"] else "")
 
 
 def monetbil_markdown(result: MonetbilReconciliation) -> str:

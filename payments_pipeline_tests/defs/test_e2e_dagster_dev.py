@@ -194,15 +194,25 @@ def test_launch_from_the_webserver_with_a_provider_override(
     )
     data = dagster_dev.query(REPOSITORY, selector=selector)["repositoryOrError"]
     assert "requeue_stuck_webhooks" in {j["name"] for j in repo}
-    assert data["schedules"] == [
-        {"name": "requeue_stuck_webhooks_every_5_minutes", "cronSchedule": "*/5 * * * *"}
+    assert sorted(data["schedules"], key=lambda s: s["name"]) == [
+        {"name": "reconcile_stripe_events_hourly", "cronSchedule": "17 * * * *"},
+        {"name": "requeue_stuck_webhooks_every_5_minutes", "cronSchedule": "*/5 * * * *"},
     ]
     assert {s["name"] for s in data["sensors"]} == {
         "webhook_events_sensor",
         "sweep_run_failure_sensor",
     }
-    assert {"requeue_stuck_webhooks", "replay_webhook_events"} <= {j["name"] for j in repo}
-    assert {n["groupName"] for n in data["assetNodes"]} == {"webhook_requeue", "webhook_health"}
+    assert {
+        "requeue_stuck_webhooks",
+        "replay_webhook_events",
+        "reconcile_stripe_events",
+        "reconcile_monetbil_payments",
+    } <= {j["name"] for j in repo}
+    assert {n["groupName"] for n in data["assetNodes"]} == {
+        "webhook_requeue",
+        "webhook_health",
+        "webhook_reconciliation",
+    }
 
     def launch(provider: str, minutes: int = 10, python_error: bool = False) -> dict[str, Any]:
         params = {

@@ -27,6 +27,7 @@ from .config import QUEUE_NAME_RULE, ConfigError, Settings, is_queue_name, load_
 from .demo import DEMO_DIR, create_demo_database
 from .dismiss import DismissError, DismissResult, clean_reason, dismiss_events
 from .dispatch import build_dispatcher
+from .drift import DriftError
 from .errors import short_error
 from .models import DispatchMode, EventStatus
 from .providers.currency import exponent
@@ -461,6 +462,38 @@ def reconcile_monetbil_command(
     click.echo(json.dumps(result.as_json(), indent=2) if as_json else result.render_text())
 
 
+@cli.group("drift")
+def drift_group() -> None:
+    """Compare our payments with the provider's, one day at a time."""
+
+
+@drift_group.command("stripe")
+@click.option("--date", "day", required=True, help="The UTC day, YYYY-MM-DD.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (every difference).")
+@click.pass_obj
+def drift_stripe(settings: Settings, day: str, as_json: bool) -> None:
+    """Stripe's PaymentIntents (and legacy charges) created on DAY against our payments rows:
+    missing_here, status, amount_received, amount_refunded, currency, livemode."""
+    from .drift import parse_day, stripe_drift
+    from .providers.stripe_api import StripeApi, StripeApiError, StripePayments
+
+    date = parse_day(day)
+    if not settings.stripe_api_key:
+        raise ConfigError(
+            "STRIPE_API_KEY is not set: create a restricted key with read access to Events, "
+            "PaymentIntents and Charges (docs/reconcile.md)"
+        )
+    engine = open_database(settings)
+    try:
+        with StripeApi(settings.stripe_api_key, settings.stripe_api_base) as api:
+            report = stripe_drift(engine, StripePayments(api), date)
+    except StripeApiError as exc:
+        raise ProviderUnavailable(str(exc)) from None
+    finally:
+        engine.dispose()
+    click.echo(json.dumps(report.as_json(), indent=2) if as_json else report.render_text())
+
+
 @cli.command("demo")
 @click.option(
     "--directory",
@@ -695,7 +728,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
         return exc.exit_code
-    except (ConfigError, SweepParamError, ReconcileError, DismissError) as exc:
+    except (ConfigError, SweepParamError, ReconcileError, DismissError, DriftError) as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
     except (CliError, ProviderUnavailable) as exc:

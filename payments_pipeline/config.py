@@ -21,6 +21,11 @@ DEFAULT_DATABASE_FILE = "payments.sqlite3"
 MAX_AGE_DAYS = 7
 DEFAULT_CELERY_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
 DEFAULT_STRIPE_API_BASE = "https://api.stripe.com"
+# The first day of the drift's daily partitions unless PAYMENTS_RECONCILE_START_DATE says: the day
+# revision 0001 created the `payments` table. No install of the product holds a payment of its own
+# from before it, so an earlier day could only show every Stripe payment as `missing_here`. A
+# fixed date, never one relative to today: partition keys must not move between two loads.
+DEFAULT_RECONCILE_START_DATE = dt.date(2026, 11, 23)
 
 
 class ConfigError(ValueError):
@@ -71,6 +76,8 @@ class Settings:
     stripe_api_base: str = DEFAULT_STRIPE_API_BASE
     # The default status of the hourly reconciliation schedule (with STRIPE_API_KEY set).
     reconcile_enabled: bool = True
+    # The first daily partition of `stripe_payment_drift` (UTC).
+    reconcile_start_date: dt.date = DEFAULT_RECONCILE_START_DATE
 
     @property
     def receiver_mode(self) -> DispatchMode:
@@ -143,6 +150,16 @@ def _name(env: Mapping[str, str], name: str, default: str) -> str:
     return raw
 
 
+def _date(env: Mapping[str, str], name: str, default: dt.date) -> dt.date:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a date such as 2026-11-23, got {raw!r}") from None
+
+
 def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
     raw = env.get(name, "").strip()
     if not raw:
@@ -182,4 +199,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         stripe_api_key=env.get("STRIPE_API_KEY", "").strip() or None,
         stripe_api_base=_http_url(env, "PAYMENTS_STRIPE_API_BASE", DEFAULT_STRIPE_API_BASE),
         reconcile_enabled=_bool(env, "PAYMENTS_RECONCILE_ENABLED", True),
+        reconcile_start_date=_date(
+            env, "PAYMENTS_RECONCILE_START_DATE", DEFAULT_RECONCILE_START_DATE
+        ),
     )

@@ -14,6 +14,7 @@ from .defs import (
     assets,
     backlog,
     dismiss,
+    drift,
     jobs,
     reconcile,
     replay,
@@ -31,6 +32,7 @@ defs = dg.Definitions(
         assets.requeue_sweep_summary,
         backlog.webhook_backlog,
         reconcile.recovered_webhook_events,
+        drift.stripe_payment_drift,
     ],
     jobs=[
         jobs.requeue_stuck_webhooks,

@@ -71,7 +71,7 @@ class StripeWindow(dg.Config):
     )
 
 
-def _failure(exc: Exception) -> dg.Failure:
+def failure(exc: Exception) -> dg.Failure:
     """The run fails with the one sentence the CLI prints (no stack trace of ours to read)."""
     return dg.Failure(description=str(exc), allow_retries=False)
 
@@ -124,7 +124,7 @@ def recovered_webhook_events(
                 ),
             )
     except (ReconcileError, ProviderUnavailable, StripeApiError) as exc:
-        raise _failure(exc) from None
+        raise failure(exc) from None
     context.log.info(result.render_text())
     tag_found(context, stripe_found(result))
     return dg.MaterializeResult(
@@ -349,7 +349,7 @@ def reconcile_monetbil_op(context: dg.OpExecutionContext, payments_db: PaymentsD
             dagster_run_id=context.run.run_id,
         )
     except (ReconcileError, ProviderUnavailable) as exc:
-        raise _failure(exc) from None
+        raise failure(exc) from None
     context.log.info(result.render_text())
     tag_found(context, monetbil_found(result))
     context.add_output_metadata(monetbil_metadata(result))

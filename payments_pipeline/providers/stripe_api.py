@@ -134,6 +134,26 @@ class StripeApi:
         return text.replace(self._key, "<STRIPE_API_KEY>") if self._key else text
 
 
+def list_pages(
+    api: StripeApi, path: str, *, created_gte: int, created_lte: int, page_size: int, **extra: Any
+) -> Iterator[list[dict[str, Any]]]:
+    """Each page of the list at `path` (objects `created` in the window, the API's JSON with its
+    key order, in the API's order), each next page `starting_after` the last id of the one
+    before; stops after the page that says `has_more: false`. Raises `StripeApiError`."""
+    params: dict[str, Any] = {
+        "created": {"gte": created_gte, "lte": created_lte},
+        "limit": page_size,
+        **extra,
+    }
+    while True:
+        response = api.call(functools.partial(api.client.raw_request, "get", path, **params))
+        items, has_more = _page_of(response, path)
+        yield items
+        if not has_more or not items:
+            return
+        params["starting_after"] = items[-1]["id"]
+
+
 class StripeEvents:
     """Pages of Stripe events created in a window, as the API returned them."""
 
@@ -142,29 +162,51 @@ class StripeEvents:
         self.page_size = page_size
 
     def pages(self, *, created_gte: int, created_lte: int) -> Iterator[list[dict[str, Any]]]:
-        """Each page's events (the API's JSON, key order kept), in the API's order; stops after
-        the page that says `has_more: false`. Raises `StripeApiError`."""
-        params: dict[str, Any] = {
-            "created": {"gte": created_gte, "lte": created_lte},
-            "limit": self.page_size,
-        }
-        while True:
-            response = self.api.call(
-                functools.partial(self.api.client.raw_request, "get", "/v1/events", **params)
-            )
-            events, has_more = _page_of(response)
-            yield events
-            if not has_more or not events:
-                return
-            params["starting_after"] = events[-1]["id"]
+        return list_pages(
+            self.api,
+            "/v1/events",
+            created_gte=created_gte,
+            created_lte=created_lte,
+            page_size=self.page_size,
+        )
 
 
-def _page_of(response: Any) -> tuple[list[dict[str, Any]], bool]:
-    """A list page's events and `has_more`; `StripeApiError` if it is not a list of events."""
+class StripePayments:
+    """Pages of Stripe's payments created in a window: PaymentIntents (their latest charge
+    expanded, for its refunds) and charges (the legacy ones have no PaymentIntent)."""
+
+    def __init__(self, api: StripeApi, *, page_size: int = PAGE_SIZE) -> None:
+        self.api = api
+        self.page_size = page_size
+
+    def payment_intents(
+        self, *, created_gte: int, created_lte: int
+    ) -> Iterator[list[dict[str, Any]]]:
+        return list_pages(
+            self.api,
+            "/v1/payment_intents",
+            created_gte=created_gte,
+            created_lte=created_lte,
+            page_size=self.page_size,
+            expand=["data.latest_charge"],
+        )
+
+    def charges(self, *, created_gte: int, created_lte: int) -> Iterator[list[dict[str, Any]]]:
+        return list_pages(
+            self.api,
+            "/v1/charges",
+            created_gte=created_gte,
+            created_lte=created_lte,
+            page_size=self.page_size,
+        )
+
+
+def _page_of(response: Any, path: str) -> tuple[list[dict[str, Any]], bool]:
+    """A list page's objects and `has_more`; `StripeApiError` if it is not a list."""
     document = getattr(response, "data", None)
     data = document.get("data") if isinstance(document, dict) else None
     if not isinstance(data, list) or not all(
         isinstance(item, dict) and isinstance(item.get("id"), str) for item in data
     ):
-        raise StripeApiError("Stripe's API answered GET /v1/events with something not a list")
+        raise StripeApiError(f"Stripe's API answered GET {path} with something not a list")
     return data, bool(document.get("has_more"))  # type: ignore[union-attr]

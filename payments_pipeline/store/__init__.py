@@ -55,6 +55,7 @@ from .payments import (
     ledger_has_event,
     list_payments,
     payment_totals,
+    payments_by_reference,
     update_payment_if_unchanged,
 )
 from .reads import (
@@ -159,6 +160,7 @@ __all__ = [
     "payment_ledger",
     "payment_totals",
     "payments",
+    "payments_by_reference",
     "ping",
     "reconciled_windows",
     "requeue_for_replay",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,6 +30,18 @@ def get_payment(conn: Connection, *, provider: Provider, reference: str) -> Paym
     params = {"provider": provider.value, "reference": reference}
     row = conn.execute(_GET_PAYMENT, params).first()
     return payment_from_row(row) if row else None
+
+
+def payments_by_reference(
+    conn: Connection, *, provider: Provider, references: Sequence[str]
+) -> list[Payment]:
+    """The rows of these references (one query on the unique key; a page of a drift's listing)."""
+    if not references:
+        return []
+    rows = conn.execute(
+        sa.select(payments).where(P.provider == provider.value, P.reference.in_(list(references)))
+    )
+    return [payment_from_row(r) for r in rows]
 
 
 def list_payments(conn: Connection) -> list[Payment]:

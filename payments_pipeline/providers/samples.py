@@ -33,6 +33,9 @@ _STRIPE_OBJECTS = {
     PAYMENT_INTENT_SUCCEEDED: _StripeObject(
         "", "payment_intent", ("amount", "amount_received"), {}
     ),
+    "charge.succeeded": _StripeObject(
+        "ch_", "charge", ("amount", "amount_captured"), {"captured": True, "amount_refunded": 0}
+    ),
     "charge.refunded": _StripeObject(
         "ch_", "charge", ("amount", "amount_captured", "amount_refunded"), {"refunded": True}
     ),

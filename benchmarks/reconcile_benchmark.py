@@ -16,8 +16,15 @@ seeded tables:
 The clock covers `reconcile_stripe` whole (window given, so no default-window query), the HTTP time
 is summed around each `StripeApi.call` (the SDK's request, its JSON parse included).
 
+`--drift`: a day of `--payments` PaymentIntents (20,000) in the test suite's fake PaymentIntents
+API (`fakes/stripe_payments_api.py`), our `payments` rows for all of them (one in 50 refunded at
+Stripe only, so the merge finds differences); the clock covers `drift.stripe_drift` whole, with the
+HTTP time and the time in `drift.compare` (the pandas merge, `import pandas` included on the first
+run) reported apart.
+
     .venv/bin/python benchmarks/reconcile_benchmark.py   # 10,000 events, sqlite + postgres
     .venv/bin/python benchmarks/reconcile_benchmark.py --events 2000 --repeat 1 --backends sqlite
+    .venv/bin/python benchmarks/reconcile_benchmark.py --drift            # 20,000 PaymentIntents
 """
 
 from __future__ import annotations
@@ -41,13 +48,14 @@ from sqlalchemy import Engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from payments_pipeline import migrations, store
+from payments_pipeline import drift, migrations, store
 from payments_pipeline.config import Settings
 from payments_pipeline.dispatch import InlineDispatcher, TableDispatcher
 from payments_pipeline.models import EventStatus, Provider, utcnow
-from payments_pipeline.providers.stripe_api import StripeApi, StripeEvents
+from payments_pipeline.providers.stripe_api import StripeApi, StripeEvents, StripePayments
 from payments_pipeline.reconcile import Window, reconcile_stripe
 from payments_pipeline_tests.fakes.stripe_events_api import FakeStripeEventsAPI
+from payments_pipeline_tests.fakes.stripe_payments_api import FakeStripePaymentsAPI
 
 T = TypeVar("T")
 TYPES = ("payment_intent.succeeded", "payment_intent.payment_failed", "charge.refunded")
@@ -173,8 +181,81 @@ def listing_only(api: FakeStripeEventsAPI, window: Window) -> float:
         return time.perf_counter() - started
 
 
+def seed_payments(engine: Engine, intents: list[dict[str, Any]]) -> None:
+    """Our rows for every PaymentIntent, as its succeeded event left them (refunds not applied)."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM payments"))
+    now = utcnow()
+    rows = [
+        {
+            "provider": "stripe",
+            "reference": pi["id"],
+            "status": "succeeded",
+            "amount": pi["amount"],
+            "amount_received": pi["amount"],
+            "amount_refunded": 0,
+            "currency": pi["currency"],
+            "livemode": False,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for pi in intents
+    ]
+    with engine.begin() as conn:
+        for start in range(0, len(rows), 2000):
+            conn.execute(sa.insert(store.payments), rows[start : start + 2000])
+
+
+def run_drift(args: argparse.Namespace) -> None:
+    day = dt.date.today() - dt.timedelta(days=1)
+    start, _ = drift.day_bounds(day)
+    with FakeStripePaymentsAPI() as api:
+        intents = [
+            api.add_payment_intent(
+                created=start + i * 86_000 // args.payments, amount=1000 + i % 700
+            )
+            for i in range(args.payments)
+        ]
+        for pi in intents[::50]:
+            api.refund(pi["id"], 100)
+        print(f"# drift benchmark: {args.payments} PaymentIntents on {day}, {args.repeat} runs")
+        print(
+            "backend   run compared  differences  seconds  compared/s  http s  pandas s  other s"
+            "   (run 1 pays `import pandas`, as each launched run does)"
+        )
+        compare = drift.compare
+        spent = {"compare": 0.0}
+
+        def timed_compare(*a: Any, **k: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return compare(*a, **k)
+            finally:
+                spent["compare"] += time.perf_counter() - started
+
+        for backend in args.backends.split(","):
+            with database(backend, args.postgres_url) as engine:
+                seed_payments(engine, intents)
+                for run in range(1, args.repeat + 1):
+                    spent["compare"] = 0.0
+                    drift.compare = timed_compare  # type: ignore[assignment]
+                    with TimedApi(api.api_key, api.url) as timed:
+                        started = time.perf_counter()
+                        report = drift.stripe_drift(engine, StripePayments(timed), day)
+                        seconds = time.perf_counter() - started
+                    drift.compare = compare  # type: ignore[assignment]
+                    other = seconds - timed.http_seconds - spent["compare"]
+                    print(
+                        f"{backend:<9} {run:>3} {report.compared:>8} {len(report.differences):>12} "
+                        f"{seconds:>8.2f} {report.compared / seconds:>11,.0f} "
+                        f"{timed.http_seconds:>7.2f} {spent['compare']:>9.2f} {other:>8.2f}"
+                    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--drift", action="store_true", help="measure the drift instead")
+    parser.add_argument("--payments", type=int, default=20_000, help="--drift: PaymentIntents")
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--missing", type=float, default=0.1)
     parser.add_argument("--repeat", type=int, default=3)
@@ -182,6 +263,9 @@ def main() -> None:
     parser.add_argument("--dispatch", choices=("table", "inline"), default="table")
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
+    if args.drift:
+        run_drift(args)
+        return
     print(
         f"# reconcile benchmark: {args.events} events, {args.missing:.0%} missing, "
         f"dispatch {args.dispatch}, {args.repeat} runs each; {platform.node()}, "

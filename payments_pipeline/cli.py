@@ -398,20 +398,16 @@ def reconcile_stripe_command(
     """List Stripe's events created in a window (the Events API) and take in, through the gate,
     those that never reached the receiver; audited as a sweep_runs row of kind reconcile."""
     from .providers.stripe_api import StripeApi, StripeEvents
-    from .reconcile import parse_time, parse_types, reconcile_stripe, stripe_window
+    from .reconcile import parse_time, parse_types, reconcile_stripe, stripe_key, stripe_window
 
     wanted = parse_types(types)
     start = parse_time(since, "--since") if since is not None else None
     end = parse_time(until, "--until") if until is not None else None
-    if not settings.stripe_api_key:
-        raise ConfigError(
-            "STRIPE_API_KEY is not set: create a restricted key with read access to Events, "
-            "PaymentIntents and Charges (docs/reconcile.md)"
-        )
+    key = stripe_key(settings)
     engine = open_database(settings)
     try:
         window = stripe_window(engine, since=start, until=end, hours=hours)
-        with StripeApi(settings.stripe_api_key, settings.stripe_api_base) as api:
+        with StripeApi(key, settings.stripe_api_base) as api:
             result = reconcile_stripe(
                 engine,
                 StripeEvents(api),
@@ -476,16 +472,13 @@ def drift_stripe(settings: Settings, day: str, as_json: bool) -> None:
     missing_here, status, amount_received, amount_refunded, currency, livemode."""
     from .drift import parse_day, stripe_drift
     from .providers.stripe_api import StripeApi, StripeApiError, StripePayments
+    from .reconcile import stripe_key
 
     date = parse_day(day)
-    if not settings.stripe_api_key:
-        raise ConfigError(
-            "STRIPE_API_KEY is not set: create a restricted key with read access to Events, "
-            "PaymentIntents and Charges (docs/reconcile.md)"
-        )
+    key = stripe_key(settings)
     engine = open_database(settings)
     try:
-        with StripeApi(settings.stripe_api_key, settings.stripe_api_base) as api:
+        with StripeApi(key, settings.stripe_api_base) as api:
             report = stripe_drift(engine, StripePayments(api), date)
     except StripeApiError as exc:
         raise ProviderUnavailable(str(exc)) from None

@@ -41,6 +41,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine
 
 from . import gate, store
+from .config import Settings
 from .dispatch import Dispatcher
 from .handlers import default_registry
 from .models import (
@@ -78,6 +79,16 @@ class ReconcileError(ValueError):
 class ProviderUnavailable(Exception):
     """The provider's API could not be asked or refused us; nothing was written. The message
     never contains a key."""
+
+
+def stripe_key(settings: Settings) -> str:
+    """STRIPE_API_KEY, or `ReconcileError` saying what key to create (every Stripe door)."""
+    if not settings.stripe_api_key:
+        raise ReconcileError(
+            "STRIPE_API_KEY is not set: create a restricted key with read access to Events, "
+            "PaymentIntents and Charges (docs/reconcile.md)"
+        )
+    return settings.stripe_api_key
 
 
 # --- the window ----------------------------------------------------------------------------------

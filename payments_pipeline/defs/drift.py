@@ -16,7 +16,7 @@ import dagster as dg
 from ..config import Settings, load_settings
 from ..drift import DriftReport, stripe_drift
 from ..providers.stripe_api import StripeApi, StripeApiError, StripePayments
-from ..reconcile import ReconcileError
+from ..reconcile import ReconcileError, stripe_key
 from .reconcile import GROUP, SHOWN, failure
 from .resources import PaymentsDatabase
 from .tables import table
@@ -58,12 +58,8 @@ def build_drift_asset(settings: Settings) -> dg.AssetsDefinition:
         current = load_settings()
         day = dt.date.fromisoformat(context.partition_key)
         try:
-            if not current.stripe_api_key:
-                raise ReconcileError(
-                    "STRIPE_API_KEY is not set: create a restricted key with read access to "
-                    "Events, PaymentIntents and Charges"
-                )
-            with StripeApi(current.stripe_api_key, current.stripe_api_base) as api:
+            key = stripe_key(current)
+            with StripeApi(key, current.stripe_api_base) as api:
                 report = stripe_drift(payments_db.engine, StripePayments(api), day)
         except (ReconcileError, StripeApiError) as exc:
             raise failure(exc) from None

@@ -37,6 +37,7 @@ from ..reconcile import (
     parse_types,
     reconcile_monetbil,
     reconcile_stripe,
+    stripe_key,
     stripe_window,
 )
 from .jobs import ACTIVE_STATUSES, describe_run
@@ -97,18 +98,14 @@ def recovered_webhook_events(
     settings = load_settings()
     engine = payments_db.engine
     try:
-        if not settings.stripe_api_key:
-            raise ReconcileError(
-                "STRIPE_API_KEY is not set: create a restricted key with read access to Events, "
-                "PaymentIntents and Charges"
-            )
+        key = stripe_key(settings)
         window = stripe_window(
             engine,
             since=parse_time(config.since, "since") if config.since else None,
             until=parse_time(config.until, "until") if config.until else None,
             hours=config.hours,
         )
-        with StripeApi(settings.stripe_api_key, settings.stripe_api_base) as api:
+        with StripeApi(key, settings.stripe_api_base) as api:
             result = reconcile_stripe(
                 engine,
                 StripeEvents(api),

@@ -263,8 +263,20 @@ def compare(expected: list[Expected], ours: list[dict[str, Any]]) -> tuple[Diffe
     import pandas as pd  # run time only: shaping and joining two tables is what it is for
 
     columns = ["reference", *COMPARED]
-    stripe_side = pd.DataFrame([dataclasses.asdict(e) for e in expected], columns=columns)
-    our_side = pd.DataFrame(ours, columns=columns)
+    # Nullable integer and boolean columns: the left merge leaves <NA> in the rows we lack, where
+    # plain ones would turn every amount into a float (and round those above 2**53).
+    types = {
+        "reference": "string",
+        "status": "string",
+        "amount_received": "Int64",
+        "amount_refunded": "Int64",
+        "currency": "string",
+        "livemode": "boolean",
+    }
+    stripe_side = pd.DataFrame([dataclasses.asdict(e) for e in expected], columns=columns).astype(
+        types
+    )
+    our_side = pd.DataFrame(ours, columns=columns).astype(types)
     joined = stripe_side.merge(
         our_side, on="reference", how="left", suffixes=("_stripe", "_ours"), indicator=True
     )
@@ -293,7 +305,7 @@ def compare(expected: list[Expected], ours: list[dict[str, Any]]) -> tuple[Diffe
 
 
 def _text(value: object) -> str:
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    if isinstance(value, bool) or type(value).__name__ in {"bool", "bool_"}:  # numpy's too
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))

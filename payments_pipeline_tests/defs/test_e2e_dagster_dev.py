@@ -1,8 +1,10 @@
 """End to end: `dagster dev` on a temporary Dagster home, a launch through the webserver's GraphQL
 API with a per-provider override (the launchpad's `launchRun` mutation), the run queued, dequeued
 by the daemon and executed, and its materialization metadata read back over GraphQL; then a replay
-of a dead event launched the same way. And the viewers' webserver (`dagster-webserver
---read-only`) refusing the same launch.
+of a dead event launched the same way. A backfill of 3 days of `stripe_payment_drift` launched the
+way the partitions page does (`launchPartitionBackfill`), against our fake Stripe payments API: one
+run per day, at most 2 at a time. And the viewers' webserver (`dagster-webserver --read-only`)
+refusing the same launch.
 
 Everything it starts runs in its own process group, terminated at the end whatever happened.
 """
@@ -16,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +32,9 @@ from payments_pipeline.defs.launch import REPO, prepare_demo_home
 from payments_pipeline.models import EventStatus, Provider
 
 from ..conftest import EventFactory
+from ..drift.support import T0
+from ..fakes._http import QuietHandler
+from ..fakes.stripe_payments_api import FakeStripePaymentsAPI
 from ..helpers import ago, fetch_event
 from .conftest import sweep_rows, url_of
 
@@ -77,6 +83,37 @@ query Repo($selector: RepositorySelector!) {
       schedules { name cronSchedule }
       sensors { name }
       assetNodes { assetKey { path } groupName }
+    }
+  }
+}"""
+
+
+BACKFILL = """
+mutation Backfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on UnauthorizedError { message }
+    ... on PartitionSetNotFoundError { message }
+  }
+}"""
+BACKFILL_RUNS = """
+query BackfillRuns($filter: RunsFilter!) {
+  runsOrError(filter: $filter) {
+    ... on Runs {
+      results {
+        runId
+        status
+        startTime
+        endTime
+        tags { key value }
+        assetMaterializations {
+          assetKey { path }
+          partition
+          metadataEntries { label ... on IntMetadataEntry { intValue } }
+        }
+      }
     }
   }
 }"""
@@ -164,6 +201,54 @@ def _serve(argv: list[str], db_env: Engine, tmp_path: Path, name: str) -> Iterat
 
 @pytest.fixture
 def dagster_dev(db_env: Engine, tmp_path: Path) -> Iterator[Dagit]:
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    with _serve([dagster, "dev"], db_env, tmp_path, "dagster-dev") as dagit:
+        yield dagit
+
+
+class _HeldStripePaymentsAPI(FakeStripePaymentsAPI):
+    """Every request held until `release` is set (outside the fake's lock, so the requests of
+    several runs wait side by side; `waiting` counts them): the runs of a backfill stay in progress
+    together for as long as the test looks at them, however slowly the machine launches them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.waiting = 0
+        self._waiting_lock = threading.Lock()
+
+    def _handle(self, handler: QuietHandler) -> None:
+        with self._waiting_lock:
+            self.waiting += 1
+        try:
+            self.release.wait(120)
+        finally:
+            with self._waiting_lock:
+                self.waiting -= 1
+        super()._handle(handler)
+
+
+@pytest.fixture
+def held_stripe_api() -> Iterator[_HeldStripePaymentsAPI]:
+    with _HeldStripePaymentsAPI() as api:
+        try:
+            yield api
+        finally:
+            api.release.set()
+
+
+@pytest.fixture
+def dagster_dev_with_stripe(
+    db_env: Engine,
+    tmp_path: Path,
+    held_stripe_api: FakeStripePaymentsAPI,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Dagit]:
+    """`dagster dev` whose runs ask our fake Stripe payments API (the environment it inherits);
+    the hourly reconciliation schedule stays stopped, so only the backfill's runs ask it."""
+    monkeypatch.setenv("STRIPE_API_KEY", held_stripe_api.api_key)
+    monkeypatch.setenv("PAYMENTS_STRIPE_API_BASE", held_stripe_api.url)
+    monkeypatch.setenv("PAYMENTS_RECONCILE_ENABLED", "false")
     dagster = str(Path(sys.executable).with_name("dagster"))
     with _serve([dagster, "dev"], db_env, tmp_path, "dagster-dev") as dagit:
         yield dagit
@@ -277,6 +362,93 @@ def test_launch_from_the_webserver_with_a_provider_override(
     replay_row = sweep_rows(db_env)[-1]
     assert (replay_row.trigger, replay_row.dagster_run_id) == ("ui", run_id)
     assert (replay_row.dispatched, replay_row.skipped) == (1, 1)
+
+
+def _most_at_once(runs: list[dict[str, Any]]) -> int:
+    """The most runs in progress at one moment, from their start and end times (a run that
+    ends when another starts does not overlap it)."""
+    edges = sorted(
+        [(r["startTime"], 1) for r in runs] + [(r["endTime"], -1) for r in runs],
+        key=lambda edge: (edge[0], edge[1]),
+    )
+    running = most = 0
+    for _, step in edges:
+        running += step
+        most = max(most, running)
+    return most
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_backfill_of_3_drift_days_runs_one_run_a_day_at_most_2_at_once(
+    dagster_dev_with_stripe: Dagit, held_stripe_api: _HeldStripePaymentsAPI
+) -> None:
+    dagit, api = dagster_dev_with_stripe, held_stripe_api
+    days = ["2026-12-03", "2026-12-04", "2026-12-05"]
+    for offset in (-2, -1, 0):  # one payment a day that never reached us
+        api.add_payment_intent(created=T0 + offset * 86_400 + 3600, amount=500)
+    selector = {k: v for k, v in SELECTOR.items() if k != "jobName"}
+    dagit.wait(
+        "the code location",
+        120,
+        lambda: dagit.query(REPOSITORY, selector=selector)["repositoryOrError"].get("jobs"),
+    )
+    params = {"assetSelection": [{"path": ["stripe_payment_drift"]}], "partitionNames": days}
+    launched = dagit.query(BACKFILL, params=params)["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill_id = launched["backfillId"]
+    run_filter = {"tags": [{"key": "dagster/backfill", "value": backfill_id}]}
+
+    def backfill_runs() -> list[dict[str, Any]]:
+        return list(dagit.query(BACKFILL_RUNS, filter=run_filter)["runsOrError"]["results"])
+
+    def in_progress(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in runs if r["status"] in {"STARTING", "STARTED"}]
+
+    # The backfill daemon looks at new backfills every 30 s, then queues one run a day. Two runs
+    # start and ask the fake, which holds them: both stay in progress.
+    def two_asking() -> list[dict[str, Any]] | None:
+        runs = backfill_runs()
+        assert len(in_progress(runs)) <= 2, runs
+        started = [r for r in runs if r["status"] == "STARTED"]
+        return runs if len(started) == 2 and api.waiting >= 2 else None
+
+    runs = dagit.wait(f"two runs of backfill {backfill_id} in progress", 120, two_asking)
+    assert len(runs) == 3
+    # While they are, the third stays queued (the shipped dagster.yaml's dagster/backfill limit;
+    # without it the daemon launches it within seconds: seen failing here with it removed).
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        runs = backfill_runs()
+        assert len(in_progress(runs)) == 2, runs
+        time.sleep(0.5)
+    assert sorted(r["status"] for r in runs) == ["QUEUED", "STARTED", "STARTED"], runs
+    api.release.set()
+
+    def finished() -> list[dict[str, Any]] | None:
+        runs = backfill_runs()
+        assert len(in_progress(runs)) <= 2, runs
+        done = [r for r in runs if r["status"] in {"SUCCESS", "FAILURE", "CANCELED"}]
+        return runs if len(done) == len(runs) == len(days) else None
+
+    runs = dagit.wait(f"the runs of backfill {backfill_id}", 90, finished)
+    assert {r["status"] for r in runs} == {"SUCCESS"}, runs  # the red checks fail no run
+    by_day = {}
+    for run in runs:
+        tags = {t["key"]: t["value"] for t in run["tags"]}
+        (materialization,) = run["assetMaterializations"]  # one partition per run
+        assert materialization["assetKey"]["path"] == ["stripe_payment_drift"]
+        assert materialization["partition"] == tags["dagster/partition"]
+        entries = {e["label"]: e.get("intValue") for e in materialization["metadataEntries"]}
+        assert (entries["compared"], entries["missing_here"], entries["status"]) == (1, 1, 0)
+        by_day[tags["dagster/partition"]] = run
+    assert sorted(by_day) == days
+    # From the runs' own start and end times: 2 at once, never 3; the third waited for a turn.
+    spans = sorted((r["startTime"], r["endTime"]) for r in runs)
+    assert _most_at_once(runs) == 2, spans
+    assert spans[2][0] >= min(spans[0][1], spans[1][1]), spans
+    assert api.paths == {"/v1/payment_intents": 3, "/v1/charges": 3}
 
 
 @pytest.mark.slow

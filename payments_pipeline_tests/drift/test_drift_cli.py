@@ -1,0 +1,341 @@
+"""`payments-pipeline drift stripe --date D [--json]` against our fake Stripe PaymentIntents and
+Charges API, our rows made by signed webhooks through the receiver: the JSON lists every
+difference (not only the 50 the text shows), the text, and every error path (one `error:` line on
+stderr, the exit code, no traceback, never the key)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import stripe
+from sqlalchemy import Engine
+
+from payments_pipeline.cli import main
+
+from ..fakes.stripe_payments_api import FakeStripePaymentsAPI
+from .support import T0, Receiver, receiving
+
+DATE = ("--date", "2026-12-05")
+ADVICE = (
+    "Recover that day's missed events first: payments-pipeline reconcile stripe --since "
+    "2026-12-05 --until 2026-12-06 (or the job reconcile_stripe_events with ops: "
+    '{recovered_webhook_events: {config: {since: "2026-12-05", until: "2026-12-06"}}}); '
+    "what still differs afterwards is a handler or a change made at Stripe without an event."
+)
+_ENV = (
+    "DAGSTER_HOME",
+    "PAYMENTS_DATABASE_URL",
+    "STRIPE_API_KEY",
+    "PAYMENTS_STRIPE_API_BASE",
+    "PAYMENTS_DISPATCH",
+    "PAYMENTS_RECONCILE_START_DATE",
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def drift_env(
+    engine: Engine, stripe_payments_api: FakeStripePaymentsAPI, monkeypatch: pytest.MonkeyPatch
+) -> Engine:
+    monkeypatch.setenv("PAYMENTS_DATABASE_URL", engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("STRIPE_API_KEY", stripe_payments_api.api_key)
+    monkeypatch.setenv("PAYMENTS_STRIPE_API_BASE", stripe_payments_api.url)
+    return engine
+
+
+@pytest.fixture
+def receiver(engine: Engine) -> Iterator[Receiver]:
+    with receiving(engine) as r:
+        yield r
+
+
+@pytest.fixture
+def sdk_retries(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    retries: list[int] = []
+
+    def no_sleep(self: Any, num_retries: int) -> float:
+        retries.append(num_retries)
+        return 0.0
+
+    monkeypatch.setattr(stripe._http_client.HTTPClient, "_sleep_time_seconds", no_sleep)
+    return retries
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+def _assert_one_error(
+    code: int, out: str, err: str, expected_code: int, message: str, key: str
+) -> None:
+    assert code == expected_code, err
+    assert len(_error_lines(err)) == 1, err
+    assert message in _error_lines(err)[0], err
+    assert "Traceback" not in err and out == ""
+    assert key not in out and key not in err
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def _day_with_62_differences(
+    api: FakeStripePaymentsAPI, receiver: Receiver
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """60 payments that never reached us, one we hold refunded at Stripe since, one that
+    matches, one in flight: 62 differences over 61 payments."""
+    lost = [api.add_payment_intent(created=T0 + 60 * i, amount=100 + i) for i in range(60)]
+    refunded = api.add_payment_intent(created=T0 + 7000, amount=5000)
+    receiver.deliver_of(api, refunded, "payment_intent.succeeded")
+    api.refund(refunded["id"], 500)
+    matching = api.add_payment_intent(created=T0 + 7100, amount=42)
+    receiver.deliver_of(api, matching, "payment_intent.succeeded")
+    api.add_payment_intent(created=T0 + 7200, amount=1, status="processing")
+    return lost, refunded
+
+
+def test_json_lists_every_difference_not_only_50(
+    drift_env: Engine,
+    stripe_payments_api: FakeStripePaymentsAPI,
+    receiver: Receiver,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    lost, refunded = _day_with_62_differences(stripe_payments_api, receiver)
+    code, out, err = _run(capsys, "drift", "stripe", *DATE, "--json")
+    assert code == 0, err
+    expected = [
+        {"reference": pi["id"], "kind": "missing_here", "ours": "", "stripe": "succeeded"}
+        for pi in lost
+    ] + [
+        {
+            "reference": refunded["id"],
+            "kind": "status",
+            "ours": "succeeded",
+            "stripe": "partially_refunded",
+        },
+        {"reference": refunded["id"], "kind": "amount_refunded", "ours": "0", "stripe": "500"},
+    ]
+    expected.sort(key=lambda d: d["reference"])  # by reference, kinds in KINDS' order
+    assert json.loads(out) == {
+        "date": "2026-12-05",
+        "compared": 62,
+        "in_flight": 1,
+        "by_kind": {"missing_here": 60, "status": 1, "amount_refunded": 1},
+        "differences": expected,
+    }
+
+
+def test_the_text_shows_50_differences_and_what_to_do(
+    drift_env: Engine,
+    stripe_payments_api: FakeStripePaymentsAPI,
+    receiver: Receiver,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _day_with_62_differences(stripe_payments_api, receiver)
+    code, out, err = _run(capsys, "drift", "stripe", *DATE)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[:3] == [
+        "Drift on 2026-12-05 (UTC): 62 Stripe payments compared with ours "
+        "(1 still in flight at Stripe, not compared)",
+        "61 payments differ: missing_here 60, status 1, amount_refunded 1",
+        f"  {'reference':<32} {'kind':<16} {'ours':>14} {'stripe':>14}",
+    ]
+    rows = lines[3:53]
+    assert len(rows) == 50 and all(r.startswith("  pi_") for r in rows)
+    assert lines[53:] == ["  ... 12 more (--json lists every one)", ADVICE]
+    missing = [r.split() for r in rows if " missing_here " in r]
+    assert all(fields[2:] == ["-", "succeeded"] for fields in missing)  # "-": we have no row
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_the_text_of_a_day_that_matches(
+    drift_env: Engine,
+    stripe_payments_api: FakeStripePaymentsAPI,
+    receiver: Receiver,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pi = stripe_payments_api.add_payment_intent(created=T0 + 5, amount=300)
+    receiver.deliver_of(stripe_payments_api, pi, "payment_intent.succeeded")
+    code, out, err = _run(capsys, "drift", "stripe", "--date", " 2026-12-05 ")
+    assert code == 0, err
+    assert out.splitlines() == [
+        "Drift on 2026-12-05 (UTC): 1 Stripe payments compared with ours "
+        "(0 still in flight at Stripe, not compared)",
+        "No difference: our payments say what Stripe says.",
+    ]
+    code, out, _ = _run(capsys, "drift", "stripe", *DATE, "--json")
+    assert json.loads(out)["differences"] == [] and json.loads(out)["by_kind"] == {}
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--date", "2026-13-01"],
+            "error: the date must be YYYY-MM-DD, such as 2026-12-07, got '2026-13-01'",
+        ),
+        (["--date", "yesterday"], "error: the date must be YYYY-MM-DD"),
+        (["--date", ""], "error: the date must be YYYY-MM-DD"),
+        (["--date", "2026-12-05T00:00:00Z"], "error: the date must be YYYY-MM-DD"),
+        ([], "error: Missing option '--date'"),
+    ],
+)
+def test_a_bad_date_exits_2_before_asking(
+    drift_env: Engine,
+    stripe_payments_api: FakeStripePaymentsAPI,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+) -> None:
+    stripe_payments_api.add_payment_intent(created=T0, amount=1)
+    code, out, err = _run(capsys, "drift", "stripe", *argv, "--json")
+    _assert_one_error(code, out, err, 2, message, stripe_payments_api.api_key)
+    assert stripe_payments_api.requests == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("value", [None, "  "])
+def test_without_a_key_exits_2(
+    drift_env: Engine,
+    stripe_payments_api: FakeStripePaymentsAPI,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    value: str | None,
+) -> None:
+    if value is None:
+        monkeypatch.delenv("STRIPE_API_KEY")
+    else:
+        monkeypatch.setenv("STRIPE_API_KEY", value)
+    code, out, err = _run(capsys, "drift", "stripe", *DATE)
+    _assert_one_error(code, out, err, 2, "error: STRIPE_API_KEY is not set", "sk_")
+    assert stripe_payments_api.requests == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_refused_key_exits_1_without_showing_it(
+    drift_env: Engine,
+    stripe_payments_api: FakeStripePaymentsAPI,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    wrong = "sk_test_wrong_drift_cli_key_00004321"
+    monkeypatch.setenv("STRIPE_API_KEY", wrong)
+    code, out, err = _run(capsys, "--log-level", "debug", "drift", "stripe", *DATE, "--json")
+    _assert_one_error(
+        code,
+        out,
+        err,
+        1,
+        f"error: Stripe's API refused STRIPE_API_KEY at {stripe_payments_api.url} (HTTP 401): "
+        "check the key",
+        wrong,
+    )
+    assert stripe_payments_api.statuses == Counter({401: 1})
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_an_unreachable_api_exits_1(
+    drift_env: Engine,
+    stripe_payments_api: FakeStripePaymentsAPI,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    sdk_retries: list[int],
+) -> None:
+    url = _closed_port_url()
+    monkeypatch.setenv("PAYMENTS_STRIPE_API_BASE", url)
+    code, out, err = _run(capsys, "drift", "stripe", *DATE)
+    _assert_one_error(
+        code,
+        out,
+        err,
+        1,
+        f"error: Stripe's API is unreachable at {url} (no answer after 3 retries)",
+        stripe_payments_api.api_key,
+    )
+    assert sdk_retries == [1, 2, 3]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_500_after_the_retries_exits_1(
+    drift_env: Engine,
+    stripe_payments_api: FakeStripePaymentsAPI,
+    capsys: pytest.CaptureFixture[str],
+    sdk_retries: list[int],
+) -> None:
+    stripe_payments_api.fail_always(500)
+    code, out, err = _run(capsys, "drift", "stripe", *DATE, "--json")
+    _assert_one_error(
+        code,
+        out,
+        err,
+        1,
+        f"error: Stripe's API answered HTTP 500 at {stripe_payments_api.url} after 3 retries",
+        stripe_payments_api.api_key,
+    )
+    assert stripe_payments_api.statuses == Counter({500: 4})
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_the_installed_command_with_debug_logs_never_shows_the_key(
+    drift_env: Engine, stripe_payments_api: FakeStripePaymentsAPI, tmp_path: Path
+) -> None:
+    """The installed entry point, where the debug logs really go to stderr."""
+    stripe_payments_api.add_payment_intent(created=T0 + 1, amount=100)
+    exe = Path(sys.executable).with_name("payments-pipeline")
+    key = stripe_payments_api.api_key
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PAYMENTS_DATABASE_URL": drift_env.url.render_as_string(hide_password=False),
+        "STRIPE_API_KEY": key,
+        "PAYMENTS_STRIPE_API_BASE": stripe_payments_api.url,
+    }
+
+    def run(**extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(exe), "--log-level", "debug", "drift", "stripe", *DATE, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+            env=env | extra,
+            check=False,
+        )
+
+    ok = run()
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["by_kind"] == {"missing_here": 1}
+    assert "/v1/payment_intents" in ok.stderr  # the debug lines did reach stderr
+    assert key not in ok.stdout and key not in ok.stderr
+
+    wrong = "sk_test_another_wrong_drift_key_777"
+    refused = run(STRIPE_API_KEY=wrong)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert len(_error_lines(refused.stderr)) == 1 and "Traceback" not in refused.stderr
+    assert wrong not in refused.stderr

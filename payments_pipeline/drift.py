@@ -14,7 +14,7 @@ sweep's steps). A payment created on another day is never this day's drift, what
 `created_at` says: only the references Stripe lists for the day are compared.
 
 Kinds: `missing_here` (Stripe has the payment, we have no row), `status`, `amount_received`,
-`amount_received`, `amount_refunded`, `currency`, `livemode`. PaymentIntents still in flight at
+`amount_refunded`, `currency`, `livemode`. PaymentIntents still in flight at
 Stripe (no handled event has reported them yet: `requires_payment_method` without a failed
 attempt, `requires_action`, `processing`, ...) are counted (`in_flight`), not compared; charges
 of a PaymentIntent are compared through it, and legacy charges that did not succeed (no handler

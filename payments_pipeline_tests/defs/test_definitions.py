@@ -42,6 +42,7 @@ def test_defs_resolve_every_job_schedule_sensor_and_asset() -> None:
         *ASSETS,
         "webhook_backlog",
         "recovered_webhook_events",
+        "stripe_payment_drift",
     }
     graph = defs.resolve_asset_graph()
     for upstream, asset in itertools.pairwise(ASSETS):
@@ -60,6 +61,7 @@ def test_defs_resolve_every_job_schedule_sensor_and_asset() -> None:
         "every_claim_dispatched",
         "backlog_keeps_up",
         "no_missed_deliveries",
+        "payments_match_stripe",
     }
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from sqlalchemy import Engine
 
 from payments_pipeline.defs.launch import REPO, prepare_demo_home
@@ -65,6 +66,10 @@ query Run($runId: ID!) {
     }
   }
 }"""
+SCHEMA = """
+query Schema($selector: PipelineSelector!) {
+  runConfigSchemaOrError(selector: $selector) { ... on RunConfigSchema { rootDefaultYaml } }
+}"""
 RUNS = """
 query Runs {
   runsOrError { ... on Runs { results { runId } } }
@@ -80,6 +85,15 @@ query Repo($selector: RepositorySelector!) {
     }
   }
 }"""
+
+
+def _pipeline(selector: dict[str, str]) -> dict[str, str]:
+    """A launch selector as the older `PipelineSelector` input spells it."""
+    return {
+        "repositoryLocationName": selector["repositoryLocationName"],
+        "repositoryName": selector["repositoryName"],
+        "pipelineName": selector["jobName"],
+    }
 
 
 def _sigint_default() -> None:
@@ -194,15 +208,20 @@ def test_launch_from_the_webserver_with_a_provider_override(
     )
     data = dagster_dev.query(REPOSITORY, selector=selector)["repositoryOrError"]
     assert "requeue_stuck_webhooks" in {j["name"] for j in repo}
-    assert data["schedules"] == [
-        {"name": "requeue_stuck_webhooks_every_5_minutes", "cronSchedule": "*/5 * * * *"}
-    ]
+    assert {(s["name"], s["cronSchedule"]) for s in data["schedules"]} == {
+        ("requeue_stuck_webhooks_every_5_minutes", "*/5 * * * *"),
+        ("reconcile_stripe_events_hourly", "17 * * * *"),
+    }
     assert {s["name"] for s in data["sensors"]} == {
         "webhook_events_sensor",
         "sweep_run_failure_sensor",
     }
     assert {"requeue_stuck_webhooks", "replay_webhook_events"} <= {j["name"] for j in repo}
-    assert {n["groupName"] for n in data["assetNodes"]} == {"webhook_requeue", "webhook_health"}
+    assert {n["groupName"] for n in data["assetNodes"]} == {
+        "webhook_requeue",
+        "webhook_health",
+        "webhook_reconciliation",
+    }
 
     def launch(provider: str, minutes: int = 10, python_error: bool = False) -> dict[str, Any]:
         params = {
@@ -219,7 +238,22 @@ def test_launch_from_the_webserver_with_a_provider_override(
     # What the launchpad shows on "Launch Run": the refusal, and no run was created.
     too_soon = launch("monetbil", minutes=0, python_error=True)
     assert too_soon["__typename"] == "PythonError", too_soon
-    assert "minutes must be a whole number >= 1, got 0" in too_soon["message"], too_soon
+    assert too_soon["message"].strip() == (
+        "dagster._core.errors.DagsterInvalidConfigError: minutes must be a whole number >= 1, got 0"
+    ), too_soon  # one sentence: no "Stack Trace:" inside the message the dialog shows first
+    # The replay launchpad's prefilled config (the schema's defaults) asks for nothing: refused
+    # the same way, with what to fill in.
+    replay_selector = {**SELECTOR, "jobName": "replay_webhook_events"}
+    prefilled = yaml.safe_load(
+        dagster_dev.query(SCHEMA, selector=_pipeline(replay_selector))["runConfigSchemaOrError"][
+            "rootDefaultYaml"
+        ]
+    )
+    assert prefilled == {"event_ids": [], "limit": 1000, "provider": "all", "status": "dead"}
+    params = {"selector": replay_selector, "runConfigData": prefilled}
+    nothing = dagster_dev.query(LAUNCH, python_error=True, params=params)["launchRun"]
+    assert nothing["__typename"] == "PythonError", nothing
+    assert "nothing to replay: fill in event_ids" in nothing["message"].splitlines()[0], nothing
     assert dagster_dev.query(RUNS)["runsOrError"]["results"] == []
     launched = launch("monetbil")
     assert launched["__typename"] == "LaunchRunSuccess", launched

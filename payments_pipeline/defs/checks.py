@@ -13,6 +13,7 @@ import dagster as dg
 
 from ..models import Provider, SweepOutcome
 from ..sweep import SweepSummary
+from .metadata import unplotted
 
 SUMMARY = dg.AssetKey("requeue_sweep_summary")
 _SHOWN_IDS = 50
@@ -48,8 +49,8 @@ def _count_check(
     """A check that passes when every provider's count is zero.
 
     `counts` is keyed by provider value; the description is `"{total} {problem}"` when the check
-    fails, `ok` when it passes; the metadata holds the total under `key` and each provider's count
-    under `{key}_{provider}`.
+    fails, `ok` when it passes; the metadata holds the total under `key` (text: its scope is the
+    sweep's providers, see `metadata`) and each provider's count under `{key}_{provider}`.
     """
     total = sum(counts.values())
     return dg.AssetCheckResult(
@@ -57,7 +58,7 @@ def _count_check(
         passed=total == 0,
         severity=severity,
         description=f"{total} {problem}" if total else ok,
-        metadata={key: total, **{f"{key}_{p}": n for p, n in counts.items()}},
+        metadata={key: unplotted(total), **{f"{key}_{p}": n for p, n in counts.items()}},
     )
 
 
@@ -107,7 +108,7 @@ def every_claim_dispatched(summary: SweepSummary) -> dg.AssetCheckResult:
             if failed
             else "every claimed event was dispatched"
         ),
-        metadata={"dispatch_failed": len(failed)},
+        metadata={"dispatch_failed": unplotted(len(failed))},
     )
 
 

@@ -72,8 +72,8 @@ def no_expired_stuck_events(summary: SweepSummary) -> dg.AssetCheckResult:
         "stuck event(s) older than the window are never requeued automatically: the oldest are "
         "listed by id in the summary's `sweep` report and `expired_events` (and by "
         "`payments-pipeline status`); once looked at, replay each by id (job "
-        "`replay_webhook_events`, `payments-pipeline replay ID...`) or settle it (job "
-        "`dismiss_webhook_events`, `payments-pipeline dismiss ID... --reason TEXT`)",
+        "`replay_webhook_events`, `payments-pipeline replay EVENT_ID ...`) or settle it (job "
+        "`dismiss_webhook_events`, `payments-pipeline dismiss EVENT_ID ... --reason TEXT`)",
         "no stuck event is older than the window",
     )
 
@@ -88,7 +88,7 @@ def no_dead_events(summary: SweepSummary, dead: Mapping[Provider, int]) -> dg.As
         "dead event(s): each one's cause and last_error are in the summary's `sweep` report and "
         "`dead_events` (the first 20); once the cause is fixed, launch the job "
         "`replay_webhook_events` (`provider`, `status: dead`, `since`, or `event_ids`) or run "
-        "`payments-pipeline replay ID...`; if they need no processing, settle them with the job "
+        "`payments-pipeline replay EVENT_ID ...`; if they need no processing, settle them with the job "
         "`dismiss_webhook_events`",
         "no dead events",
     )

@@ -88,8 +88,8 @@ def no_dead_events(summary: SweepSummary, dead: Mapping[Provider, int]) -> dg.As
         "dead event(s): each one's cause and last_error are in the summary's `sweep` report and "
         "`dead_events` (the first 20); once the cause is fixed, launch the job "
         "`replay_webhook_events` (`provider`, `status: dead`, `since`, or `event_ids`) or run "
-        "`payments-pipeline replay EVENT_ID ...`; if they need no processing, settle them with the job "
-        "`dismiss_webhook_events`",
+        "`payments-pipeline replay EVENT_ID ...`; if they need no processing, settle them with the "
+        "job `dismiss_webhook_events`",
         "no dead events",
     )
 

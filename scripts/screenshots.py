@@ -18,11 +18,11 @@ Chromium (Selenium, /usr/bin/chromium + /usr/bin/chromedriver) and saves under d
     run-summary-report.png  the sweep at a glance: the summary's `sweep` report
     backlog-plots.png       webhook_backlog's overview: the backlog plotted over sweeps
 
-Everything it starts is stopped at the end (process group), also on error. Selenium is a tool of
-this script only, not a dependency of the project:
+Everything it starts is stopped at the end (process group), also on error. Selenium is a dev
+dependency (the browser test, payments_pipeline_tests/defs/test_browser.py, uses it too):
 
     apt-get install -y chromium chromium-driver
-    uv run --frozen --with selenium python scripts/screenshots.py [--out docs/img]
+    uv run --frozen python scripts/screenshots.py [--out docs/img]
 """
 
 from __future__ import annotations

@@ -102,8 +102,9 @@ def webhook_backlog(
     sweep: dg.ResourceParam[SweepSettings],
 ) -> dg.MaterializeResult:
     """What is not done yet, plotted over time: open events, how long stuck (minutes), dead,
-    expired, payments. Reported by the sensor when a count changes or an age crosses a
-    threshold, and by every sweep as its last step."""
+    expired. Most entries are the sensor's (`webhook_events_sensor` reports one when a count
+    changes or an age crosses a threshold, without a run); every sweep adds one as its last step,
+    with the payments counts."""
     settings = _settings_for(sweep.minutes)
     with payments_db.engine.connect() as conn:
         backlog = status.read_backlog(conn, settings, payments=True)

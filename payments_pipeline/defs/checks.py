@@ -13,6 +13,7 @@ import dagster as dg
 
 from ..models import Provider, SweepOutcome
 from ..sweep import SweepSummary
+from .metadata import unplotted
 
 SUMMARY = dg.AssetKey("requeue_sweep_summary")
 _SHOWN_IDS = 50
@@ -48,8 +49,8 @@ def _count_check(
     """A check that passes when every provider's count is zero.
 
     `counts` is keyed by provider value; the description is `"{total} {problem}"` when the check
-    fails, `ok` when it passes; the metadata holds the total under `key` and each provider's count
-    under `{key}_{provider}`.
+    fails, `ok` when it passes; the metadata holds the total under `key` (text: its scope is the
+    sweep's providers, see `metadata`) and each provider's count under `{key}_{provider}`.
     """
     total = sum(counts.values())
     return dg.AssetCheckResult(
@@ -57,7 +58,7 @@ def _count_check(
         passed=total == 0,
         severity=severity,
         description=f"{total} {problem}" if total else ok,
-        metadata={key: total, **{f"{key}_{p}": n for p, n in counts.items()}},
+        metadata={key: unplotted(total), **{f"{key}_{p}": n for p, n in counts.items()}},
     )
 
 
@@ -71,8 +72,8 @@ def no_expired_stuck_events(summary: SweepSummary) -> dg.AssetCheckResult:
         "stuck event(s) older than the window are never requeued automatically: the oldest are "
         "listed by id in the summary's `sweep` report and `expired_events` (and by "
         "`payments-pipeline status`); once looked at, replay each by id (job "
-        "`replay_webhook_events`, `payments-pipeline replay ID...`) or settle it (job "
-        "`dismiss_webhook_events`, `payments-pipeline dismiss ID... --reason TEXT`)",
+        "`replay_webhook_events`, `payments-pipeline replay EVENT_ID ...`) or settle it (job "
+        "`dismiss_webhook_events`, `payments-pipeline dismiss EVENT_ID ... --reason TEXT`)",
         "no stuck event is older than the window",
     )
 
@@ -87,8 +88,8 @@ def no_dead_events(summary: SweepSummary, dead: Mapping[Provider, int]) -> dg.As
         "dead event(s): each one's cause and last_error are in the summary's `sweep` report and "
         "`dead_events` (the first 20); once the cause is fixed, launch the job "
         "`replay_webhook_events` (`provider`, `status: dead`, `since`, or `event_ids`) or run "
-        "`payments-pipeline replay ID...`; if they need no processing, settle them with the job "
-        "`dismiss_webhook_events`",
+        "`payments-pipeline replay EVENT_ID ...`; if they need no processing, settle them with the "
+        "job `dismiss_webhook_events`",
         "no dead events",
     )
 
@@ -107,7 +108,7 @@ def every_claim_dispatched(summary: SweepSummary) -> dg.AssetCheckResult:
             if failed
             else "every claimed event was dispatched"
         ),
-        metadata={"dispatch_failed": len(failed)},
+        metadata={"dispatch_failed": unplotted(len(failed))},
     )
 
 

@@ -9,19 +9,20 @@ Run config (both required: the launchpad shows them as what to fill in):
           event_ids: [812, 813]
           reason: "refunded by hand in the Stripe dashboard (ticket 4411)"
 
-A blank reason, or one longer than the audit keeps, is refused by Dagster's config check before
-a run exists. The run page says what was dismissed and what was refused, and why.
+No event id, a blank reason, or one longer than the audit keeps, is refused before a run exists,
+with one sentence (the op's config mapping). The run page says what was dismissed and what was
+refused, and why.
 """
 
 from typing import Any
 
 import dagster as dg
-from dagster._config import PostProcessingError
 
 from ..config import load_settings
 from ..dismiss import DismissError, DismissResult, clean_reason, dismiss_events
 from ..sweep import SweepParams
 from .resources import PaymentsDatabase
+from .sweep_config import refuse
 from .tables import cell, table
 from .tags import tag_found, trigger_from_tags
 
@@ -29,26 +30,22 @@ JOB_NAME = "dismiss_webhook_events"
 OP_NAME = "dismiss_events"
 
 
-class _Reason(dg.ScalarUnion):
-    """`reason`: required, and refused in the config check when blank or too long."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            scalar_type=str, non_scalar_schema=dg.Selector({"env": str}), _key="DismissReason"
-        )
-
-    def post_process(self, value: Any) -> str:
-        text = str(dg.StringSource.post_process(value))
-        try:
-            return clean_reason(text)
-        except DismissError as exc:
-            raise PostProcessingError(str(exc)) from None
-
-
 _SCHEMA = {
     "event_ids": dg.Field([int], description="The dead or expired events to settle, by id."),
-    "reason": dg.Field(_Reason(), description="Why they are settled (kept in the audit)."),
+    "reason": dg.Field(dg.StringSource, description="Why they are settled (kept in the audit)."),
 }
+
+
+def _checked(config: dict[str, Any]) -> dict[str, Any]:
+    """The op's config, refused with one sentence before any run exists (`refuse`) when it names
+    no event or its reason is blank or too long; the reason as the audit keeps it."""
+    if not config["event_ids"]:
+        refuse("dismiss_webhook_events: nothing to dismiss: fill in event_ids", config)
+    try:
+        reason = clean_reason(config["reason"])
+    except DismissError as exc:
+        refuse(str(exc), config)
+    return {"event_ids": list(config["event_ids"]), "reason": reason}
 
 
 def dismiss_run_config(*, event_ids: list[int], reason: str) -> dict[str, Any]:
@@ -56,8 +53,8 @@ def dismiss_run_config(*, event_ids: list[int], reason: str) -> dict[str, Any]:
     return {"ops": {OP_NAME: {"config": {"event_ids": list(event_ids), "reason": reason}}}}
 
 
-@dg.op(name=OP_NAME, config_schema=_SCHEMA, out=dg.Out(io_manager_key="sweep_io_manager"))
-def dismiss_events_op(
+@dg.op(config_schema=_SCHEMA, out=dg.Out(io_manager_key="sweep_io_manager"))
+def _dismiss_events(
     context: dg.OpExecutionContext, payments_db: PaymentsDatabase
 ) -> dg.Output[DismissResult]:
     """Marks the named dead or expired events `dismissed`, audited with the reason."""
@@ -79,6 +76,9 @@ def dismiss_events_op(
     found = f"{len(result.dismissed)} dismissed" if result.dismissed else "nothing dismissed"
     tag_found(context, found + (f", {len(result.refused)} refused" if result.refused else ""))
     return dg.Output(result, metadata=dismiss_metadata(result))
+
+
+dismiss_events_op = _dismiss_events.configured(_checked, name=OP_NAME, config_schema=_SCHEMA)
 
 
 def _audit(result: DismissResult) -> str:

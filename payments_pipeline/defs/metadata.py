@@ -1,7 +1,12 @@
 """Materialization metadata: what makes a run's page the audit of its sweep.
 
-Counts are plain `int`s (Dagster plots numeric metadata across materializations), one per
-provider the sweep covered and one per reason, zeros included, so every plot has a point per run.
+A plot means one thing: only numbers whose scope is the same in every run are `int`s (Dagster
+plots numeric metadata across materializations): one per provider the sweep covered, zeros
+included, so every provider's plot has a point per sweep that covered it (and a gap for a sweep
+that did not). A total, or a count per reason, sums over the providers *this* run covered: a
+stripe-only sweep's `expired` is not the same quantity as an every-provider sweep's, and plotted
+together it would drop for no reason. Those are text (`unplotted`): on the run's page, never in a
+plot.
 Event lists are previews capped at `PREVIEW_ROWS`, with the total stated: the complete list is
 `sweep_events` (one row per event, written in the claim's own transaction).
 """
@@ -20,6 +25,13 @@ from ..sweep import Candidate, ClaimResult, DispatchResult, Scan, SweepSummary
 from .tables import summary_tables, table
 
 PREVIEW_ROWS = 50
+
+
+def unplotted(count: int) -> dg.TextMetadataValue:
+    """A count whose scope is the run's providers: shown as text, so Dagster does not plot it."""
+    return dg.MetadataValue.text(str(count))
+
+
 _EVENT_COLUMNS = (
     ("id", "int"),
     ("provider", "string"),
@@ -32,13 +44,14 @@ _EVENT_COLUMNS = (
 
 def breakdown(
     verb: str, candidates: Sequence[Candidate], providers: Sequence[Provider]
-) -> dict[str, int]:
-    """`verb` in total, per provider covered and per reason: `found`, `found_stripe`, ..."""
+) -> dict[str, Any]:
+    """`verb` in total, per provider covered (plotted) and per reason (text: it sums over the
+    providers covered): `found`, `found_stripe`, `found_dispatch_lost`, ..."""
     by_provider = Counter(c.event.provider for c in candidates)
     by_reason = Counter(c.reason for c in candidates)
-    counts = {verb: len(candidates)}
+    counts: dict[str, Any] = {verb: unplotted(len(candidates))}
     counts |= {f"{verb}_{p.value}": by_provider[p] for p in providers}
-    counts |= {f"{verb}_{r.value}": by_reason[r] for r in SweepReason}
+    counts |= {f"{verb}_{r.value}": unplotted(by_reason[r]) for r in SweepReason}
     return counts
 
 
@@ -75,7 +88,7 @@ def scan_metadata(scan: Scan) -> dict[str, Any]:
         "stuck_before": dg.MetadataValue.text(f"{scan.stuck_before.isoformat()}Z"),
         "created_after": dg.MetadataValue.text(f"{scan.created_after.isoformat()}Z"),
         **breakdown("found", scan.candidates, providers),
-        "expired": sum(scan.expired.values()),
+        "expired": unplotted(sum(scan.expired.values())),
         **{f"expired_{p.value}": scan.expired.get(p, 0) for p in providers},
         **events_preview([(c, "found") for c in scan.candidates], sweep_id=scan.sweep_id),
         **expired_table(scan),
@@ -99,7 +112,10 @@ def claim_metadata(scan: Scan, claim: ClaimResult) -> dict[str, Any]:
 
 def _per_provider(verb: str, candidates: Sequence[Candidate], providers: Sequence[Provider]):
     by_provider = Counter(c.event.provider for c in candidates)
-    return {verb: len(candidates), **{f"{verb}_{p.value}": by_provider[p] for p in providers}}
+    return {
+        verb: unplotted(len(candidates)),
+        **{f"{verb}_{p.value}": by_provider[p] for p in providers},
+    }
 
 
 def dispatch_metadata(
@@ -116,7 +132,7 @@ def dispatch_metadata(
     rows = [(c, "dispatched") for c in dispatch.dispatched] + [(c, failed) for c in dispatch.failed]
     processed = {}
     if outcomes is not None:
-        processed = {f"processing_{o.value}": outcomes.get(o, 0) for o in ProcessOutcome}
+        processed = {f"processing_{o.value}": unplotted(outcomes.get(o, 0)) for o in ProcessOutcome}
     return {
         "engine": dg.MetadataValue.text(engine.value),
         **_per_provider("handed_on", dispatch.dispatched, providers),
@@ -132,7 +148,8 @@ def summary_metadata(
     payments: Mapping[str, PaymentTotals],
     scan: Scan,
 ) -> dict[str, Any]:
-    """The seed's totals, per provider too, live and test-mode payments apart (test money is
+    """The seed's totals (text) and per provider (plotted), live and test-mode payments apart
+    (plotted: the payments table whatever the sweep covered) (test money is
     never counted as real), the two tables, the events and the oldest expired events."""
     return {
         **{f"payments_{mode}": totals.count for mode, totals in payments.items()},
@@ -142,8 +159,8 @@ def summary_metadata(
             for s, n in totals.by_status.items()
         },
         "sweep_id": summary.sweep_id,
-        **summary.total.as_dict(),
-        "dispatch_failed": len(dispatch.failed),
+        **{name: unplotted(n) for name, n in summary.total.as_dict().items()},
+        "dispatch_failed": unplotted(len(dispatch.failed)),
         **{
             f"{p.value}_{name}": n
             for p, counts in summary.providers.items()

@@ -11,8 +11,10 @@ or the dead events of a provider since a date (`status` may only be `dead`; `lim
     status: dead
     since: "2026-11-30"
 
-Dagster's config check refuses, before any run exists, an unknown provider or status, a `since`
-that is not an ISO 8601 date or time, `limit < 1`, and a config that gives both forms or neither.
+Refused before any run exists: an unknown provider or status (Dagster's config check, as you
+type), and, with one sentence when the run is launched (the job's config mapping), a `since` that
+is not an ISO 8601 date or time, `limit < 1`, and a config that gives both forms or neither (the
+launchpad's prefilled defaults give neither: the sentence says what to fill in).
 The events go round through `PAYMENTS_DISPATCH`; the replay is one `sweep_runs` row (who launched
 it, this run's id) and one `sweep_events` row per event replayed. The run page lists what it
 replayed and what it refused, and why, in one Markdown entry (`report`) and two tables.
@@ -24,7 +26,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
-from dagster._config import PostProcessingError
 
 from ..config import load_settings
 from ..dispatch import build_dispatcher
@@ -32,7 +33,7 @@ from ..models import DispatchMode, EventRef, ProcessOutcome
 from ..replay import DeadSelection, Refusal, ReplayResult, replay_events, select_dead
 from ..sweep import SweepParams
 from .resources import PaymentsDatabase
-from .sweep_config import PROVIDER_ENUM, AtLeastOne
+from .sweep_config import PROVIDER_ENUM, at_least_one, refuse
 from .tables import cell, table
 from .tags import tag_found, trigger_from_tags
 
@@ -57,26 +58,12 @@ def parse_since(text: str) -> dt.datetime:
     return moment
 
 
-class _IsoMoment(dg.ScalarUnion):
-    """`since`: refused in the config check, like `minutes: 0`, when it does not parse."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            scalar_type=str, non_scalar_schema=dg.Selector({"env": str}), _key="ReplaySince"
-        )
-
-    def post_process(self, value: Any) -> str:
-        text = str(dg.StringSource.post_process(value))
-        try:
-            parse_since(text)
-        except ValueError as exc:
-            raise PostProcessingError(str(exc)) from None
-        return text
-
-
 _SCHEMA = {
     "event_ids": dg.Field(
-        [int], is_required=False, description="Replay these events (dead or processed)."
+        [int],
+        default_value=[],
+        description="Replay these events (dead, processed or expired stuck ones); or leave it "
+        "empty and give since.",
     ),
     "provider": dg.Field(
         PROVIDER_ENUM, default_value="all", description="With since: all, stripe or monetbil."
@@ -87,12 +74,12 @@ _SCHEMA = {
         description="With since: the status replayed (only dead).",
     ),
     "since": dg.Field(
-        _IsoMoment(),
+        dg.StringSource,
         is_required=False,
         description="Replay the dead events that died at or after this ISO date or time (UTC).",
     ),
     "limit": dg.Field(
-        AtLeastOne("limit", "ReplayLimit"),
+        dg.IntSource,
         default_value=DEFAULT_LIMIT,
         description="With since: at most this many events in one run (lowest ids first).",
     ),
@@ -100,15 +87,27 @@ _SCHEMA = {
 
 
 def _one_form(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The job's flat config onto the op's; refuses both forms or neither (before the run)."""
-    ids, since = config.get("event_ids"), config.get("since")
-    if bool(ids) == (since is not None):
-        raise dg.DagsterInvalidConfigError(
-            "replay_webhook_events: give event_ids, or since (with provider and status: dead)"
-            + (", not both" if ids else ""),
-            [],
+    """The job's flat config onto the op's, refused with one sentence (before any run exists)
+    when it asks for both forms or neither, or `since` or `limit` is out of bounds.
+
+    The launchpad prefills the defaults (`event_ids: []`, provider, status, limit): launched as
+    they are, they ask for nothing, and the refusal says what to fill in.
+    """
+    ids, since = config.get("event_ids") or [], config.get("since")
+    if ids and since is not None:
+        refuse("replay_webhook_events: give event_ids or since, not both", config)
+    if not ids and since is None:
+        refuse(
+            "replay_webhook_events: nothing to replay: fill in event_ids (event_ids: [812, 813]) "
+            'or since (since: "2026-11-30", with provider and status: dead)',
             config,
         )
+    if since is not None:
+        try:
+            parse_since(since)
+        except ValueError as exc:
+            refuse(str(exc), config)
+    at_least_one("limit", config["limit"], config)
     return {"ops": {OP_NAME: {"config": dict(config)}}}
 
 

@@ -1,21 +1,17 @@
 """The `sweep` resource: what a launch may override per run (`minutes`, `provider`).
 
-Both are refused by Dagster's config check before a run exists: `provider: paypal` (an enum, which
-the launchpad flags as you type) and `minutes: 0` (`AtLeastOne`, refused when the run is
-launched: the launchpad shows the error in place of starting a run). The schedule, the sensor, the
-CLI and scripts launch with `sweep_run_config(...)`.
+Both are refused before a run exists: `provider: paypal` by Dagster's config check (an enum,
+which the launchpad flags as you type), `minutes: 0` by the resource's config mapping when the run
+is launched (the launchpad shows the one sentence in place of starting a run). The schedule, the
+sensor, the CLI and scripts launch with `sweep_run_config(...)`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NoReturn, get_args
 
 import dagster as dg
-
-# The error Dagster's docs name for a config type that refuses a value in `post_process`; it is
-# exported by `dagster._config` only.
-from dagster._config import PostProcessingError
 
 from ..config import Settings
 from ..sweep import SweepParams
@@ -35,46 +31,58 @@ class SweepSettings:
         return SweepParams.from_settings(settings, minutes=self.minutes, provider=self.provider)
 
 
-class AtLeastOne(dg.ScalarUnion):
-    """A whole number >= 1, or `{env: VAR}` like every int in Dagster config (`what` names it in
-    the refusal; `key` is the config type's unique name).
+def refuse(sentence: str, config: Any) -> NoReturn:
+    """Refuse a run config in a config mapping with one sentence.
 
-    Dagster turns a pydantic `Field(ge=1)` into a plain int and leaves the bound to pydantic, at
-    resource initialisation: the run exists by then and its first step fails with a stack trace.
-    The config schema has no numeric bounds, but a config type's `post_process` runs while Dagster
-    resolves the run config in the code location (`execute_in_process`; a launch from the launchpad
-    or the GraphQL API, which asks the code location for the execution plan first), before any run
-    is created: `DagsterInvalidConfigError`. The launchpad's as-you-type check reads the schema
-    alone, so it flags `minutes: 0` only when "Materialize" is pressed.
+    Dagster's config schema has no numeric bounds and no cross-field rules, so the webserver's
+    as-you-type check (which reads the schema alone) cannot see `minutes: 0`. A config mapping
+    (`configured`, `ConfigMapping`) runs in the code location while the run's plan is built, before
+    any run exists (a launch from the launchpad or the GraphQL API, `execute_in_process`,
+    `dg.validate_run_config`). Dagster passes its own errors out of a mapping untouched, so the
+    launch is refused with this sentence as the error's message (no traceback in it), where any
+    other exception would come wrapped in "The config mapping function ... has thrown an
+    unexpected error".
     """
-
-    def __init__(self, what: str, key: str) -> None:
-        super().__init__(scalar_type=int, non_scalar_schema=dg.Selector({"env": str}), _key=key)
-        self.what = what
-
-    def post_process(self, value: Any) -> int:
-        number = int(dg.IntSource.post_process(value))  # resolves {env: VAR}
-        if number < 1:
-            raise PostProcessingError(f"{self.what} must be a whole number >= 1, got {number}")
-        return number
+    raise dg.DagsterInvalidConfigError(sentence, [], config)
 
 
-# One instance per config type name: Dagster keys its config types by `_key`.
-_MINUTES = AtLeastOne("minutes", "SweepMinutes")
+def at_least_one(what: str, value: int, config: Any) -> int:
+    """`value` when it is a whole number >= 1, else the refusal naming `what`."""
+    if value < 1:
+        refuse(f"{what} must be a whole number >= 1, got {value}", config)
+    return value
+
+
 PROVIDER_ENUM = dg.Enum("SweepProvider", [dg.EnumValue(p) for p in get_args(ProviderChoice)])
+
+
+def _settings(config: dict[str, Any]) -> SweepSettings:
+    return SweepSettings(**config)
 
 
 def sweep_resource(default_minutes: int) -> dg.ResourceDefinition:
     """`resources: {sweep: {config: {minutes: 5, provider: stripe}}}`; both have defaults.
 
-    A resource with an explicit config schema (not a `ConfigurableResource`): a pythonic field
-    cannot carry a config type of its own, and `minutes` needs `AtLeastOne`.
+    A resource with an explicit config schema (not a `ConfigurableResource`: Dagster turns a
+    pydantic `Field(ge=1)` into a plain int and leaves the bound to pydantic, at resource
+    initialisation, when the run exists and its first step fails), `configured` with the
+    mapping that refuses `minutes` below 1 before the run exists.
     """
-    return dg.ResourceDefinition(
-        resource_fn=lambda context: SweepSettings(**context.resource_config),
+    inner = dg.ResourceDefinition(
+        resource_fn=lambda context: _settings(context.resource_config),
+        config_schema={"minutes": int, "provider": str},
+        description="Run-level parameters of one sweep.",
+    )
+
+    def check(config: dict[str, Any]) -> dict[str, Any]:
+        minutes = at_least_one("minutes", config["minutes"], config)
+        return {"minutes": minutes, "provider": config["provider"]}
+
+    return inner.configured(
+        check,
         config_schema={
             "minutes": dg.Field(
-                _MINUTES,
+                dg.IntSource,
                 default_value=default_minutes,
                 description="Stuck threshold in minutes, at least 1 "
                 "(default: PAYMENTS_STUCK_REQUEUE_MINUTES).",
@@ -85,7 +93,6 @@ def sweep_resource(default_minutes: int) -> dg.ResourceDefinition:
                 description="all, stripe or monetbil.",
             ),
         },
-        description="Run-level parameters of one sweep.",
     )
 
 

@@ -147,8 +147,8 @@ def sweep_markdown(
         todo.append(
             f"Dead: fix their cause (each one's `last_error`, above), then launch the job "
             f"`{REPLAY_JOB}` with `provider: {which}`, `status: dead`, `since: <date>` (or "
-            f"`event_ids: [...]`), or run `payments-pipeline replay ID...`; or, when they need "
-            f"no processing, settle them with the job `{DISMISS_JOB}` (`event_ids`, `reason`)."
+            f"`event_ids: [...]`), or run `payments-pipeline replay EVENT_ID ...`; or, when they "
+            f"need no processing, settle them with the job `{DISMISS_JOB}` (`event_ids`, `reason`)."
         )
     if not todo:
         todo.append("Nothing: every stuck event found was handed on.")

@@ -43,7 +43,7 @@ def test_expired_stuck_events_fail_with_error(
     assert result.success  # a failed check flags; the sweep itself did its job
     check = _checks(result)["no_expired_stuck_events"]
     assert not check.passed and check.severity is dg.AssetCheckSeverity.ERROR
-    assert check.metadata["expired"] == dg.IntMetadataValue(2)
+    assert check.metadata["expired"] == dg.TextMetadataValue("2")  # the sweep's providers: text
     assert check.metadata["expired_monetbil"] == dg.IntMetadataValue(2)
 
 
@@ -55,7 +55,7 @@ def test_dead_events_warn_and_are_counted_per_provider(
     checks = _checks(execute_sweep(instance, provider="stripe"))
     dead = checks["no_dead_events"]
     assert not dead.passed and dead.severity is dg.AssetCheckSeverity.WARN
-    assert dead.metadata["dead"] == dg.IntMetadataValue(1)  # the sweep's providers only
+    assert dead.metadata["dead"] == dg.TextMetadataValue("1")  # the sweep's providers only
     assert "payments-pipeline replay" in (dead.description or "")
     assert checks["no_expired_stuck_events"].passed and checks["every_claim_dispatched"].passed
 
@@ -82,7 +82,7 @@ def test_a_claim_that_was_not_dispatched_fails_with_error(
     assert result.success
     check = _checks(result)["every_claim_dispatched"]
     assert not check.passed and check.severity is dg.AssetCheckSeverity.ERROR
-    assert check.metadata["dispatch_failed"] == dg.IntMetadataValue(1)
+    assert check.metadata["dispatch_failed"] == dg.TextMetadataValue("1")
     assert str(event_id) in (check.description or "")
     claimed = fetch_event(db_env, event_id)  # claimed, so a later sweep finds it as dispatch_lost
     assert claimed.dispatched_at is not None and claimed.status is EventStatus.RECEIVED

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +142,80 @@ def test_nothing_outside_defs_imports_dagster() -> None:
         )
     ]
     assert offenders == []
+
+
+# What the launchpad prefills (each job's config defaults, `{}` here) either launches, or is
+# refused before a run exists with what to fill in: Dagster's "Missing required config entry"
+# (the launchpad flags it as you type) or our one sentence (when "Launch Run" is pressed).
+PREFILLED = [
+    ("requeue_stuck_webhooks", None),
+    ("reconcile_stripe_events", None),
+    ("replay_webhook_events", "replay_webhook_events: nothing to replay: fill in event_ids"),
+    ("dismiss_webhook_events", 'Missing required config entry "ops"'),
+    ("reconcile_monetbil_payments", 'Missing required config entry "ops"'),
+]
+
+
+@pytest.mark.parametrize(("job_name", "refusal"), PREFILLED)
+def test_every_jobs_prefilled_config_launches_or_says_what_to_fill_in(
+    job_name: str, refusal: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYMENTS_DATABASE_URL", "sqlite://")  # read where the run executes
+    job = defs.resolve_job_def(job_name)
+    if refusal is None:
+        dg.validate_run_config(job, {})
+        return
+    with pytest.raises(dg.DagsterInvalidConfigError) as refused:
+        dg.validate_run_config(job, {})
+    assert refusal in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("job_name", "run_config", "sentence"),
+    [
+        (
+            "requeue_stuck_webhooks",
+            {"resources": {"sweep": {"config": {"minutes": 0}}}},
+            "minutes must be a whole number >= 1, got 0",
+        ),
+        (
+            "replay_webhook_events",
+            {"event_ids": []},
+            "replay_webhook_events: nothing to replay: fill in event_ids (event_ids: [812, 813]) "
+            'or since (since: "2026-11-30", with provider and status: dead)',
+        ),
+        (
+            "replay_webhook_events",
+            {"since": "2026-11-30", "limit": 0},
+            "limit must be a whole number >= 1, got 0",
+        ),
+        (
+            "dismiss_webhook_events",
+            {"ops": {"dismiss_events": {"config": {"event_ids": [], "reason": "dup"}}}},
+            "dismiss_webhook_events: nothing to dismiss: fill in event_ids",
+        ),
+        (
+            "dismiss_webhook_events",
+            {"ops": {"dismiss_events": {"config": {"event_ids": [1], "reason": " "}}}},
+            "a dismissal needs a reason: say why these events are settled",
+        ),
+    ],
+)
+def test_a_value_the_schema_cannot_bound_is_refused_with_one_sentence(
+    job_name: str, run_config: dict[str, object], sentence: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole message is the sentence: no "Error 1: Post processing at path ...", no stack
+    trace (what the launchpad's error dialog shows first is the message)."""
+    monkeypatch.setenv("PAYMENTS_DATABASE_URL", "sqlite://")
+    with pytest.raises(dg.DagsterInvalidConfigError) as refused:
+        dg.validate_run_config(defs.resolve_job_def(job_name), run_config)
+    assert str(refused.value) == sentence
+
+
+def test_no_private_dagster_import() -> None:
+    """Only Dagster's public API (`dagster._config` and friends change without notice)."""
+    sources = sorted((REPO / "payments_pipeline").rglob("*.py"))
+    private = [
+        p.name for p in sources if re.search(r"^\s*(from|import) dagster\._", p.read_text(), re.M)
+    ]
+    assert private == []

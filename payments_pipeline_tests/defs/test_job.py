@@ -69,34 +69,35 @@ def test_metadata_tells_what_the_sweep_found_claimed_dispatched_and_why(
     meta = _materializations(result)
     assert list(meta) == assets_in_order()
     found = meta["stuck_webhook_events"]
-    expected = {
+    plotted = {"found_stripe": 55, "found_monetbil": 1, "expired_monetbil": 1}
+    for key, value in plotted.items():
+        assert found[key] == dg.IntMetadataValue(value), key
+    # totals and per-reason counts sum over the providers this run covered: text, never plotted
+    as_text = {
         "found": 56,
-        "found_stripe": 55,
-        "found_monetbil": 1,
         "found_dispatched_at_null": 55,
         "found_failed_old": 1,
         "found_dispatch_lost": 0,
         "expired": 1,
-        "expired_monetbil": 1,
     }
-    for key, value in expected.items():
-        assert found[key] == dg.IntMetadataValue(value), key
-    assert meta["claimed_webhook_events"]["claimed"] == dg.IntMetadataValue(56)
+    for key, value in as_text.items():
+        assert found[key] == dg.TextMetadataValue(str(value)), key
+    assert meta["claimed_webhook_events"]["claimed"] == dg.TextMetadataValue("56")
     assert "skipped_why" not in meta["claimed_webhook_events"]  # nothing was skipped
     dispatched = meta["dispatched_webhook_events"]
     assert dispatched["handed_on_monetbil"] == dg.IntMetadataValue(1)
     assert not any(k.startswith("dispatched_") for k in dispatched)  # no dispatched_<reason>
-    assert dispatched["processing_processed"] == dg.IntMetadataValue(56)
+    assert dispatched["processing_processed"] == dg.TextMetadataValue("56")
     summary = meta["requeue_sweep_summary"]
     for key, value in {"scanned": 56, "dispatched": 56, "skipped": 0, "expired": 1}.items():
-        assert summary[key] == dg.IntMetadataValue(value)
+        assert summary[key] == dg.TextMetadataValue(str(value))
     assert summary["monetbil_expired"] == dg.IntMetadataValue(1)
     # the 55 Stripe events are test mode (`livemode: false`), the Monetbil success is live
     assert summary["payments_test"] == dg.IntMetadataValue(55)
     assert summary["payments_live"] == dg.IntMetadataValue(1)
     assert summary["payments_live_succeeded"] == dg.IntMetadataValue(1)
     assert dispatched["engine"] == dg.TextMetadataValue("inline")
-    assert dispatched["handed_on"] == dg.IntMetadataValue(56)
+    assert dispatched["handed_on"] == dg.TextMetadataValue("56")
     assert isinstance(summary["duration_seconds"], dg.FloatMetadataValue)
     table = summary["summary"]
     assert isinstance(table, dg.TableMetadataValue)
@@ -138,7 +139,7 @@ def test_an_empty_sweep_still_reports_zeros(db_env: Engine, instance: dg.Dagster
     result = execute_sweep(instance)
     assert result.success
     summary = _materializations(result)["requeue_sweep_summary"]
-    assert summary["scanned"] == dg.IntMetadataValue(0)
+    assert summary["scanned"] == dg.TextMetadataValue("0")
     assert summary["stripe_dispatched"] == dg.IntMetadataValue(0)
     assert len(summary["reasons"].records) == 4  # type: ignore[attr-defined]
 
@@ -277,3 +278,35 @@ def test_a_sweep_lists_its_oldest_expired_events_capped(
     scan = begin_sweep(engine, SweepParams(minutes=10), dry_run=True)
     assert sum(scan.expired.values()) == 22
     assert [e.event.id for e in scan.expired_events] == ids[:EXPIRED_SHOWN]  # oldest first
+
+
+def _plotted(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, int]]:
+    """Each asset's numbers Dagster plots (ints), but the audit row's id."""
+    return {
+        asset: {
+            k: v.value
+            for k, v in meta.items()
+            if isinstance(v, dg.IntMetadataValue) and k != "sweep_id"
+        }
+        for asset, meta in _materializations(result).items()
+    }
+
+
+def test_a_one_provider_sweep_plots_nothing_that_an_every_provider_sweep_plots_otherwise(
+    db_env: Engine, event_factory: EventFactory, instance: dg.DagsterInstance
+) -> None:
+    """Plots mean one thing: with the same events, every number a stripe-only sweep plots is the
+    every-provider sweep's number (its total `expired` does not drop from 2 to 1)."""
+    event_factory(Provider.STRIPE, created_at=ago(days=9))  # expired: no sweep changes them
+    event_factory(Provider.MONETBIL, created_at=ago(days=9))
+    event_factory(Provider.MONETBIL, status=EventStatus.DEAD, attempts=5)
+    every = _plotted(execute_sweep(instance, provider="all"))
+    stripe = _plotted(execute_sweep(instance, provider="stripe"))
+    assert every["stuck_webhook_events"]["expired_stripe"] == 1
+    assert every["requeue_sweep_summary"]["monetbil_expired"] == 1
+    for asset, numbers in stripe.items():
+        assert numbers, asset
+        assert numbers.items() <= every[asset].items(), asset
+    # the sweep's own assets plot only the providers it covered; the backlog is the global view
+    assert not any("monetbil" in k for a in assets_in_order()[:4] for k in stripe[a])
+    assert stripe["webhook_backlog"]["monetbil_dead"] == 1

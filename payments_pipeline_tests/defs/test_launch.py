@@ -139,7 +139,7 @@ def test_the_demo_sweeps_through_dagster_on_its_own_home(
     with dg.DagsterInstance.from_config(str(home)) as instance:
         record = instance.get_latest_materialization_event(dg.AssetKey("requeue_sweep_summary"))
     assert record is not None and record.asset_materialization is not None
-    assert record.asset_materialization.metadata["dispatched"] == dg.IntMetadataValue(8)
+    assert record.asset_materialization.metadata["dispatched"] == dg.TextMetadataValue("8")
 
 
 @sqlite_only

@@ -174,9 +174,9 @@ def test_nothing_matching_is_a_replay_of_nothing_and_says_so(
 @pytest.mark.parametrize(
     ("run_config", "message"),
     [
-        ({}, "give event_ids, or since (with provider and status: dead)"),
-        ({"event_ids": []}, "give event_ids, or since"),
-        ({"event_ids": [1], "since": "2026-11-30"}, "not both"),
+        ({}, "nothing to replay: fill in event_ids (event_ids: [812, 813]) or since"),
+        ({"event_ids": []}, "nothing to replay: fill in event_ids"),
+        ({"event_ids": [1], "since": "2026-11-30"}, "give event_ids or since, not both"),
         ({"since": "last tuesday"}, "since must be an ISO 8601 date or time"),
         ({"since": "2026-11-30", "limit": 0}, "limit must be a whole number >= 1, got 0"),
         ({"since": "2026-11-30", "status": "failed"}, "failed"),

@@ -18,11 +18,23 @@ Chromium (Selenium, /usr/bin/chromium + /usr/bin/chromedriver) and saves under d
     run-summary-report.png  the sweep at a glance: the summary's `sweep` report
     backlog-plots.png       webhook_backlog's overview: the backlog plotted over sweeps
 
+With `--only reconcile` (or by default, after those), against our fakes of Stripe's Events and
+PaymentIntents/Charges APIs served from this process on one base URL (STRIPE_API_KEY and
+PAYMENTS_STRIPE_API_BASE in dagster dev's environment): payments of the last 3 UTC days delivered
+through the receiver (signed webhooks), some never delivered, a refund made at Stripe only; a run of
+reconcile_stripe_events since yesterday, then a backfill of stripe_payment_drift over the 3 days:
+
+    reconcile-run.png       the reconciliation's run: its report ("[Show Markdown]"), ATTENTION
+    reconcile-check.png     the same run's warning check no_missed_deliveries
+    drift-partitions.png    stripe_payment_drift's partitions: the day that drifted selected
+    drift-check.png         the check payments_match_stripe failed on that day
+    drift-run.png           that day's run: its report (ATTENTION, the launchpad config to run)
+
 Everything it starts is stopped at the end (process group), also on error. Selenium is a dev
 dependency (the browser test, payments_pipeline_tests/defs/test_browser.py, uses it too):
 
     apt-get install -y chromium chromium-driver
-    uv run --frozen python scripts/screenshots.py [--out docs/img]
+    uv run --frozen python scripts/screenshots.py [--out docs/img] [--only sweep|reconcile]
 """
 
 from __future__ import annotations
@@ -53,8 +65,13 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from payments_pipeline import store
 from payments_pipeline.cli import main as payments_pipeline
+from payments_pipeline.config import DEFAULT_RECONCILE_START_DATE
 from payments_pipeline.models import EventStatus, utcnow
 from payments_pipeline.providers.samples import monetbil_notification, stripe_event
+from payments_pipeline_tests.drift.support import receiving
+from payments_pipeline_tests.fakes._stripe_api import FakeStripeAPI
+from payments_pipeline_tests.fakes.stripe_events_api import FakeStripeEventsAPI
+from payments_pipeline_tests.fakes.stripe_payments_api import FakeStripePaymentsAPI
 
 REPO = Path(__file__).resolve().parents[1]
 CHROME_FLAGS = (
@@ -69,6 +86,12 @@ CHROME_FLAGS = (
 LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
   __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
 STATUS = """query($runId: ID!) { runOrError(runId: $runId) { ... on Run { status } } }"""
+BACKFILL = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams:
+  $params) { __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } }
+}"""
+BACKFILL_RUNS = """query($filter: RunsFilter!) { runsOrError(filter: $filter) { ... on Runs {
+  results { runId status tags { key value } } } } }"""
+STRIPE_KEY = "sk_test_screenshots_4242"
 
 
 def sigint_default() -> None:
@@ -143,11 +166,15 @@ def add_stuck_events(database_url: str, batch: str, stripe: int, monetbil: int) 
 
 
 @contextlib.contextmanager
-def dagster_dev(home: Path, database_url: str, port: int, log: Path) -> Iterator[None]:
+def dagster_dev(
+    home: Path, database_url: str, port: int, log: Path, extra: dict[str, str] | None = None
+) -> Iterator[None]:
     env = os.environ | {
         "DAGSTER_HOME": str(home),
         "PAYMENTS_DATABASE_URL": database_url,
         "PAYMENTS_STUCK_REQUEUE_ENABLED": "false",  # no ticks: the screenshots stay the same
+        "PAYMENTS_RECONCILE_ENABLED": "false",  # nor the hourly reconciliation's
+        **(extra or {}),
     }
     dagster = Path(sys.executable).with_name("dagster")
     with log.open("wb") as out:
@@ -243,6 +270,111 @@ def launch_job(port: int, job: str, config: dict[str, Any]) -> str:
     raise RuntimeError(f"run {run_id} did not finish in 120 s")
 
 
+class FakeStripe(FakeStripeAPI):
+    """Our two fakes of Stripe's API (Events; PaymentIntents and Charges) behind one base URL and
+    one key, as Stripe serves them: each request is answered by the fake that owns its path."""
+
+    def __init__(self, api_key: str = STRIPE_KEY) -> None:
+        self.events = FakeStripeEventsAPI(api_key)  # their own servers are never started
+        self.payments = FakeStripePaymentsAPI(api_key)
+        self.list_paths = self.events.list_paths + self.payments.list_paths
+        super().__init__(api_key)
+
+    def route(self, command: str, path: str, params: list[tuple[str, str]]) -> dict[str, Any]:
+        fake: FakeStripeAPI = self.events if path.startswith("/v1/events") else self.payments
+        with fake._lock:
+            return fake.route(command, path, params)
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        for fake in (self.events, self.payments):
+            fake.__exit__(*exc)
+
+
+def drift_days(today: dt.date) -> list[dt.date]:
+    """The 3 complete UTC days before `today`: the partitions the screenshots materialize."""
+    return [today - dt.timedelta(days=n) for n in (3, 2, 1)]
+
+
+def seed_stripe(database_url: str, stripe: FakeStripe, days: list[dt.date]) -> None:
+    """Payments at Stripe on `days` (and today), their events listed by the Events API. Most were
+    delivered through the receiver (signed webhooks, inline processing); on the middle day one
+    payment's event never reached us and a refund of 500 was made at Stripe whose
+    `charge.refunded` never reached us either (the drift); on the last day two events never
+    reached us (what the reconciliation since that day recovers)."""
+
+    def at(day: dt.date, hour: int) -> int:
+        return int(dt.datetime.combine(day, dt.time(hour), tzinfo=dt.UTC).timestamp())
+
+    now = int(time.time())
+    d1, d2, d3 = days
+    # (created, amount, status, delivered); `requires_payment_method` is a declined card
+    plan = [
+        (at(d1, 9), 2500, "succeeded", True),
+        (at(d1, 13), 1200, "succeeded", True),
+        (at(d1, 16), 800, "requires_payment_method", True),
+        (at(d1, 20), 4100, "succeeded", True),
+        (at(d2, 8), 1500, "succeeded", True),  # refunded 500 at Stripe, below
+        (at(d2, 11), 3000, "succeeded", True),
+        (at(d2, 15), 900, "succeeded", False),  # missing here
+        (at(d2, 18), 700, "processing", False),  # still in flight at Stripe: no event yet
+        (at(d2, 21), 2000, "succeeded", True),
+        (at(d3, 10), 1800, "succeeded", True),
+        (at(d3, 12), 650, "succeeded", False),  # recovered by the reconciliation
+        (at(d3, 15), 3200, "requires_payment_method", False),  # recovered too
+        (at(d3, 19), 990, "succeeded", True),
+        (now - 3 * 3600, 1400, "succeeded", True),
+        (now - 3600, 560, "succeeded", True),
+    ]
+    api, events = stripe.payments, stripe.events
+    engine = store.make_engine(database_url)
+    try:
+        with receiving(engine) as receiver:
+            refunded = ""
+            for created, amount, status, delivered in plan:
+                failed = status == "requires_payment_method"
+                pi = api.add_payment_intent(
+                    created=created, amount=amount, status=status, failed=failed
+                )
+                refunded = refunded or (pi["id"] if created == at(d2, 8) else "")
+                if status == "processing":
+                    continue
+                kind = "payment_intent.payment_failed" if failed else "payment_intent.succeeded"
+                event = api.event_for(pi, kind)
+                events.add(event, delivered=delivered)
+                if delivered:
+                    receiver.deliver(event)
+            api.refund(refunded, 500)  # in the dashboard; its event never reached us
+            events.add(
+                api.event_for(refunded, "charge.refunded", created=at(d2, 14)), delivered=False
+            )
+    finally:
+        engine.dispose()
+
+
+def launch_backfill(port: int, asset: str, partitions: list[str]) -> dict[str, str]:
+    """A backfill of `partitions` as the partitions page launches it; waits for its runs (one a
+    partition, queued by the backfill daemon); their ids by partition."""
+    params = {"assetSelection": [{"path": [asset]}], "partitionNames": partitions}
+    launched = graphql(port, BACKFILL, params=params)["launchPartitionBackfill"]
+    if launched["__typename"] != "LaunchBackfillSuccess":
+        raise RuntimeError(launched)
+    run_filter = {"tags": [{"key": "dagster/backfill", "value": launched["backfillId"]}]}
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        runs = graphql(port, BACKFILL_RUNS, filter=run_filter)["runsOrError"]["results"]
+        done = [r for r in runs if r["status"] in {"SUCCESS", "FAILURE", "CANCELED"}]
+        if len(done) == len(partitions):
+            if any(r["status"] != "SUCCESS" for r in done):
+                raise RuntimeError(f"backfill {launched['backfillId']}: {done}")
+            return {
+                next(t["value"] for t in r["tags"] if t["key"] == "dagster/partition"): r["runId"]
+                for r in done
+            }
+        time.sleep(2)
+    raise RuntimeError(f"backfill {launched['backfillId']} did not finish in 300 s")
+
+
 class Browser:
     def __init__(self, base: str, profile: Path) -> None:
         options = webdriver.ChromeOptions()
@@ -312,30 +444,67 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Screenshots of the Dagster UI on a demo home.")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "img")
     parser.add_argument("--directory", type=Path, help="demo directory (default: a temporary one)")
+    parser.add_argument(
+        "--only",
+        choices=("sweep", "reconcile"),
+        help="take only these shots: the sweep's and the replay's, or the reconciliation's and the "
+        "drift's (default: all)",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="pp_screenshots_") as tmp:
+    sweep, reconcile = args.only in (None, "sweep"), args.only in (None, "reconcile")
+    with (
+        tempfile.TemporaryDirectory(prefix="pp_screenshots_") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
         directory = (args.directory or Path(tmp) / "demo").resolve()
         if payments_pipeline(["--log-level", "error", "demo", "--directory", str(directory)]):
             raise SystemExit("the demo failed")
         database_url = f"sqlite:///{directory / 'payments.sqlite3'}"
         port = free_port()
-        with dagster_dev(directory / "dagster_home", database_url, port, Path(tmp) / "dev.log"):
-            add_stuck_events(database_url, "b1", stripe=5, monetbil=2)
-            launch(port, "stripe")
-            add_stuck_events(database_url, "b2", stripe=3, monetbil=6)
-            launch(port, "monetbil", minutes=15)
-            add_stuck_events(database_url, "b3", stripe=7, monetbil=4)
-            run_id = launch(port, "all")
-            # a replay of the demo's dead events, and of an id that does not exist
-            dead = add_dead_events(database_url, 2)
-            replay_id = launch_job(port, "replay_webhook_events", {"event_ids": [*dead, 99999]})
+        extra: dict[str, str] = {}
+        days = drift_days(dt.datetime.now(dt.UTC).date())
+        if reconcile:
+            stripe = stack.enter_context(FakeStripe())
+            extra = {"STRIPE_API_KEY": stripe.api_key, "PAYMENTS_STRIPE_API_BASE": stripe.url}
+            if days[0] < DEFAULT_RECONCILE_START_DATE:  # the partitions must exist
+                extra["PAYMENTS_RECONCILE_START_DATE"] = days[0].isoformat()
+            seed_stripe(database_url, stripe, days)
+        home = directory / "dagster_home"
+        with dagster_dev(home, database_url, port, Path(tmp) / "dev.log", extra):
             browser = Browser(f"http://127.0.0.1:{port}", Path(tmp) / "chrome")
             try:
-                shoot_pages(browser, run_id, replay_id, args.out)
+                if sweep:
+                    run_id, replay_id = run_sweeps(database_url, port)
+                    shoot_pages(browser, run_id, replay_id, args.out)
+                if reconcile:
+                    since = {"since": days[-1].isoformat()}  # yesterday: the last day's events
+                    reconcile_id = launch_job(
+                        port,
+                        "reconcile_stripe_events",
+                        {"ops": {"recovered_webhook_events": {"config": since}}},
+                    )
+                    keys = [day.isoformat() for day in days]
+                    drift_runs = launch_backfill(port, "stripe_payment_drift", keys)
+                    shoot_reconcile(browser, reconcile_id, keys[1], drift_runs[keys[1]], args.out)
             finally:
                 browser.quit()
     return 0
+
+
+def run_sweeps(database_url: str, port: int) -> tuple[str, str]:
+    """Three sweeps with stuck events added between them, and a replay; the last sweep's run id
+    and the replay's."""
+    add_stuck_events(database_url, "b1", stripe=5, monetbil=2)
+    launch(port, "stripe")
+    add_stuck_events(database_url, "b2", stripe=3, monetbil=6)
+    launch(port, "monetbil", minutes=15)
+    add_stuck_events(database_url, "b3", stripe=7, monetbil=4)
+    run_id = launch(port, "all")
+    # a replay of the demo's dead events, and of an id that does not exist
+    dead = add_dead_events(database_url, 2)
+    replay_id = launch_job(port, "replay_webhook_events", {"event_ids": [*dead, 99999]})
+    return run_id, replay_id
 
 
 def shoot_pages(browser: Browser, run_id: str, replay_id: str, out: Path) -> None:
@@ -379,6 +548,40 @@ def shoot_pages(browser: Browser, run_id: str, replay_id: str, out: Path) -> Non
     browser.shoot(out / "backlog-plots.png", height=2000)
     # No asset graph: in this headless Chromium the lineage canvas stays empty (the page loads,
     # the graph is never drawn), so a screenshot of it would show nothing.
+
+
+def shoot_reconcile(
+    browser: Browser, reconcile_id: str, drifted: str, drift_run_id: str, out: Path
+) -> None:
+    """The reconciliation's run and the drift's partitions, check and drifted day."""
+    browser.open(f"/runs/{reconcile_id}?logs=type%3AASSET_MATERIALIZATION", "recovered_webhook")
+    browser.show_markdown()  # the `report`: ATTENTION, what was listed, the recovered events
+    browser.shoot(out / "reconcile-run.png", height=1000)
+    browser.open("/assets/recovered_webhook_events?view=checks", "no_missed_deliveries")
+    browser.click_text_any("no_missed_deliveries")
+    browser.shoot(out / "reconcile-check.png", height=900)
+    # The drift as a person reads it: the asset's page, its Partitions tab, the day that drifted
+    # (its dot stays green: a failed check does not make a partition "Failed").
+    browser.open("/assets/stripe_payment_drift", "Partitions")
+    browser.click_text_any("Partitions")
+    browser.click_text_any(drifted)
+    browser.wait_text("ATTENTION")
+    browser.shoot(out / "drift-partitions.png", height=1500)
+    # The check's tab shows the latest evaluation (whichever day ran last); its Execution
+    # history has the failed one.
+    browser.click_text_any("Checks")
+    browser.click_text_any("payments_match_stripe")
+    browser.click_text_any("Execution history")
+    browser.wait_text("Failed")
+    browser.shoot(out / "drift-check.png", height=800)
+    # That day's run, from the partition's "Run" link; its report in full.
+    browser.click_text_any("Partitions")
+    browser.click_text_any(drifted)
+    browser.click_text_any(drift_run_id[:8])
+    browser.wait_text("payments_match_stripe")
+    time.sleep(2)
+    browser.show_markdown()
+    browser.shoot(out / "drift-run.png", height=1300)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,12 @@ from .support import (
     FORM_HEADERS,
     JSON_HEADERS,
     MONETBIL_SECRET,
+    SIGN_WHEN_SENT,
     STRIPE_SECRET,
     count_events,
     form,
     monetbil_fields,
+    signed_when_sent,
     stripe_event,
 )
 from .test_monetbil_check import FakeCheckPayment, fake_check  # noqa: F401 (the fixture)
@@ -38,7 +40,7 @@ Case = tuple[str, str, str, dict[str, str], bytes, int, str]
 
 
 def _signed_stripe(body: str) -> dict[str, str]:
-    return {**JSON_HEADERS, "stripe-signature": stripe.sign_payload(body, STRIPE_SECRET)}
+    return {**JSON_HEADERS, "stripe-signature": SIGN_WHEN_SENT}
 
 
 def _cases() -> Iterator[Case]:
@@ -188,7 +190,7 @@ def test_no_refusal_body_echoes_the_request(
     error: str,
 ) -> None:
     client = make_client(max_body_bytes=4096)
-    headers = {**headers, "x-marker": MARKER, "user-agent": MARKER}
+    headers = {**signed_when_sent(headers, content), "x-marker": MARKER, "user-agent": MARKER}
     response = client.request(method, url, content=content, headers=headers)
     assert (response.status_code, response.json()["error"]) == (status, error), response.text
     _assert_clean(response.text, response.headers)

@@ -16,10 +16,12 @@ from ..helpers import RecordingDispatcher, fetch_event
 from .conftest import ClientFactory
 from .support import (
     JSON_HEADERS,
+    SIGN_WHEN_SENT,
     STRIPE_OLD_SECRET,
     Client,
     count_events,
     count_ledger,
+    signed_when_sent,
     stripe_event,
     stripe_headers,
 )
@@ -119,7 +121,8 @@ def _refusals() -> Iterator[tuple[str, dict[str, str], bytes, int, str]]:
         ("id too long", json.dumps({"id": "e" * 256, "type": "t", "created": 1})),
         ("created not a number", json.dumps({"id": "evt_x", "type": "t", "created": "now"})),
     ]:
-        yield f"signed but {name}", stripe_headers(bad), bad.encode(), 400, "malformed_payload"
+        headers = {**JSON_HEADERS, "stripe-signature": SIGN_WHEN_SENT}
+        yield f"signed but {name}", headers, bad.encode(), 400, "malformed_payload"
 
 
 @pytest.mark.parametrize(
@@ -137,7 +140,7 @@ def test_bad_input_is_refused_and_nothing_is_stored(
     dispatcher = RecordingDispatcher()
     client = make_client(dispatcher)
     before = count_events(engine)
-    response = client.post(URL, content=content, headers=headers)
+    response = client.post(URL, content=content, headers=signed_when_sent(headers, content))
     assert response.status_code == status
     assert response.json()["error"] == error and response.json()["detail"]
     assert count_events(engine) == before == 0

@@ -44,14 +44,15 @@ from ..config import Settings, load_settings
 from ..errors import short_error
 from ..handlers import HandlerRegistry, default_registry
 from ..models import DispatchMode, EventRef, ProcessOutcome
-from ..processing import process_event
+from ..processing import process_event, process_events
 
 if TYPE_CHECKING:
     from ..metrics import ProcessingMetrics
 
 log = logging.getLogger(__name__)
 
-TASK_NAME = "payments_pipeline.process_webhook_event"
+TASK_NAME = "payments_pipeline.process_webhook_event"  # one id: messages from before batches
+BATCH_TASK_NAME = "payments_pipeline.process_webhook_events"  # a list of ids
 # A broker that does not answer within this long fails the publish (and the worker's start-up
 # check): the receiver's dispatch threads and a sweep must not hang on it. The event is safe
 # either way: its row is committed, and the sweep sends it again.
@@ -65,6 +66,10 @@ PUBLISH_RETRY_POLICY: dict[str, float | int] = {
     "interval_step": 0.2,
     "interval_max": 0.2,
 }
+
+
+# Messages each pool process may hold beyond the one it runs (`configure`).
+PREFETCH_MULTIPLIER = 4
 
 
 def task_time_limits(processing_timeout: dt.timedelta) -> tuple[float, float]:
@@ -96,8 +101,13 @@ def configure(app: Celery, settings: Settings) -> None:
         # redelivery costs one `not_claimed`, a lost message costs a sweep interval.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        # One message in flight per pool process: a long task never holds others hostage.
-        worker_prefetch_multiplier=1,
+        # A message carries a batch (a sweep's chunk of a few hundred ids, or the few ids the
+        # receiver coalesced in milliseconds): short work each, where Celery's advice is a larger
+        # prefetch, so a pool process never waits a broker round trip (ack, then the next
+        # delivery) between two messages. Not more: a reserved message waits in the worker's main
+        # process while the pool is busy, and a long handler would hold its ids back; with acks
+        # late, whatever a dead worker had reserved is delivered again.
+        worker_prefetch_multiplier=PREFETCH_MULTIPLIER,
         # The outcome is in the database; a result backend would be a second, weaker copy.
         result_backend=None,
         task_ignore_result=True,
@@ -173,34 +183,71 @@ def _dispose_engine(**_: Any) -> None:
     metrics.process_exiting()
 
 
-# No Celery retries (max_retries 0, nothing retried automatically, no retry on worker loss): the
-# product's backoff and the sweep decide when an event goes round again.
-@app.task(
-    name=TASK_NAME,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(),
-    max_retries=0,
-    retry_on_worker_lost=False,
-)
-def process_webhook_event(event_id: int) -> str:
-    """One processing attempt of one event. Any error is `process_event`'s to record; one that
-    escapes it (the database down before the claim) leaves the row for the sweep."""
+def _engine_and_registry() -> tuple[Engine, HandlerRegistry]:
     # The solo and threads pools send no worker_process_init: the engine is built on first use.
     engine = _process.open()
     registry = _process.registry
     if registry is None:
         registry = _process.registry = default_registry()
+    return engine, registry
+
+
+def _log_not_claimed(event_id: int) -> None:
+    log.info(
+        "webhook event %s not claimed: processed already, or another attempt holds it "
+        "(a duplicate or redelivered message)",
+        event_id,
+    )
+
+
+# The same delivery settings on both tasks. No Celery retries (max_retries 0, nothing retried
+# automatically, no retry on worker loss): the product's backoff and the sweep decide when an
+# event goes round again.
+_TASK_OPTIONS: dict[str, Any] = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": (),
+    "max_retries": 0,
+    "retry_on_worker_lost": False,
+}
+
+
+@app.task(name=BATCH_TASK_NAME, **_TASK_OPTIONS)
+def process_webhook_events(event_ids: list[int]) -> dict[str, int]:
+    """One processing attempt of each event: one claim for them all, one commit
+    (`processing.process_events`). A pool process killed mid-batch gets the message back; the
+    copy finds the ids it had claimed `processing` (`not_claimed`) until the sweep reclaims them
+    as `processing_stalled`, and the fence keeps the dead attempt's writes out. Returns the count
+    of each outcome (not stored: there is no result backend; for a caller that runs it eagerly)."""
+    engine, registry = _engine_and_registry()
+    ids = [int(i) for i in event_ids]
+    started = time.perf_counter()
+    outcomes = process_events(engine, ids, settings=_settings, registry=registry)
+    seconds = time.perf_counter() - started
+    metrics = _process.metrics()
+    counts: dict[str, int] = {}
+    for event_id, outcome in outcomes.items():
+        attempted = outcome is not ProcessOutcome.NOT_CLAIMED
+        # Every attempt of the batch took the batch's time, claim to commit (the table worker's
+        # count, `ProcessingMetrics.record_batch`).
+        metrics.record(outcome, seconds if attempted else None)
+        if not attempted:
+            _log_not_claimed(event_id)
+        counts[outcome.value] = counts.get(outcome.value, 0) + 1
+    return counts
+
+
+@app.task(name=TASK_NAME, **_TASK_OPTIONS)
+def process_webhook_event(event_id: int) -> str:
+    """One processing attempt of one event. Any error is `process_event`'s to record; one that
+    escapes it (the database down before the claim) leaves the row for the sweep."""
+    engine, registry = _engine_and_registry()
     started = time.perf_counter()
     outcome = process_event(engine, int(event_id), settings=_settings, registry=registry)
     attempted = outcome is not ProcessOutcome.NOT_CLAIMED
     _process.metrics().record(outcome, time.perf_counter() - started if attempted else None)
-    if outcome is ProcessOutcome.NOT_CLAIMED:
-        log.info(
-            "webhook event %s not claimed: processed already, or another attempt holds it "
-            "(a duplicate or redelivered message)",
-            event_id,
-        )
+    if not attempted:
+        _log_not_claimed(event_id)
     return outcome.value
 
 

@@ -18,7 +18,7 @@ import httpx
 import kombu.exceptions
 import pytest
 import sqlalchemy as sa
-from celery import Celery
+from celery import Celery, Task
 from sqlalchemy import Engine
 
 from payments_pipeline import gate, store
@@ -109,12 +109,20 @@ def _payment(engine: Engine, reference: str) -> tuple[PaymentStatus, int | None]
 # --- the app and its task, as configured ------------------------------------------------------
 
 
-def test_the_task_settings_on_the_app() -> None:
-    app, task = engine_module.app, engine_module.process_webhook_event
-    assert task.name == "payments_pipeline.process_webhook_event"
+@pytest.mark.parametrize(
+    "task",
+    [engine_module.process_webhook_events, engine_module.process_webhook_event],
+    ids=["many", "one"],
+)
+def test_the_task_settings_on_the_app(task: Task) -> None:
+    app = engine_module.app
+    assert task.name in (
+        "payments_pipeline.process_webhook_events",
+        "payments_pipeline.process_webhook_event",
+    )
     assert task.name in app.tasks  # registered on the app the workers load
     assert (task.acks_late, task.reject_on_worker_lost) == (True, True)
-    assert app.conf.worker_prefetch_multiplier == 1
+    assert app.conf.worker_prefetch_multiplier == 4  # a message is a batch of short work
     assert task.ignore_result is True and app.conf.result_backend is None
     # No Celery retries: backoff is the product's (next_attempt_at, then the sweep).
     assert tuple(task.autoretry_for) == () and task.max_retries == 0
@@ -260,6 +268,94 @@ def test_a_worker_killed_mid_task_gets_the_message_back_and_the_sweep_applies_it
     assert event.attempts == 2
     assert _ledger_rows(engine, event_id) == 1
     assert _payment(engine, "pi_kill") == (PaymentStatus.SUCCEEDED, 700)
+
+
+def _publish_ids(settings: Settings, ids: list[int]) -> None:
+    """One `process_webhook_events` message carrying `ids`."""
+    with engine_module.broker_connection(settings) as connection:
+        engine_module.process_webhook_events.apply_async(
+            args=[ids], queue=settings.celery_queue, connection=connection
+        )
+
+
+def test_a_message_of_many_ids_is_processed_once_each(
+    engine: Engine, celery_worker: LoggedProcess, celery_settings: Settings
+) -> None:
+    since = celery_worker.mark()
+    dispatcher = CeleryDispatcher(celery_settings)
+    ids = [
+        _receive(engine, f"evt_m{n}", dispatcher, reference=f"pi_m{n}", amount=10 + n)
+        for n in range(5)
+    ]
+    wait_processed(engine, ids, celery_worker)
+    fresh = [
+        event_factory_dispatched(engine, f"evt_mm{n}", reference=f"pi_mm{n}") for n in range(20)
+    ]
+    # The processed ones again, with new ones: one claim takes the new, the rest not claimed.
+    _publish_ids(celery_settings, [*ids, *fresh])
+    wait_processed(engine, fresh, celery_worker)
+    celery_worker.wait_for(f"webhook event {ids[-1]} not claimed", since=since)
+    for event_id in [*ids, *fresh]:
+        assert fetch_event(engine, event_id).attempts == 1
+        assert _ledger_rows(engine, event_id) == 1
+    assert _payment(engine, "pi_mm19")[0] is PaymentStatus.SUCCEEDED
+
+
+def event_factory_dispatched(engine: Engine, key: str, *, reference: str) -> int:
+    """A delivery the gate took and whose hand-off nobody made yet: received, dispatched now."""
+    result = gate.receive(
+        engine,
+        provider="stripe",
+        provider_event_id=key,
+        event_type="payment_intent.succeeded",
+        payload=stripe_payload(key, reference=reference),
+        minutes=10,
+        dispatcher=build_dispatcher(DispatchMode.NONE, engine, make_settings(engine)),
+    )
+    assert result.should_dispatch
+    return result.event.id
+
+
+def test_a_worker_killed_mid_batch_gets_the_message_back_and_nothing_is_applied_twice(
+    engine: Engine, workers: Workers, celery_broker: Broker
+) -> None:
+    """The slow handler writes the first event's payment, then hangs: the pool process dies with
+    the batch's claim committed and its effects not. The redelivered message finds every id
+    `processing` (not claimed); the sweep reclaims them and each is applied once."""
+    worker, pid_file = workers.slow, workers.pid_file
+    settings = make_settings(
+        engine, celery_broker_url=celery_broker.url, celery_queue=workers.slow_queue
+    )
+    since = worker.mark()
+    ids = [event_factory_dispatched(engine, f"evt_kb{n}", reference=f"pi_kb{n}") for n in range(4)]
+    _publish_ids(settings, ids)
+    deadline = time.monotonic() + 30
+    while not pid_file.exists():  # the first handler has written its payment and hangs
+        assert time.monotonic() < deadline and worker.proc.poll() is None, worker.log()
+        time.sleep(0.05)
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)  # the pool process, mid-transaction
+    for event_id in ids:
+        worker.wait_for(f"webhook event {event_id} not claimed", since=since)
+    received = re.findall(r"process_webhook_events\[([0-9a-f-]+)\] received", worker.log(since))
+    assert len(received) == 2 and received[0] == received[1]  # the same message, twice
+    for event_id in ids:
+        stalled = fetch_event(engine, event_id)
+        assert stalled.status is EventStatus.PROCESSING and stalled.attempts == 1
+    with engine.connect() as conn:  # the batch's writes died with its transaction
+        assert store.get_payment(conn, provider=Provider.STRIPE, reference="pi_kb0") is None
+    with engine.begin() as conn:
+        conn.execute(sa.update(store.webhook_events).values(processing_started_at=ago(minutes=2)))
+    pid_file.unlink()
+    summary = run_sweep(
+        engine, SweepParams(processing_timeout_minutes=1), CeleryDispatcher(settings)
+    )
+    assert [e.reason for e in summary.events] == [SweepReason.PROCESSING_STALLED] * 4
+    wait_processed(engine, ids, worker)
+    for n, event_id in enumerate(ids):
+        assert fetch_event(engine, event_id).attempts == 2
+        assert _ledger_rows(engine, event_id) == 1
+        assert _payment(engine, f"pi_kb{n}")[0] is PaymentStatus.SUCCEEDED
+    assert not pid_file.exists()  # second attempts: the built-in handler, no hang
 
 
 def test_the_dagster_sweep_publishes_to_the_workers(

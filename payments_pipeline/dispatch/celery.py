@@ -1,6 +1,8 @@
-"""`celery`: publish task `payments_pipeline.process_webhook_event` (the event id) to RabbitMQ.
+"""`celery`: publish task `payments_pipeline.process_webhook_events` (a list of event ids) to
+RabbitMQ; `payments_pipeline.process_webhook_event` (one id, the former message) stays accepted.
 
-The task is a thin door onto `processing.process_event`, so a Celery worker processes an event
+The task is a thin door onto `processing.process_events` (one set-based claim of its ids, one
+commit with a fence per event, as the table worker's batch), so a Celery worker processes an event
 exactly as the inline engine and the table worker do, and the database stays the source of truth:
 
 - a message lost between the claim and a worker leaves the row `received` with `dispatched_at`
@@ -31,6 +33,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
@@ -45,6 +48,7 @@ from ..errors import short_error
 from ..handlers import HandlerRegistry, default_registry
 from ..models import DispatchMode, EventRef, ProcessOutcome
 from ..processing import process_event, process_events
+from .base import Unsent
 
 if TYPE_CHECKING:
     from ..metrics import ProcessingMetrics
@@ -67,6 +71,11 @@ PUBLISH_RETRY_POLICY: dict[str, float | int] = {
     "interval_max": 0.2,
 }
 
+
+# Ids a message carries at most (`CeleryDispatcher.dispatch_many`): a few hundred, so the claim and
+# the commit of one message cost about what the table worker's batch does, and a pool process
+# killed mid-message leaves a bounded number of events to the sweep's `processing_stalled`.
+MESSAGE_IDS = 500
 
 # Messages each pool process may hold beyond the one it runs (`configure`).
 PREFETCH_MULTIPLIER = 4
@@ -285,26 +294,58 @@ def check_broker(settings: Settings) -> None:
 
 
 class CeleryDispatcher:
-    """Publishes one task per claimed event to `settings.celery_queue`.
+    """Publishes task `process_webhook_events` to `settings.celery_queue`: one id for `dispatch`,
+    chunks of up to `chunk` ids for `dispatch_many` (a sweep, a replay, a reconciliation page, the
+    receiver's coalesced claims).
 
     Publishes go through the process's pool of producers for that broker (kombu's, the one Celery
     itself uses), so the receiver's dispatch threads and a sweep reuse a few open connections
-    instead of opening one per event. A publish that fails raises: the caller records it
-    (`dispatch_failed` in a sweep, one log line in the receiver) and the sweep recovers the event.
+    instead of opening one per message; `dispatch_many` publishes all its chunks over one producer.
+    A publish that fails raises (`dispatch`) or is returned (`dispatch_many`): the caller records it
+    (`dispatch_failed` in a sweep, one log line in the receiver) and the sweep recovers the events.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, chunk: int = MESSAGE_IDS) -> None:
+        if chunk < 1:
+            raise ValueError("a message carries at least one id")
         self.queue = settings.celery_queue
+        self.chunk = chunk
         self._connection = broker_connection(settings)
 
     def dispatch(self, event: EventRef) -> None:
-        with producers[self._connection].acquire(
+        with self._producer() as producer:
+            self._publish(producer, [event.id])
+
+    def dispatch_many(self, events: Sequence[EventRef]) -> list[Unsent]:
+        """One message per `chunk` events, over one producer. Once a publish fails (the retry
+        over a fresh connection included), the remaining chunks are not tried: a broker that
+        refused one would most likely refuse the next, each after a connect timeout; all those
+        events are returned, left to the sweep."""
+        if not events:
+            return []
+        chunks = [events[i : i + self.chunk] for i in range(0, len(events), self.chunk)]
+        try:
+            with self._producer() as producer:
+                for n, chunk in enumerate(chunks):
+                    try:
+                        self._publish(producer, [e.id for e in chunk])
+                    except Exception as exc:
+                        rest = [e for c in chunks[n:] for e in c]
+                        return [Unsent(e, exc) for e in rest]
+        except Exception as exc:  # no producer: the pool's connection could not be had
+            return [Unsent(e, exc) for e in events]
+        return []
+
+    def _producer(self) -> Any:
+        return producers[self._connection].acquire(
             block=True, timeout=BROKER_CONNECT_TIMEOUT_SECONDS
-        ) as producer:
-            process_webhook_event.apply_async(
-                args=[event.id],
-                queue=self.queue,
-                producer=producer,
-                retry=True,
-                retry_policy=PUBLISH_RETRY_POLICY,
-            )
+        )
+
+    def _publish(self, producer: Any, event_ids: list[int]) -> None:
+        process_webhook_events.apply_async(
+            args=[event_ids],
+            queue=self.queue,
+            producer=producer,
+            retry=True,
+            retry_policy=PUBLISH_RETRY_POLICY,
+        )

@@ -245,7 +245,12 @@ def test_a_worker_killed_mid_task_gets_the_message_back_and_the_sweep_applies_it
     )
     dispatcher = CeleryDispatcher(settings)
     since = worker.mark()
-    event_id = _receive(engine, "evt_kill", dispatcher, reference="pi_kill", amount=700)
+    # The former message (one id), still accepted: queued before an upgrade.
+    event_id = _taken_not_handed_on(engine, "evt_kill", reference="pi_kill", amount=700)
+    with engine_module.broker_connection(settings) as connection:
+        engine_module.process_webhook_event.apply_async(
+            args=[event_id], queue=settings.celery_queue, connection=connection
+        )
     deadline = time.monotonic() + 30
     while not pid_file.exists():  # the handler has written the payment and hangs
         assert time.monotonic() < deadline and worker.proc.poll() is None, worker.log()
@@ -288,9 +293,7 @@ def test_a_message_of_many_ids_is_processed_once_each(
         for n in range(5)
     ]
     wait_processed(engine, ids, celery_worker)
-    fresh = [
-        event_factory_dispatched(engine, f"evt_mm{n}", reference=f"pi_mm{n}") for n in range(20)
-    ]
+    fresh = [_taken_not_handed_on(engine, f"evt_mm{n}", reference=f"pi_mm{n}") for n in range(20)]
     # The processed ones again, with new ones: one claim takes the new, the rest not claimed.
     _publish_ids(celery_settings, [*ids, *fresh])
     wait_processed(engine, fresh, celery_worker)
@@ -301,14 +304,14 @@ def test_a_message_of_many_ids_is_processed_once_each(
     assert _payment(engine, "pi_mm19")[0] is PaymentStatus.SUCCEEDED
 
 
-def event_factory_dispatched(engine: Engine, key: str, *, reference: str) -> int:
+def _taken_not_handed_on(engine: Engine, key: str, **fields: object) -> int:
     """A delivery the gate took and whose hand-off nobody made yet: received, dispatched now."""
     result = gate.receive(
         engine,
         provider="stripe",
         provider_event_id=key,
         event_type="payment_intent.succeeded",
-        payload=stripe_payload(key, reference=reference),
+        payload=stripe_payload(key, **fields),  # type: ignore[arg-type]
         minutes=10,
         dispatcher=build_dispatcher(DispatchMode.NONE, engine, make_settings(engine)),
     )
@@ -327,7 +330,7 @@ def test_a_worker_killed_mid_batch_gets_the_message_back_and_nothing_is_applied_
         engine, celery_broker_url=celery_broker.url, celery_queue=workers.slow_queue
     )
     since = worker.mark()
-    ids = [event_factory_dispatched(engine, f"evt_kb{n}", reference=f"pi_kb{n}") for n in range(4)]
+    ids = [_taken_not_handed_on(engine, f"evt_kb{n}", reference=f"pi_kb{n}") for n in range(4)]
     _publish_ids(settings, ids)
     deadline = time.monotonic() + 30
     while not pid_file.exists():  # the first handler has written its payment and hangs
@@ -356,6 +359,26 @@ def test_a_worker_killed_mid_batch_gets_the_message_back_and_nothing_is_applied_
         assert _ledger_rows(engine, event_id) == 1
         assert _payment(engine, f"pi_kb{n}")[0] is PaymentStatus.SUCCEEDED
     assert not pid_file.exists()  # second attempts: the built-in handler, no hang
+
+
+def test_the_sweep_publishes_chunks_of_ids_and_each_is_applied_once(
+    engine: Engine,
+    event_factory: EventFactory,
+    celery_worker: LoggedProcess,
+    celery_settings: Settings,
+) -> None:
+    since = celery_worker.mark()
+    ids = [event_factory(Provider.STRIPE, dispatched_at=ago(minutes=30)) for _ in range(8)]
+    dispatcher = CeleryDispatcher(celery_settings, chunk=3)
+    summary = run_sweep(engine, SweepParams(minutes=10), dispatcher)
+    assert [e.outcome for e in summary.events] == [SweepOutcome.DISPATCHED] * 8
+    wait_processed(engine, ids, celery_worker)
+    messages = re.findall(
+        r"process_webhook_events\[[0-9a-f-]+\] received", celery_worker.log(since)
+    )
+    assert len(messages) == 3  # 8 ids, 3 a message
+    assert [fetch_event(engine, i).attempts for i in ids] == [1] * 8
+    assert [_ledger_rows(engine, i) for i in ids] == [1] * 8
 
 
 def test_the_dagster_sweep_publishes_to_the_workers(
@@ -399,6 +422,20 @@ def test_publishing_to_a_down_broker_fails_fast(sqlite_engine: Engine) -> None:
         dispatcher.dispatch(ref)
     assert time.monotonic() - started < 5
     assert "not-for-logs" not in str(raised.value)
+
+
+def test_publishing_many_to_a_down_broker_returns_them_all_unsent(sqlite_engine: Engine) -> None:
+    dispatcher = CeleryDispatcher(
+        make_settings(sqlite_engine, celery_broker_url=DOWN_BROKER), chunk=2
+    )
+    refs = [EventRef(n, Provider.STRIPE, f"evt_d{n}", "payment_intent.succeeded") for n in range(5)]
+    started = time.monotonic()
+    unsent = dispatcher.dispatch_many(refs)
+    assert time.monotonic() - started < 10  # the first chunk's failure ends the publishing
+    assert [u.event for u in unsent] == refs
+    assert all(isinstance(u.error, kombu.exceptions.OperationalError) for u in unsent)
+    assert "not-for-logs" not in str(unsent[0].error)
+    assert dispatcher.dispatch_many([]) == []
 
 
 def test_the_receiver_answers_200_when_the_publish_fails_and_the_sweep_recovers_the_event(

@@ -222,19 +222,18 @@ _TASK_OPTIONS: dict[str, Any] = {
 
 
 @app.task(name=BATCH_TASK_NAME, **_TASK_OPTIONS)
-def process_webhook_events(event_ids: list[int]) -> dict[str, int]:
+def process_webhook_events(event_ids: list[int]) -> dict[str, str]:
     """One processing attempt of each event: one claim for them all, one commit
     (`processing.process_events`). A pool process killed mid-batch gets the message back; the
     copy finds the ids it had claimed `processing` (`not_claimed`) until the sweep reclaims them
-    as `processing_stalled`, and the fence keeps the dead attempt's writes out. Returns the count
-    of each outcome (not stored: there is no result backend; for a caller that runs it eagerly)."""
+    as `processing_stalled`, and the fence keeps the dead attempt's writes out. Returns each id's
+    outcome (not stored: there is no result backend; read by `task_postrun` handlers)."""
     engine, registry = _engine_and_registry()
     ids = [int(i) for i in event_ids]
     started = time.perf_counter()
     outcomes = process_events(engine, ids, settings=_settings, registry=registry)
     seconds = time.perf_counter() - started
     metrics = _process.metrics()
-    counts: dict[str, int] = {}
     for event_id, outcome in outcomes.items():
         attempted = outcome is not ProcessOutcome.NOT_CLAIMED
         # Every attempt of the batch took the batch's time, claim to commit (the table worker's
@@ -242,8 +241,7 @@ def process_webhook_events(event_ids: list[int]) -> dict[str, int]:
         metrics.record(outcome, seconds if attempted else None)
         if not attempted:
             _log_not_claimed(event_id)
-        counts[outcome.value] = counts.get(outcome.value, 0) + 1
-    return counts
+    return {str(event_id): outcome.value for event_id, outcome in outcomes.items()}
 
 
 @app.task(name=TASK_NAME, **_TASK_OPTIONS)

@@ -4,6 +4,7 @@ task's delivery settings on the app itself."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -48,6 +49,7 @@ from payments_pipeline.sweep import (
     finish_sweep,
     run_sweep,
 )
+from soak.tcp_proxy import TcpProxy
 
 from ..conftest import EventFactory
 from ..helpers import (
@@ -61,6 +63,7 @@ from ..helpers import (
 )
 from ..http.support import STRIPE_SECRET, Client, free_port, stripe_event, stripe_headers
 from .conftest import (
+    READY_SECONDS,
     Broker,
     LoggedProcess,
     Workers,
@@ -381,6 +384,36 @@ def test_the_sweep_publishes_chunks_of_ids_and_each_is_applied_once(
     assert [_ledger_rows(engine, i) for i in ids] == [1] * 8
 
 
+def test_the_receivers_claims_of_a_few_moments_are_one_message_applied_once_each(
+    engine: Engine, celery_worker: LoggedProcess, celery_settings: Settings
+) -> None:
+    settings = dataclasses.replace(
+        celery_settings,
+        stripe_webhook_secrets=(STRIPE_SECRET,),
+        receiver_dispatch=DispatchMode.CELERY,
+        dispatch_threads=1,
+        dispatch_coalesce_ms=2000,  # wide: the posts below all land within it
+    )
+    since = celery_worker.mark()
+    with Client(create_app(settings, engine=engine)) as client:
+        responses = []
+        for n in range(4):
+            body = stripe_event(f"evt_co{n}", reference=f"pi_co{n}")
+            responses.append(
+                client.post("/webhooks/stripe", content=body, headers=stripe_headers(body))
+            )
+        client.wait_dispatched()
+    assert [r.json()["outcome"] for r in responses] == ["dispatched"] * 4
+    ids = [r.json()["event_id"] for r in responses]
+    wait_processed(engine, ids, celery_worker)
+    messages = re.findall(
+        r"process_webhook_events\[[0-9a-f-]+\] received", celery_worker.log(since)
+    )
+    assert len(messages) == 1
+    assert [fetch_event(engine, i).attempts for i in ids] == [1] * 4
+    assert [_ledger_rows(engine, i) for i in ids] == [1] * 4
+
+
 def test_the_dagster_sweep_publishes_to_the_workers(
     engine: Engine,
     event_factory: EventFactory,
@@ -544,3 +577,68 @@ def _healthy(http: httpx.Client) -> bool:
         return http.get("/healthz").status_code == 200
     except httpx.TransportError:
         return False
+
+
+# --- a broker cut, or down for seconds ------------------------------------------------------
+
+
+def test_the_receiver_and_a_worker_reconnect_by_themselves_after_a_cut_and_an_outage(
+    engine: Engine,
+    backend: str,
+    celery_broker: Broker,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Through a TCP proxy in front of RabbitMQ: every connection cut at once, then the broker
+    unreachable for seconds. Deliveries after each fault are processed without a sweep; the one
+    made during the outage is answered 200 and left to the sweep."""
+    if backend != "postgres":
+        pytest.skip("the broker's faults do not depend on the database: run on PostgreSQL")
+    proxy = TcpProxy.for_url(celery_broker.url)
+    url = proxy.url_for(celery_broker.url)
+    queue = celery_broker.new_queue("proxied")
+    env = worker_env(engine, celery_broker, queue) | {"PAYMENTS_CELERY_BROKER_URL": url}
+    exe = str(Path(sys.executable).with_name("payments-pipeline"))
+    worker = LoggedProcess([exe, "worker", "--concurrency", "1"], env, tmp_path / "worker.log")
+    settings = make_settings(
+        engine,
+        stripe_webhook_secrets=(STRIPE_SECRET,),
+        receiver_dispatch=DispatchMode.CELERY,
+        celery_broker_url=url,
+        celery_queue=queue,
+        dispatch_threads=1,
+    )
+    try:
+        worker.wait_for(" ready.", timeout=READY_SECONDS)
+        with caplog.at_level(logging.INFO), Client(create_app(settings, engine=engine)) as client:
+
+            def deliver(n: int) -> int:
+                body = stripe_event(f"evt_px{n}", reference=f"pi_px{n}")
+                response = client.post(
+                    "/webhooks/stripe", content=body, headers=stripe_headers(body)
+                )
+                assert response.status_code == 200
+                client.wait_dispatched()
+                return int(response.json()["event_id"])
+
+            before = deliver(0)
+            wait_processed(engine, [before], worker)
+            assert proxy.cut() >= 2  # the receiver's publishing connection and the worker's
+            after_cut = deliver(1)
+            wait_processed(engine, [after_cut], worker, timeout=90)
+            proxy.down()
+            during = deliver(2)
+            assert f"dispatch failed id={during} " in caplog.text
+            time.sleep(8)  # the broker unreachable for seconds
+            accepted = proxy.connections
+            proxy.up()
+            after_outage = deliver(3)
+            wait_processed(engine, [after_outage], worker, timeout=90)
+        assert proxy.connections > accepted  # both came back over new connections
+        assert fetch_event(engine, during).status is EventStatus.RECEIVED  # the sweep's now
+        for event_id in (before, after_cut, after_outage):
+            assert fetch_event(engine, event_id).attempts == 1
+            assert _ledger_rows(engine, event_id) == 1
+    finally:
+        worker.stop(graceful=False)
+        proxy.close()

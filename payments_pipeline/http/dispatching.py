@@ -64,6 +64,9 @@ class DispatchQueue:
         self._queue: queue.Queue[EventRef | None] = queue.Queue(maxsize=capacity)
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        # One thread gathers a batch at a time (the others hand theirs on meanwhile): threads
+        # gathering side by side would share the events of a window, one each.
+        self._gathering = threading.Lock()
         self._stop = threading.Event()
         self._closed = False
 
@@ -124,6 +127,10 @@ class DispatchQueue:
     def _next_batch(self) -> tuple[list[EventRef], bool]:
         """The next event and those that arrive within `coalesce_seconds`, at most `batch_size`;
         and whether `close` asked this thread to end (a None on the queue)."""
+        with self._gathering:
+            return self._gather()
+
+    def _gather(self) -> tuple[list[EventRef], bool]:
         first = self._queue.get()
         if first is None:
             return [], True

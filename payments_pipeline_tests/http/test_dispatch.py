@@ -173,6 +173,20 @@ def test_claims_within_the_wait_go_on_together_and_a_lone_one_after_the_wait() -
     assert queue.close(1) == 0
 
 
+def test_several_threads_gather_one_batch_at_a_time() -> None:
+    """Idle threads do not split a window's events between them: one thread gathers, the others
+    wait their turn (and hand their own batches on meanwhile)."""
+    dispatcher = BatchRecorder()
+    queue = DispatchQueue(dispatcher, threads=4, batch_size=10, coalesce_seconds=1.0)
+    queue.start()
+    for n in range(1, 6):
+        assert queue.offer(_ref(n))
+        time.sleep(0.02)  # arriving one by one, all within the window
+    assert queue.wait_idle(10)
+    assert dispatcher.batches == [[1, 2, 3, 4, 5]]
+    assert queue.close(1) == 0
+
+
 def test_without_a_wait_only_the_events_already_queued_go_on_together() -> None:
     class HoldsTheFirst(BatchRecorder):
         def __init__(self) -> None:

@@ -1036,6 +1036,13 @@ class Latency:
     error: str | None = None
 
 
+def serve_settings(args: argparse.Namespace) -> dict[str, str]:
+    """`--coalesce-ms`, for the receiver (unset: the tree's default)."""
+    if args.coalesce_ms is None:
+        return {}
+    return {"PAYMENTS_DISPATCH_COALESCE_MS": str(args.coalesce_ms)}
+
+
 def wait_healthy(port: int, proc: Proc, limit: float) -> str | None:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -1082,7 +1089,7 @@ def run_latency(
                 f"{engine.name}-serve",
                 [*engine.command, "--log-level", args.log_level, "serve", "--port", str(port),
                  "--workers", "2", "--dispatch", engine.dispatch],
-                engine.environment(url, STRIPE_WEBHOOK_SECRET=SECRET),
+                engine.environment(url, STRIPE_WEBHOOK_SECRET=SECRET, **serve_settings(args)),
                 engine.cwd,
             )  # fmt: skip
             result.error = wait_healthy(port, serve, min(args.timeout, 120))
@@ -1504,6 +1511,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"],
         help="of every payments-pipeline subprocess (info: the production default)",
+    )  # fmt: skip
+    p.add_argument(
+        "--coalesce-ms", type=int, default=None,
+        help="the latency run's PAYMENTS_DISPATCH_COALESCE_MS (unset: the tree's default)",
     )  # fmt: skip
     p.add_argument(
         "--celery-ids", type=int, default=1,

@@ -16,8 +16,9 @@ What runs (all on 127.0.0.1, nothing leaves the machine), in one run:
    - `table`: this tree's `payments-pipeline worker` with `PAYMENTS_DISPATCH=table`, N processes;
    - `celery`: this tree's `PAYMENTS_DISPATCH=celery payments-pipeline worker --concurrency N`, ONE
      process with concurrency N, on a benchmark-private queue `pp_bench_<random>` (deleted at the
-     end). One task per event (`payments_pipeline.process_webhook_event`, args `[id]`) is
-     published with the workers stopped, then the workers start and the drain is timed. Skipped,
+     end). One task per event (`payments_pipeline.process_webhook_event`, args `[id]`), or
+     with `--celery-ids N` one `process_webhook_events` task per N ids, is published with the
+     workers stopped, then the workers start and the drain is timed. Skipped,
      with a note, if this tree has no celery engine.
    The clock includes the workers' start-up (imports, connecting), reported on its own too, with
    the rate after it; CPU: `getrusage(RUSAGE_CHILDREN)` of the waited workers and /proc of

@@ -16,8 +16,9 @@ What runs (all on 127.0.0.1, nothing leaves the machine), in one run:
    - `table`: this tree's `payments-pipeline worker` with `PAYMENTS_DISPATCH=table`, N processes;
    - `celery`: this tree's `PAYMENTS_DISPATCH=celery payments-pipeline worker --concurrency N`, ONE
      process with concurrency N, on a benchmark-private queue `pp_bench_<random>` (deleted at the
-     end). One task per event (`payments_pipeline.process_webhook_event`, args `[id]`) is
-     published with the workers stopped, then the workers start and the drain is timed. Skipped,
+     end). One task per event (`payments_pipeline.process_webhook_event`, args `[id]`), or
+     with `--celery-ids N` one `process_webhook_events` task per N ids, is published with the
+     workers stopped, then the workers start and the drain is timed. Skipped,
      with a note, if this tree has no celery engine.
    The clock includes the workers' start-up (imports, connecting), reported on its own too, with
    the rate after it; CPU: `getrusage(RUSAGE_CHILDREN)` of the waited workers and /proc of
@@ -83,7 +84,8 @@ from payments_pipeline.providers.stripe import sign_payload
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
-TASK_NAME = "payments_pipeline.process_webhook_event"
+TASK_NAME = "payments_pipeline.process_webhook_event"  # one id a message (before issue 19)
+BATCH_TASK_NAME = "payments_pipeline.process_webhook_events"  # a list of ids (issue 19)
 ENGINES = ("baseline", "table", "celery")
 SECRET = "whsec_benchmark_" + secrets.token_hex(8)
 MAX_SIGNED_SECONDS = 240  # Stripe's signature tolerance is 300 s; every delivery is signed upfront
@@ -532,11 +534,12 @@ class Broker:
     """The benchmark's side of RabbitMQ: publish the drain's tasks, look at, purge and delete the
     private queue. celery/kombu are imported here only, when the celery engine runs."""
 
-    def __init__(self, url: str, queue: str) -> None:
+    def __init__(self, url: str, queue: str, ids_per_message: int = 1) -> None:
         from celery import Celery
 
         self.url = url
         self.queue = queue
+        self.ids_per_message = ids_per_message
         self.app = Celery("pp_bench_publisher", broker=url, set_as_current=False)
         self.app.conf.task_default_queue = queue
         self.app.conf.broker_connection_retry_on_startup = False
@@ -564,19 +567,34 @@ class Broker:
         return int(ok.message_count), int(ok.consumer_count)
 
     def publish(self, event_ids: Sequence[int]) -> float:
-        """One task per event, `payments_pipeline.process_webhook_event(id)`; returns seconds.
+        """`--celery-ids` 1: one task per event, `payments_pipeline.process_webhook_event(id)`
+        (the only message before issue 19); N > 1: `process_webhook_events([ids])`, N ids a
+        message (what the receiver's coalescing makes at high rates, up to 200, and the sweep's
+        chunks, 500). Returns seconds; `messages()` says how many went out.
 
         Into the queue as the engine's worker declared it (the preflight started one): through
         the default exchange, routing key = queue name, declaring nothing, so whatever arguments
         the engine gives its queue, ours cannot conflict with them."""
         self.used = True
         started = time.perf_counter()
+        n = self.ids_per_message
         with self.app.producer_or_acquire() as producer:
-            for event_id in event_ids:
-                self.app.send_task(
-                    TASK_NAME, args=[event_id], queue=self.queue, producer=producer, declare=[]
-                )
+            if n == 1:
+                for event_id in event_ids:
+                    self.app.send_task(
+                        TASK_NAME, args=[event_id], queue=self.queue, producer=producer, declare=[]
+                    )
+            else:
+                for start in range(0, len(event_ids), n):
+                    chunk = list(event_ids[start : start + n])
+                    self.app.send_task(
+                        BATCH_TASK_NAME, args=[chunk], queue=self.queue, producer=producer,
+                        declare=[],
+                    )  # fmt: skip
         return time.perf_counter() - started
+
+    def messages(self, events: int) -> int:
+        return -(-events // self.ids_per_message)
 
     def purge(self) -> None:
         if self.depth() is not None:
@@ -782,11 +800,11 @@ def run_drain(
             ids = event_ids(url)
             result.publish_s = round(broker.publish(ids), 2)
             deadline = time.monotonic() + 10  # publishes without confirms: let them land
-            while (state := broker.depth()) is not None and state[0] < len(ids):
+            while (state := broker.depth()) is not None and state[0] < broker.messages(len(ids)):
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
-            if state is None or state[0] != len(ids):
+            if state is None or state[0] != broker.messages(len(ids)):
                 result.error = f"published {len(ids):,} tasks but the queue holds {state}"
                 return result
         prog = Progress(url)
@@ -1019,6 +1037,13 @@ class Latency:
     error: str | None = None
 
 
+def serve_settings(args: argparse.Namespace) -> dict[str, str]:
+    """`--coalesce-ms`, for the receiver (unset: the tree's default)."""
+    if args.coalesce_ms is None:
+        return {}
+    return {"PAYMENTS_DISPATCH_COALESCE_MS": str(args.coalesce_ms)}
+
+
 def wait_healthy(port: int, proc: Proc, limit: float) -> str | None:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -1065,7 +1090,7 @@ def run_latency(
                 f"{engine.name}-serve",
                 [*engine.command, "--log-level", args.log_level, "serve", "--port", str(port),
                  "--workers", "2", "--dispatch", engine.dispatch],
-                engine.environment(url, STRIPE_WEBHOOK_SECRET=SECRET),
+                engine.environment(url, STRIPE_WEBHOOK_SECRET=SECRET, **serve_settings(args)),
                 engine.cwd,
             )  # fmt: skip
             result.error = wait_healthy(port, serve, min(args.timeout, 120))
@@ -1488,6 +1513,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--log-level", default="info", choices=["debug", "info", "warning", "error"],
         help="of every payments-pipeline subprocess (info: the production default)",
     )  # fmt: skip
+    p.add_argument(
+        "--coalesce-ms", type=int, default=None,
+        help="the latency run's PAYMENTS_DISPATCH_COALESCE_MS (unset: the tree's default)",
+    )  # fmt: skip
+    p.add_argument(
+        "--celery-ids", type=int, default=1,
+        help="ids per message the drain publishes (1: the one-id task; N: process_webhook_events)",
+    )  # fmt: skip
     p.add_argument("--json", type=Path, help="also write every figure here")
     args = p.parse_args(argv)
     if args.events < 1 or (args.backlog is not None and args.backlog < 1):
@@ -1556,7 +1589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             broker: Broker | None = None
             celery = next((e for e in engines if e.celery and e.missing is None), None)
             if celery is not None:
-                broker = Broker(args.broker_url, queue)
+                broker = Broker(args.broker_url, queue, args.celery_ids)
                 stack.callback(broker.delete)
                 notes.append(f"celery: queue {queue} on {args.broker_url} (deleted at the end)")
             procs = Processes(tmp, args.grace)

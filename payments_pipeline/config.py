@@ -65,6 +65,9 @@ class Settings:
     celery_queue: str = "payments_pipeline"
     # Threads that process claimed events after the response; a bounded queue feeds them.
     dispatch_threads: int = 4
+    # celery: how long a dispatch thread waits for more claims to publish with the one it took
+    # (one message for all, at most `http.dispatching.DEFAULT_BATCH_SIZE`); 0: only those waiting.
+    dispatch_coalesce_ms: int = 5
     # Gate transactions in flight at once per worker process (threads and pooled connections).
     # Few is faster on a nearby database (they share one GIL); a distant one wants more, to
     # overlap round trips (docs/PERFORMANCE.md, receiver section).
@@ -194,6 +197,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         or DEFAULT_CELERY_BROKER_URL,
         celery_queue=_name(env, "PAYMENTS_CELERY_QUEUE", "payments_pipeline"),
         dispatch_threads=_int(env, "PAYMENTS_DISPATCH_THREADS", 4),
+        dispatch_coalesce_ms=_int(env, "PAYMENTS_DISPATCH_COALESCE_MS", 5, minimum=0),
         gate_threads=_int(env, "PAYMENTS_GATE_THREADS", 4),
         monetbil_check_payment_timeout_seconds=_int(env, "MONETBIL_CHECK_PAYMENT_TIMEOUT", 10),
         stripe_api_key=env.get("STRIPE_API_KEY", "").strip() or None,

@@ -65,18 +65,16 @@ def start_attempt(
 
     def claim(conn: Connection) -> Attempt | None:
         at = now or utcnow()
-        number = store.claim_for_processing(
+        event = store.claim_for_processing(
             conn, event_id=event_id, now=at, max_attempts=settings.max_attempts
         )
-        if number is None:
+        if event is None:
             if store.mark_exhausted_dead(
                 conn, event_id=event_id, now=at, max_attempts=settings.max_attempts
             ):
                 log.warning("webhook event %s is dead: retry budget spent", event_id)
             return None
-        event = store.get_event(conn, event_id=event_id)
-        assert event is not None
-        return Attempt(event=event, number=number)
+        return Attempt(event=event, number=event.attempts)
 
     return store.in_transaction(engine, claim)
 
@@ -213,7 +211,7 @@ def process_event(
     return complete_attempt(engine, attempt, settings=settings, registry=registry, now_fn=now_fn)
 
 
-# --- batches (the table worker) ----------------------------------------------------------------
+# --- batches (the table worker, a Celery message's ids) ---------------------------------------
 
 
 def claim_batch(
@@ -229,6 +227,56 @@ def claim_batch(
         ),
     )
     return [Attempt(event=e, number=e.attempts) for e in events]
+
+
+def claim_events(
+    engine: Engine, event_ids: list[int], *, settings: Settings, now: dt.datetime | None = None
+) -> list[Attempt]:
+    """Start attempts on those of `event_ids` that await one, in one set-based claim (a Celery
+    message's ids), and bury, in the same transaction, those of them whose retry budget is spent
+    without a recorded failure (as `start_attempt` does for one event)."""
+    at = now or utcnow()
+
+    def claim(conn: Connection) -> list[Attempt]:
+        events = store.claim_events_for_processing(
+            conn, event_ids=event_ids, now=at, max_attempts=settings.max_attempts
+        )
+        others = set(event_ids) - {e.id for e in events}
+        if others:
+            buried = store.bury_exhausted(
+                conn, now=at, max_attempts=settings.max_attempts, event_ids=sorted(others)
+            )
+            for event_id in buried:
+                log.warning("webhook event %s is dead: retry budget spent", event_id)
+        return [Attempt(event=e, number=e.attempts) for e in events]
+
+    return store.in_transaction(engine, claim)
+
+
+def process_events(
+    engine: Engine,
+    event_ids: list[int],
+    *,
+    settings: Settings,
+    registry: HandlerRegistry,
+    now_fn: Callable[[], dt.datetime] = utcnow,
+) -> dict[int, ProcessOutcome]:
+    """One processing attempt of each of `event_ids`: one claim for them all, then one commit
+    (`complete_attempts`: a fence per event, a savepoint per failing one). Each id's outcome;
+    `not_claimed` for those the claim did not take. One id is `process_event`."""
+    if len(event_ids) == 1:
+        (event_id,) = event_ids
+        return {
+            event_id: process_event(
+                engine, event_id, settings=settings, registry=registry, now_fn=now_fn
+            )
+        }
+    attempts = claim_events(engine, event_ids, settings=settings, now=now_fn())
+    outcomes = dict.fromkeys(event_ids, ProcessOutcome.NOT_CLAIMED)
+    done = complete_attempts(engine, attempts, settings=settings, registry=registry, now_fn=now_fn)
+    for attempt, outcome in zip(attempts, done, strict=True):
+        outcomes[attempt.event.id] = outcome
+    return outcomes
 
 
 def bury_exhausted(engine: Engine, *, settings: Settings, now: dt.datetime | None = None) -> int:

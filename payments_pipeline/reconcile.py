@@ -42,7 +42,7 @@ from sqlalchemy import Engine
 
 from . import gate, store
 from .config import Settings
-from .dispatch import Dispatcher
+from .dispatch import Dispatcher, dispatch_many
 from .handlers import default_registry
 from .models import (
     MISSED_DELIVERY,
@@ -503,6 +503,7 @@ def _take_page(
             conn, provider=Provider.STRIPE, provider_event_ids=[h.id for h, _ in in_scope]
         )
     taken: list[Recovered] = []
+    received: list[tuple[gate.ReceiveResult, stripe_events.StripeEventHeader, dt.datetime]] = []
     known_here = 0
     for header, raw in in_scope:
         tally.listed[header.type] += 1
@@ -529,31 +530,39 @@ def _take_page(
             tally.known[header.type] += 1
             known_here += 1
             continue
-        taken.append(
-            Recovered(result.event, header.id, header.type, created, _hand_on(dispatcher, result))
-        )
+        received.append((result, header, created))
+    outcomes = _hand_on(dispatcher, [result for result, _, _ in received])
+    taken += [
+        Recovered(result.event, header.id, header.type, created, outcome)
+        for (result, header, created), outcome in zip(received, outcomes, strict=True)
+    ]
     if sweep_id is not None:
         _audit(engine, sweep_id, taken)
     tally.recovered.extend(taken)
     return PageReport(tally.pages, len(in_scope), known_here, len(taken))
 
 
-def _hand_on(dispatcher: Dispatcher, result: gate.ReceiveResult) -> SweepOutcome:
-    """Dispatch a recovered event; a failed hand-off is left to the sweep (`dispatch_lost`)."""
-    if not result.should_dispatch:
-        return SweepOutcome.SKIPPED
-    try:
-        dispatcher.dispatch(result.event)
-    except Exception as exc:
-        log.warning(
-            "reconcile: could not hand on %s %s (%s): the sweep will: %s",
-            result.event.provider.value,
-            result.event.provider_event_id,
-            result.event.event_type,
-            type(exc).__name__,
-        )
-        return SweepOutcome.DISPATCH_FAILED
-    return SweepOutcome.DISPATCHED
+def _hand_on(dispatcher: Dispatcher, results: Sequence[gate.ReceiveResult]) -> list[SweepOutcome]:
+    """Dispatch the recovered events together (`dispatch_many`), each result's outcome; a failed
+    hand-off is left to the sweep (`dispatch_lost`)."""
+    ours = [r.event for r in results if r.should_dispatch]
+    unsent = {u.event.id: u.error for u in dispatch_many(dispatcher, ours)}
+    outcomes = []
+    for result in results:
+        if not result.should_dispatch:
+            outcomes.append(SweepOutcome.SKIPPED)
+        elif result.event.id in unsent:
+            log.warning(
+                "reconcile: could not hand on %s %s (%s): the sweep will: %s",
+                result.event.provider.value,
+                result.event.provider_event_id,
+                result.event.event_type,
+                type(unsent[result.event.id]).__name__,
+            )
+            outcomes.append(SweepOutcome.DISPATCH_FAILED)
+        else:
+            outcomes.append(SweepOutcome.DISPATCHED)
+    return outcomes
 
 
 def _audit(engine: Engine, sweep_id: int, taken: Sequence[Recovered]) -> None:
@@ -723,7 +732,8 @@ def reconcile_monetbil(
     out: list[Resolution] = []
     try:
         for tx in ids:
-            out.append(_resolve(engine, dispatcher, tx, answers[tx], known, minutes, dry_run))
+            out.append(_resolve(engine, tx, answers[tx], known, minutes, dry_run))
+        out = _hand_on_recovered(dispatcher, out)
         if sweep_id is not None:
             _audit_monetbil(engine, sweep_id, out)
     except BaseException as exc:
@@ -749,7 +759,6 @@ def reconcile_monetbil(
 
 def _resolve(
     engine: Engine,
-    dispatcher: Dispatcher,
     tx: str,
     answer: tuple[str, str, str] | str,
     known: set[str],
@@ -774,10 +783,34 @@ def _resolve(
     )
     if not result.created:
         return Resolution(tx, MonetbilOutcome.KNOWN, event_id, event_type, result.event)
-    return dataclasses.replace(
-        Resolution(tx, MonetbilOutcome.RECOVERED, event_id, event_type, result.event),
-        dispatch=_hand_on(dispatcher, result),
-    )
+    return Resolution(tx, MonetbilOutcome.RECOVERED, event_id, event_type, result.event)
+
+
+def _hand_on_recovered(dispatcher: Dispatcher, out: list[Resolution]) -> list[Resolution]:
+    """Dispatch the recovered transactions' events together; each with its dispatch outcome."""
+    events = [r.event for r in out if r.outcome == MonetbilOutcome.RECOVERED and r.event]
+    refs = {e.id: e for e in events}
+    unsent = {u.event.id: u.error for u in dispatch_many(dispatcher, list(refs.values()))}
+    for event_id, error in unsent.items():
+        ref = refs[event_id]
+        log.warning(
+            "reconcile: could not hand on %s %s (%s): the sweep will: %s",
+            ref.provider.value,
+            ref.provider_event_id,
+            ref.event_type,
+            type(error).__name__,
+        )
+    return [
+        dataclasses.replace(
+            r,
+            dispatch=SweepOutcome.DISPATCH_FAILED
+            if r.event.id in unsent
+            else SweepOutcome.DISPATCHED,
+        )
+        if r.outcome == MonetbilOutcome.RECOVERED and r.event is not None
+        else r
+        for r in out
+    ]
 
 
 def _audit_monetbil(engine: Engine, sweep_id: int, out: Sequence[Resolution]) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine
 
 from . import store
-from .dispatch import Dispatcher
+from .dispatch import Dispatcher, dispatch_many
 from .models import (
     EventRef,
     EventState,
@@ -147,8 +147,9 @@ def replay_events(
     sweep_id, refs, refused = store.in_transaction(engine, work)
     if sweep_id is None:
         return ReplayResult(None, (), tuple(refused))
-    for ref in refs:
-        dispatcher.dispatch(ref)
+    unsent = dispatch_many(dispatcher, refs)
+    if unsent:  # as a raising `dispatch` did: the audit stays open, the sweep recovers them
+        raise unsent[0].error
     close_sweep_run(
         engine,
         sweep_id,

@@ -13,6 +13,14 @@ def test_receiver_thread_defaults() -> None:
     assert (settings.gate_threads, settings.dispatch_threads) == (4, 4)
 
 
+def test_the_receivers_coalescing_wait_from_the_environment() -> None:
+    assert load_settings({}).dispatch_coalesce_ms == 5
+    assert load_settings({"PAYMENTS_DISPATCH_COALESCE_MS": "0"}).dispatch_coalesce_ms == 0
+    assert load_settings({"PAYMENTS_DISPATCH_COALESCE_MS": "20"}).dispatch_coalesce_ms == 20
+    with pytest.raises(ConfigError, match="PAYMENTS_DISPATCH_COALESCE_MS must be at least 0"):
+        load_settings({"PAYMENTS_DISPATCH_COALESCE_MS": "-1"})
+
+
 def test_gate_threads_from_the_environment() -> None:
     assert load_settings({"PAYMENTS_GATE_THREADS": " 16 "}).gate_threads == 16
 

@@ -26,6 +26,7 @@ from payments_pipeline.processing import (
     complete_attempt,
     complete_attempts,
     process_event,
+    process_events,
     start_attempt,
 )
 from payments_pipeline.replay import replay_events, select_dead
@@ -342,6 +343,70 @@ def test_worker_crashes_exhaust_the_budget(engine: Engine, event_factory: EventF
     assert event.status is EventStatus.DEAD and "gave up after 2 attempts" in (
         event.last_error or ""
     )
+
+
+def test_a_message_of_ids_starts_the_attempts_awaiting_and_commits_them_together(
+    engine: Engine, event_factory: EventFactory
+) -> None:
+    """`process_events` (a Celery message's ids): one claim takes the ids that await an attempt;
+    the others are `not_claimed`, and one whose budget is spent is buried `dead`, as one event's
+    claim does. A failing handler fails its event alone."""
+    settings = make_settings(engine, max_attempts=2)
+    waiting = [event_factory(Provider.STRIPE, dispatched_at=ago(seconds=1)) for _ in range(3)]
+    monetbil = event_factory(Provider.MONETBIL, dispatched_at=ago(seconds=1))
+    done = event_factory(Provider.STRIPE, status=EventStatus.PROCESSED, attempts=1)
+    held = event_factory(
+        Provider.STRIPE,
+        status=EventStatus.PROCESSING,
+        attempts=1,
+        dispatched_at=ago(seconds=2),
+        processing_started_at=ago(seconds=1),
+    )
+    spent = event_factory(Provider.STRIPE, attempts=2, dispatched_at=ago(seconds=1))
+    registry = default_registry()
+
+    def refuse(ctx: HandlerContext) -> None:
+        raise RuntimeError("monetbil is down")
+
+    registry.register(Provider.MONETBIL, "payment.success", refuse)
+    ids = [spent, done, *waiting, held, monetbil]
+    outcomes = process_events(engine, ids, settings=settings, registry=registry)
+    assert outcomes == {
+        spent: ProcessOutcome.NOT_CLAIMED,
+        done: ProcessOutcome.NOT_CLAIMED,
+        **dict.fromkeys(waiting, ProcessOutcome.PROCESSED),
+        held: ProcessOutcome.NOT_CLAIMED,
+        monetbil: ProcessOutcome.FAILED,
+    }
+    assert [fetch_event(engine, i).attempts for i in waiting] == [1, 1, 1]
+    assert _ledger_count(engine) == 3
+    assert fetch_event(engine, monetbil).status is EventStatus.FAILED
+    assert fetch_event(engine, spent).status is EventStatus.DEAD
+    assert (fetch_event(engine, held).status, fetch_event(engine, held).attempts) == (
+        EventStatus.PROCESSING,
+        1,
+    )
+    # The same message again (a redelivery): nothing awaits an attempt, nothing applied twice.
+    again = process_events(engine, ids, settings=settings, registry=registry)
+    assert set(again.values()) == {ProcessOutcome.NOT_CLAIMED}
+    assert _ledger_count(engine) == 3
+
+
+def test_the_single_claim_returns_the_event_with_its_attempt_number(
+    engine: Engine, event_factory: EventFactory
+) -> None:
+    """`store.claim_for_processing` starts the attempt and returns the event in one statement
+    (two on MySQL/MariaDB); None, changing nothing, when the event does not await an attempt."""
+    event_id = event_factory(Provider.STRIPE, attempts=3, dispatched_at=ago(seconds=1))
+    with engine.begin() as conn:
+        event = store.claim_for_processing(conn, event_id=event_id, now=utcnow(), max_attempts=10)
+    assert event is not None
+    assert (event.id, event.attempts, event.status) == (event_id, 4, EventStatus.PROCESSING)
+    assert event.provider_event_id == fetch_event(engine, event_id).provider_event_id
+    assert event.processing_started_at is not None
+    with engine.begin() as conn:
+        again = store.claim_for_processing(conn, event_id=event_id, now=utcnow(), max_attempts=10)
+    assert again is None and fetch_event(engine, event_id).attempts == 4
 
 
 def test_stale_worker_cannot_commit_after_a_stall_is_reclaimed(

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from payments_pipeline import gate, store
 from payments_pipeline.handlers import HandlerContext, HandlerRegistry, default_registry
 from payments_pipeline.models import EventStatus, GateOutcome, ProcessOutcome, Provider, utcnow
-from payments_pipeline.processing import process_event
+from payments_pipeline.processing import process_event, process_events
 from payments_pipeline.sweep import SweepParams, run_sweep
 
 from .helpers import RecordingDispatcher, ago, fetch_event, make_settings, stripe_payload
@@ -203,3 +203,35 @@ def test_parallel_processing_claims_each_event_once(engine: Engine) -> None:
     claimable = [i for i in ids if fetch_event(engine, i).status is EventStatus.PROCESSED]
     assert processed == len(claimable) == 30  # the 10 stalled `processing` rows are not claimable
     assert all(counts[i] == 1 for i in claimable)
+
+
+def test_parallel_messages_of_overlapping_ids_apply_each_event_once(engine: Engine) -> None:
+    """Four Celery-like consumers, each with every id in messages of its own cut: each message's
+    claim is set-based and skips rows another holds, so each claimable event is applied once."""
+    settings = make_settings(engine)
+    ids = _seed_stuck(engine, 80)
+    counts: Counter[int] = Counter()
+    lock = threading.Lock()
+    registry = HandlerRegistry()
+
+    def count(ctx: HandlerContext) -> None:
+        with lock:
+            counts[ctx.event.id] += 1
+
+    registry.register(Provider.STRIPE, "payment_intent.succeeded", count)
+    registry.register(Provider.MONETBIL, "payment_intent.succeeded", count)
+
+    def consume(worker: int) -> list[ProcessOutcome]:
+        size = 7 + worker * 5  # messages cut differently per consumer: overlapping id sets
+        order = ids if worker % 2 == 0 else ids[::-1]
+        outcomes: list[ProcessOutcome] = []
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
+            outcomes += process_events(engine, chunk, settings=settings, registry=registry).values()
+        return outcomes
+
+    outcomes = run_together(4, consume)
+    processed = sum(o is ProcessOutcome.PROCESSED for per_worker in outcomes for o in per_worker)
+    claimable = [i for i in ids if fetch_event(engine, i).status is EventStatus.PROCESSED]
+    assert processed == len(claimable) == 60  # the 20 stalled `processing` rows are not claimable
+    assert all(counts[i] == 1 for i in claimable) and sum(counts.values()) == 60

@@ -86,6 +86,11 @@ def celery_config(url: str, broker_url: str) -> SoakConfig:
         workers=2,
         celery_concurrency=2,
         max_freezes=0,
+        # Through the soak's TCP proxy: every broker connection cut at once, and the broker
+        # unreachable for seconds, each at least once (the grace waits for them).
+        broker_cut_every=(3.0, 6.0),
+        broker_down_every=(6.0, 10.0),
+        broker_down_for=5.0,
     )
 
 
@@ -171,6 +176,8 @@ def test_short_celery_soak_holds_every_invariant(
     assert result["violation_count"] == 0, render(result)
     assert result["chaos"]["worker_kills"] > 0  # pool processes or whole workers, SIGKILLed
     assert result["chaos"]["cut_connections"] > 0
+    assert result["chaos"]["broker_cut_connections"] > 0
+    assert result["chaos"]["broker_outages"] > 0
     assert result["chaos"]["injected_handler_failures"] > 0
     assert result["celery"]["task_runs"] > result["events"]["sent"] * 0.5
     assert result["sweeps"]["final_ok"]

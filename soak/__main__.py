@@ -54,6 +54,19 @@ def parse_args(argv: Sequence[str] | None) -> tuple[SoakConfig, bool]:
     parser.add_argument("--max-attempts", type=int, default=10, help="PAYMENTS_MAX_ATTEMPTS")
     parser.add_argument("--kill-every", type=_pair, default=(2.0, 8.0), metavar="MIN,MAX")
     parser.add_argument("--cut-every", type=_pair, default=(3.0, 10.0), metavar="MIN,MAX")
+    parser.add_argument(
+        "--broker-cut-every", type=_pair, default=(15.0, 30.0), metavar="MIN,MAX",
+        help="celery: cut every broker connection at once (through the soak's TCP proxy)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--broker-down-every", type=_pair, default=(40.0, 80.0), metavar="MIN,MAX",
+        help="celery: make the broker unreachable for --broker-down-for seconds",
+    )  # fmt: skip
+    parser.add_argument("--broker-down-for", type=float, default=10.0, metavar="SECONDS")
+    parser.add_argument(
+        "--no-broker-faults", dest="broker_faults", action="store_false",
+        help="celery: reach the broker directly, with no proxy and no broker faults",
+    )  # fmt: skip
     parser.add_argument("--cut-fraction", type=float, default=0.5)
     parser.add_argument("--freeze-every", type=_pair, default=(60.0, 120.0), metavar="MIN,MAX")
     parser.add_argument("--freeze-for", type=_pair, default=(80.0, 100.0), metavar="MIN,MAX")
@@ -89,6 +102,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[SoakConfig, bool]:
         kill_every=args.kill_every,
         cut_every=args.cut_every,
         cut_fraction=args.cut_fraction,
+        broker_cut_every=args.broker_cut_every if args.broker_faults else None,
+        broker_down_every=args.broker_down_every if args.broker_faults else None,
+        broker_down_for=args.broker_down_for,
         freeze_every=args.freeze_every,
         freeze_for=args.freeze_for,
         max_freezes=args.max_freezes,

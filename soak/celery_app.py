@@ -2,8 +2,9 @@
 failing handlers.
 
 Everything but the handlers is the product's: `payments_pipeline.dispatch.celery`'s app and
-settings (acks late, rejected on worker loss, prefetch 1, time limits under the processing
-timeout), its task `payments_pipeline.process_webhook_event` and its engine per pool process. The
+settings (acks late, rejected on worker loss, prefetch, time limits under the processing
+timeout), its tasks `payments_pipeline.process_webhook_events` (a list of ids, what the product
+publishes) and `process_webhook_event` (one id), and its engine per pool process. The
 registry is `soak.worker.failing_registry`, the table soak's: each built-in handler writes its
 effect, pauses up to the delay, then fails at the failure rate, before the commit.
 
@@ -12,10 +13,11 @@ Read from the environment (the supervisor sets them; Celery's command line has n
 creates `<SOAK_BUSY_DIR>/<pid>`, one byte, set to 1 while its handler holds an uncommitted effect:
 the chaos aims its pool-process kills (and its worker kills) at such a moment.
 
-Each task run logs two lines, which the soak's audit reads (`soak.celery_runs`): `soak task start
-event=<id> redelivered=<bool>` before the product's task runs, and `soak task end event=<id>
-outcome=<outcome>` after it returned (`processed`, `failed`, `dead`, `stale`, `not_claimed`, or
-`error` when an exception escaped it). A run killed mid-task has a start line and no end line.
+Each task run logs two lines per event id it carries, which the soak's audit reads
+(`soak.celery_runs`): `soak task start event=<id> redelivered=<bool>` before the product's task
+runs, and `soak task end event=<id> outcome=<outcome>` after it returned (`processed`, `failed`,
+`dead`, `stale`, `not_claimed`, or `error` when an exception escaped it). A run killed mid-task
+has a start line per id and no end line.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 
 from celery.signals import task_postrun, task_prerun, worker_process_init
 
-from payments_pipeline.dispatch.celery import TASK_NAME, app, use_registry
+from payments_pipeline.dispatch.celery import BATCH_TASK_NAME, TASK_NAME, app, use_registry
 
 from .celery_supervisor import BUSY_DIR_ENV, FAILURE_RATE_ENV, HANDLER_DELAY_ENV, SEED_ENV
 from .worker import SharedFlags, failing_registry
@@ -80,30 +82,45 @@ def _pool_process_started(**_: Any) -> None:
     _flags.attach()
 
 
-def _event_id(args: Any) -> str:
-    return str(args[0]) if args else "?"
+_TASKS = (TASK_NAME, BATCH_TASK_NAME)
+
+
+def _event_ids(task: Any, args: Any) -> list[str]:
+    """The ids a run carries: the batch task's list, or the one id of the former task."""
+    if not args:
+        return ["?"]
+    if task.name == BATCH_TASK_NAME:
+        return [str(i) for i in args[0]] if isinstance(args[0], list) else ["?"]
+    return [str(args[0])]
 
 
 @task_prerun.connect
 def _task_started(task: Any = None, args: Any = None, **_: Any) -> None:
-    if task is None or task.name != TASK_NAME:
+    if task is None or task.name not in _TASKS:
         return
     delivery = getattr(task.request, "delivery_info", None) or {}
-    log.info(
-        "soak task start event=%s redelivered=%s",
-        _event_id(args),
-        bool(delivery.get("redelivered")),
-    )
+    for event_id in _event_ids(task, args):
+        log.info(
+            "soak task start event=%s redelivered=%s",
+            event_id,
+            bool(delivery.get("redelivered")),
+        )
 
 
 @task_postrun.connect
 def _task_ended(
     task: Any = None, args: Any = None, retval: Any = None, state: Any = None, **_: Any
 ) -> None:
-    if task is None or task.name != TASK_NAME:
+    if task is None or task.name not in _TASKS:
         return
-    outcome = retval if state == "SUCCESS" and isinstance(retval, str) else "error"
-    log.info("soak task end event=%s outcome=%s", _event_id(args), outcome)
+    for event_id in _event_ids(task, args):
+        if state != "SUCCESS":
+            outcome = "error"
+        elif isinstance(retval, dict):  # the batch task: each id's outcome
+            outcome = str(retval.get(event_id, "error"))
+        else:
+            outcome = retval if isinstance(retval, str) else "error"
+        log.info("soak task end event=%s outcome=%s", event_id, outcome)
 
 
 __all__ = ["app"]

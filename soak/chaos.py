@@ -1,5 +1,7 @@
 """Chaos: at random intervals, SIGKILL a worker, freeze one (SIGSTOP) past the processing timeout,
-or cut a random share of the database's connections (see `SoakDatabase.cut_connections`).
+or cut a random share of the database's connections (see `SoakDatabase.cut_connections`); on the
+celery engine, also cut every broker connection at once, or make the broker unreachable for
+seconds (through the soak's `TcpProxy` in front of RabbitMQ).
 
 Kills aim at, and freezes always land on, a worker whose handler holds an uncommitted effect
 (see `supervisor.py`): a kill tests the rollback and the `processing_stalled` reclaim, a freeze
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 
 from .database import SoakDatabase
 from .supervisor import WorkerSupervisor
+from .tcp_proxy import TcpProxy
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,9 @@ class ChaosStats:
     cut_rounds: int = 0
     cut_connections: int = 0
     cut_errors: int = 0
+    broker_cuts: int = 0
+    broker_cut_connections: int = 0
+    broker_outages: int = 0
 
 
 class Chaos:
@@ -48,7 +54,15 @@ class Chaos:
         freeze_for: tuple[float, float],
         max_freezes: int,
         seed: int,
+        broker: TcpProxy | None = None,
+        broker_cut_every: tuple[float, float] | None = None,
+        broker_down_every: tuple[float, float] | None = None,
+        broker_down_for: float = 10.0,
     ) -> None:
+        self.broker = broker
+        self.broker_cut_every = broker_cut_every if broker is not None else None
+        self.broker_down_every = broker_down_every if broker is not None else None
+        self.broker_down_for = broker_down_for
         self.db = db
         self.workers = workers
         self.kill_every = kill_every
@@ -69,6 +83,11 @@ class Chaos:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(30)
+        if self.broker is not None:
+            self.broker.up()  # an outage never outlives the chaos
+
+    def _next(self, every: tuple[float, float] | None, now: float) -> float:
+        return float("inf") if every is None else now + self.rng.uniform(*every)
 
     def _run(self) -> None:
         now = time.monotonic()
@@ -77,10 +96,33 @@ class Chaos:
         next_freeze = now + self.rng.uniform(*self.freeze_every)
         if not self.workers.supports_freeze:
             next_freeze = float("inf")
+        next_broker_cut = self._next(self.broker_cut_every, now)
+        next_outage = self._next(self.broker_down_every, now)
+        outage_ends = float("inf")
         while not self._stop.wait(
-            max(0.0, min(next_kill, next_cut, next_freeze) - time.monotonic())
+            max(
+                0.0,
+                min(next_kill, next_cut, next_freeze, next_broker_cut, next_outage, outage_ends)
+                - time.monotonic(),
+            )
         ):
             now = time.monotonic()
+            if now >= outage_ends and self.broker is not None:
+                self.broker.up()
+                log.info("broker reachable again")
+                outage_ends = float("inf")
+                next_outage = self._next(self.broker_down_every, now)
+            if now >= next_outage and self.broker is not None:
+                self.broker.down()
+                self.stats.broker_outages += 1
+                log.info("broker unreachable for %.0f s", self.broker_down_for)
+                outage_ends = now + self.broker_down_for
+                next_outage = float("inf")  # the next one is drawn when this one ends
+            if now >= next_broker_cut and self.broker is not None:
+                if outage_ends == float("inf"):  # nothing to cut during an outage
+                    self.stats.broker_cuts += 1
+                    self.stats.broker_cut_connections += self.broker.cut()
+                next_broker_cut = self._next(self.broker_cut_every, now)
             if now >= next_kill:
                 if self.workers.kill_random(self.rng):
                     self.stats.kills += 1

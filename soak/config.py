@@ -69,6 +69,12 @@ class SoakConfig:
     freeze_every: tuple[float, float] = (60.0, 120.0)
     freeze_for: tuple[float, float] = (80.0, 100.0)
     max_freezes: int = 0  # 0: no limit
+    # The celery engine's broker faults, through a TCP proxy the soak puts in front of RabbitMQ
+    # (`soak.tcp_proxy`): every broker connection cut at once, and the broker unreachable for
+    # `broker_down_for` seconds. None: no such fault.
+    broker_cut_every: tuple[float, float] | None = (15.0, 30.0)
+    broker_down_every: tuple[float, float] | None = (40.0, 80.0)
+    broker_down_for: float = 10.0
     sweep_every: tuple[float, float] = (5.0, 10.0)
     concurrent_sweep_chance: float = 0.3
     # Chaos (kills, cuts) and failure injection stop this many seconds before the load does.
@@ -104,10 +110,19 @@ class SoakConfig:
             raise ValueError(f"dispatch must be one of {', '.join(DISPATCHES)}")
         if self.celery_concurrency < 1:
             raise ValueError("celery_concurrency must be >= 1")
+        if self.broker_down_for <= 0:
+            raise ValueError("broker_down_for must be > 0")
 
     @property
     def backend(self) -> Backend:
         return backend_of(self.server_url)
+
+    @property
+    def broker_faults(self) -> bool:
+        """Whether the run goes through the soak's TCP proxy (celery, with a broker fault)."""
+        return self.dispatch == "celery" and (
+            self.broker_cut_every is not None or self.broker_down_every is not None
+        )
 
     @property
     def chaos_seconds(self) -> float:

@@ -44,6 +44,7 @@ from .processes import SERVE, Child, soak_env, wait_healthy
 from .stories import StoryFactory
 from .supervisor import WorkerSupervisor
 from .sweeps import Sweeper
+from .tcp_proxy import TcpProxy
 from .verify import verify
 from .worker import INJECTED
 
@@ -101,16 +102,25 @@ def _run(config: SoakConfig, log_dir: Path, progress: Progress) -> dict[str, Any
             "PAYMENTS_MAX_ATTEMPTS": str(config.max_attempts),
         }
         queue: SoakQueue | None = None
+        proxy: TcpProxy | None = None
         if celery:
             queue = SoakQueue(config.broker_url)
             queue.check()
             # Registered before any process starts, so it runs after every one has stopped.
             stack.callback(queue.delete)
             progress(f"soak: celery engine, queue {queue.name} on {queue.where}")
-            # The sweeps (and anything else reading PAYMENTS_DISPATCH) publish to the queue.
+            # The sweeps (and anything else reading PAYMENTS_DISPATCH) publish to the queue;
+            # every process reaches the broker through the soak's proxy, whose faults the chaos
+            # controls (the queue itself is looked at and deleted directly).
+            broker_url = config.broker_url
+            if config.broker_faults:
+                proxy = TcpProxy.for_url(config.broker_url)
+                stack.callback(proxy.close)
+                broker_url = proxy.url_for(config.broker_url)
+                progress(f"soak: broker faults through a TCP proxy on port {proxy.port}")
             settings |= {
                 "PAYMENTS_DISPATCH": "celery",
-                "PAYMENTS_CELERY_BROKER_URL": config.broker_url,
+                "PAYMENTS_CELERY_BROKER_URL": broker_url,
                 "PAYMENTS_CELERY_QUEUE": queue.name,
             }
         env = soak_env(os.environ, settings)
@@ -165,6 +175,10 @@ def _run(config: SoakConfig, log_dir: Path, progress: Progress) -> dict[str, Any
             freeze_for=config.freeze_for,
             max_freezes=config.max_freezes,
             seed=config.seed + 3,
+            broker=proxy,
+            broker_cut_every=config.broker_cut_every,
+            broker_down_every=config.broker_down_every,
+            broker_down_for=config.broker_down_for,
         )
         stack.callback(chaos.stop)
 
@@ -373,6 +387,10 @@ def _missing_faults(config: SoakConfig, chaos: Chaos, workers: WorkerSupervisor)
         missing.append("kill")
     if chaos.stats.cut_connections == 0:
         missing.append("cut")
+    if chaos.broker_cut_every is not None and chaos.stats.broker_cut_connections == 0:
+        missing.append("broker cut")
+    if chaos.broker_down_every is not None and chaos.stats.broker_outages == 0:
+        missing.append("broker outage")
     if config.freezes_enabled and config.max_freezes and chaos.stats.freezes < config.max_freezes:
         missing.append("freeze")
     if config.failure_rate and _count_lines(workers.live_log_files(), INJECTED) == 0:

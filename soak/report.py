@@ -130,6 +130,9 @@ def build(
             "cut_rounds": chaos.cut_rounds,
             "cut_connections": chaos.cut_connections,
             "cut_errors": chaos.cut_errors,
+            "broker_cuts": chaos.broker_cuts,
+            "broker_cut_connections": chaos.broker_cut_connections,
+            "broker_outages": chaos.broker_outages,
             "worker_starts": workers.started,
             "injected_handler_failures": injected_failures,
         },
@@ -221,6 +224,8 @@ def _celery_lines(c: dict[str, Any], ch: dict[str, Any]) -> list[str]:
         f"{c['worker_kills']} whole workers ({c['worker_kills_mid_handler']} with a pool process "
         f"holding one); no freezes (celery); {c['pool_exits_logged']} pool exits logged by Celery "
         f"({c['pool_starts_abandoned_by_celery']} slow starts it gave up on)",
+        f"broker        {ch['broker_cut_connections']} connections cut in {ch['broker_cuts']} "
+        f"rounds, {ch['broker_outages']} outages (through the soak's TCP proxy)",
         f"task runs     {c['task_runs']} on queue {c['queue']}: redelivered "
         f"{c['redelivered_runs']}, killed mid-task {c['runs_unfinished']}; outcomes "
         f"{_kv(c['run_outcomes'])}; {ch['stale_attempts_fenced']} stale; messages left "

@@ -14,18 +14,21 @@ from sqlalchemy import Engine
 
 from ..config import Settings
 from ..models import DispatchMode
-from .base import Dispatcher
+from .base import BatchDispatcher, Dispatcher, Unsent, dispatch_many
 from .inline import InlineDispatcher
 from .none import NullDispatcher
 from .table import QueueDispatcher, TableDispatcher
 
 __all__ = [
+    "BatchDispatcher",
     "Dispatcher",
     "InlineDispatcher",
     "NullDispatcher",
     "QueueDispatcher",
     "TableDispatcher",
+    "Unsent",
     "build_dispatcher",
+    "dispatch_many",
 ]
 
 

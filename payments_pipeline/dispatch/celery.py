@@ -1,6 +1,8 @@
-"""`celery`: publish task `payments_pipeline.process_webhook_event` (the event id) to RabbitMQ.
+"""`celery`: publish task `payments_pipeline.process_webhook_events` (a list of event ids) to
+RabbitMQ; `payments_pipeline.process_webhook_event` (one id, the former message) stays accepted.
 
-The task is a thin door onto `processing.process_event`, so a Celery worker processes an event
+The task is a thin door onto `processing.process_events` (one set-based claim of its ids, one
+commit with a fence per event, as the table worker's batch), so a Celery worker processes an event
 exactly as the inline engine and the table worker do, and the database stays the source of truth:
 
 - a message lost between the claim and a worker leaves the row `received` with `dispatched_at`
@@ -31,6 +33,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
@@ -44,14 +47,16 @@ from ..config import Settings, load_settings
 from ..errors import short_error
 from ..handlers import HandlerRegistry, default_registry
 from ..models import DispatchMode, EventRef, ProcessOutcome
-from ..processing import process_event
+from ..processing import process_event, process_events
+from .base import Unsent
 
 if TYPE_CHECKING:
     from ..metrics import ProcessingMetrics
 
 log = logging.getLogger(__name__)
 
-TASK_NAME = "payments_pipeline.process_webhook_event"
+TASK_NAME = "payments_pipeline.process_webhook_event"  # one id: messages from before batches
+BATCH_TASK_NAME = "payments_pipeline.process_webhook_events"  # a list of ids
 # A broker that does not answer within this long fails the publish (and the worker's start-up
 # check): the receiver's dispatch threads and a sweep must not hang on it. The event is safe
 # either way: its row is committed, and the sweep sends it again.
@@ -65,6 +70,15 @@ PUBLISH_RETRY_POLICY: dict[str, float | int] = {
     "interval_step": 0.2,
     "interval_max": 0.2,
 }
+
+
+# Ids a message carries at most (`CeleryDispatcher.dispatch_many`): a few hundred, so the claim and
+# the commit of one message cost about what the table worker's batch does, and a pool process
+# killed mid-message leaves a bounded number of events to the sweep's `processing_stalled`.
+MESSAGE_IDS = 500
+
+# Messages each pool process may hold beyond the one it runs (`configure`).
+PREFETCH_MULTIPLIER = 4
 
 
 def task_time_limits(processing_timeout: dt.timedelta) -> tuple[float, float]:
@@ -96,8 +110,13 @@ def configure(app: Celery, settings: Settings) -> None:
         # redelivery costs one `not_claimed`, a lost message costs a sweep interval.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        # One message in flight per pool process: a long task never holds others hostage.
-        worker_prefetch_multiplier=1,
+        # A message carries a batch (a sweep's chunk of a few hundred ids, or the few ids the
+        # receiver coalesced in milliseconds): short work each, where Celery's advice is a larger
+        # prefetch, so a pool process never waits a broker round trip (ack, then the next
+        # delivery) between two messages. Not more: a reserved message waits in the worker's main
+        # process while the pool is busy, and a long handler would hold its ids back; with acks
+        # late, whatever a dead worker had reserved is delivered again.
+        worker_prefetch_multiplier=PREFETCH_MULTIPLIER,
         # The outcome is in the database; a result backend would be a second, weaker copy.
         result_backend=None,
         task_ignore_result=True,
@@ -173,34 +192,69 @@ def _dispose_engine(**_: Any) -> None:
     metrics.process_exiting()
 
 
-# No Celery retries (max_retries 0, nothing retried automatically, no retry on worker loss): the
-# product's backoff and the sweep decide when an event goes round again.
-@app.task(
-    name=TASK_NAME,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(),
-    max_retries=0,
-    retry_on_worker_lost=False,
-)
-def process_webhook_event(event_id: int) -> str:
-    """One processing attempt of one event. Any error is `process_event`'s to record; one that
-    escapes it (the database down before the claim) leaves the row for the sweep."""
+def _engine_and_registry() -> tuple[Engine, HandlerRegistry]:
     # The solo and threads pools send no worker_process_init: the engine is built on first use.
     engine = _process.open()
     registry = _process.registry
     if registry is None:
         registry = _process.registry = default_registry()
+    return engine, registry
+
+
+def _log_not_claimed(event_id: int) -> None:
+    log.info(
+        "webhook event %s not claimed: processed already, or another attempt holds it "
+        "(a duplicate or redelivered message)",
+        event_id,
+    )
+
+
+# The same delivery settings on both tasks. No Celery retries (max_retries 0, nothing retried
+# automatically, no retry on worker loss): the product's backoff and the sweep decide when an
+# event goes round again.
+_TASK_OPTIONS: dict[str, Any] = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": (),
+    "max_retries": 0,
+    "retry_on_worker_lost": False,
+}
+
+
+@app.task(name=BATCH_TASK_NAME, **_TASK_OPTIONS)
+def process_webhook_events(event_ids: list[int]) -> dict[str, str]:
+    """One processing attempt of each event: one claim for them all, one commit
+    (`processing.process_events`). A pool process killed mid-batch gets the message back; the
+    copy finds the ids it had claimed `processing` (`not_claimed`) until the sweep reclaims them
+    as `processing_stalled`, and the fence keeps the dead attempt's writes out. Returns each id's
+    outcome (not stored: there is no result backend; read by `task_postrun` handlers)."""
+    engine, registry = _engine_and_registry()
+    ids = [int(i) for i in event_ids]
+    started = time.perf_counter()
+    outcomes = process_events(engine, ids, settings=_settings, registry=registry)
+    seconds = time.perf_counter() - started
+    metrics = _process.metrics()
+    for event_id, outcome in outcomes.items():
+        attempted = outcome is not ProcessOutcome.NOT_CLAIMED
+        # Every attempt of the batch took the batch's time, claim to commit (the table worker's
+        # count, `ProcessingMetrics.record_batch`).
+        metrics.record(outcome, seconds if attempted else None)
+        if not attempted:
+            _log_not_claimed(event_id)
+    return {str(event_id): outcome.value for event_id, outcome in outcomes.items()}
+
+
+@app.task(name=TASK_NAME, **_TASK_OPTIONS)
+def process_webhook_event(event_id: int) -> str:
+    """One processing attempt of one event. Any error is `process_event`'s to record; one that
+    escapes it (the database down before the claim) leaves the row for the sweep."""
+    engine, registry = _engine_and_registry()
     started = time.perf_counter()
     outcome = process_event(engine, int(event_id), settings=_settings, registry=registry)
     attempted = outcome is not ProcessOutcome.NOT_CLAIMED
     _process.metrics().record(outcome, time.perf_counter() - started if attempted else None)
-    if outcome is ProcessOutcome.NOT_CLAIMED:
-        log.info(
-            "webhook event %s not claimed: processed already, or another attempt holds it "
-            "(a duplicate or redelivered message)",
-            event_id,
-        )
+    if not attempted:
+        _log_not_claimed(event_id)
     return outcome.value
 
 
@@ -238,26 +292,58 @@ def check_broker(settings: Settings) -> None:
 
 
 class CeleryDispatcher:
-    """Publishes one task per claimed event to `settings.celery_queue`.
+    """Publishes task `process_webhook_events` to `settings.celery_queue`: one id for `dispatch`,
+    chunks of up to `chunk` ids for `dispatch_many` (a sweep, a replay, a reconciliation page, the
+    receiver's coalesced claims).
 
     Publishes go through the process's pool of producers for that broker (kombu's, the one Celery
     itself uses), so the receiver's dispatch threads and a sweep reuse a few open connections
-    instead of opening one per event. A publish that fails raises: the caller records it
-    (`dispatch_failed` in a sweep, one log line in the receiver) and the sweep recovers the event.
+    instead of opening one per message; `dispatch_many` publishes all its chunks over one producer.
+    A publish that fails raises (`dispatch`) or is returned (`dispatch_many`): the caller records it
+    (`dispatch_failed` in a sweep, one log line in the receiver) and the sweep recovers the events.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, chunk: int = MESSAGE_IDS) -> None:
+        if chunk < 1:
+            raise ValueError("a message carries at least one id")
         self.queue = settings.celery_queue
+        self.chunk = chunk
         self._connection = broker_connection(settings)
 
     def dispatch(self, event: EventRef) -> None:
-        with producers[self._connection].acquire(
+        with self._producer() as producer:
+            self._publish(producer, [event.id])
+
+    def dispatch_many(self, events: Sequence[EventRef]) -> list[Unsent]:
+        """One message per `chunk` events, over one producer. Once a publish fails (the retry
+        over a fresh connection included), the remaining chunks are not tried: a broker that
+        refused one would most likely refuse the next, each after a connect timeout; all those
+        events are returned, left to the sweep."""
+        if not events:
+            return []
+        chunks = [events[i : i + self.chunk] for i in range(0, len(events), self.chunk)]
+        try:
+            with self._producer() as producer:
+                for n, chunk in enumerate(chunks):
+                    try:
+                        self._publish(producer, [e.id for e in chunk])
+                    except Exception as exc:
+                        rest = [e for c in chunks[n:] for e in c]
+                        return [Unsent(e, exc) for e in rest]
+        except Exception as exc:  # no producer: the pool's connection could not be had
+            return [Unsent(e, exc) for e in events]
+        return []
+
+    def _producer(self) -> Any:
+        return producers[self._connection].acquire(
             block=True, timeout=BROKER_CONNECT_TIMEOUT_SECONDS
-        ) as producer:
-            process_webhook_event.apply_async(
-                args=[event.id],
-                queue=self.queue,
-                producer=producer,
-                retry=True,
-                retry_policy=PUBLISH_RETRY_POLICY,
-            )
+        )
+
+    def _publish(self, producer: Any, event_ids: list[int]) -> None:
+        process_webhook_events.apply_async(
+            args=[event_ids],
+            queue=self.queue,
+            producer=producer,
+            retry=True,
+            retry_policy=PUBLISH_RETRY_POLICY,
+        )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import Engine
 
@@ -11,6 +11,7 @@ from ..config import Settings
 from ..handlers import HandlerRegistry, default_registry
 from ..models import EventRef, ProcessOutcome
 from ..processing import process_event
+from .base import Unsent, one_by_one
 
 # Told each outcome and the attempt's seconds (None when no attempt ran: `not_claimed`).
 OutcomeObserver = Callable[[ProcessOutcome, float | None], None]
@@ -33,6 +34,9 @@ class InlineDispatcher:
         self.registry = registry or default_registry()
         self.outcomes: dict[ProcessOutcome, int] = {}
         self._on_outcome = on_outcome
+
+    def dispatch_many(self, events: Sequence[EventRef]) -> list[Unsent]:
+        return one_by_one(self, events)
 
     def dispatch(self, event: EventRef) -> None:
         started = time.perf_counter()

@@ -6,7 +6,10 @@ Nobody processes such an event until a sweep or a worker picks it up (`dispatch_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..models import EventRef
+from .base import Unsent
 
 
 class NullDispatcher:
@@ -17,3 +20,7 @@ class NullDispatcher:
 
     def dispatch(self, event: EventRef) -> None:
         self.count += 1
+
+    def dispatch_many(self, events: Sequence[EventRef]) -> list[Unsent]:
+        self.count += len(events)
+        return []

@@ -9,7 +9,10 @@ sent anywhere, so nothing can be lost between the claim and a worker.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..models import EventRef
+from .base import Unsent
 
 
 class TableDispatcher:
@@ -17,6 +20,9 @@ class TableDispatcher:
 
     def dispatch(self, event: EventRef) -> None:
         return None
+
+    def dispatch_many(self, events: Sequence[EventRef]) -> list[Unsent]:
+        return []
 
 
 # The name the worker module used before the engines had a package of their own.

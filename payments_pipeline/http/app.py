@@ -43,7 +43,7 @@ from ..dispatch import Dispatcher, InlineDispatcher, build_dispatcher
 from ..errors import database_error
 from ..gate import ReceiveResult
 from ..models import PROVIDERS, DispatchMode, Provider
-from .dispatching import DispatchQueue
+from .dispatching import DEFAULT_BATCH_SIZE, DispatchQueue
 from .errors import ErrorCode, Refusal, error_response
 from .logs import install_access_log_redaction
 from .webhooks import Delivery, confirm_monetbil, read_monetbil, read_stripe
@@ -311,10 +311,13 @@ def _dispatch_queue(mode: DispatchMode, engine: Engine, settings: Settings) -> D
             )
             return DispatchQueue(inline, threads=settings.dispatch_threads, engine=mode.value)
         case DispatchMode.CELERY:
+            # The claims of a few milliseconds go out as one message (`DispatchQueue`).
             return DispatchQueue(
                 build_dispatcher(mode, engine, settings),
                 threads=settings.dispatch_threads,
                 engine=mode.value,
+                batch_size=DEFAULT_BATCH_SIZE,
+                coalesce_seconds=settings.dispatch_coalesce_ms / 1000,
             )
         case DispatchMode.TABLE:  # the claimed row is the job: worker processes take it
             return None

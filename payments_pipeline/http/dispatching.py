@@ -8,7 +8,12 @@ a lost hand-off leaves it: `received` with `dispatched_at` set, which the sweep 
 `dispatch_lost` once `minutes` have passed. So nothing here needs to be durable, only bounded: a
 burst larger than the queue costs latency for those events, never memory without limit.
 
-A hand-off that raises is counted in `payments_dispatch_failures_total{provider,engine}`.
+Coalescing (the celery engine): a thread that takes an event waits up to `coalesce_seconds` for
+more, up to `batch_size`, and hands them on together (`dispatch_many`: one message), so a message
+carries one event at low rates (after at most that wait) and many at high rates. A batch that
+could not be handed on leaves each of its events to the sweep, as one event's failure does.
+
+A hand-off that fails is counted in `payments_dispatch_failures_total{provider,engine}`, per event.
 """
 
 from __future__ import annotations
@@ -19,19 +24,23 @@ import threading
 import time
 
 from payments_pipeline import metrics
-from payments_pipeline.dispatch import Dispatcher
+from payments_pipeline.dispatch import Dispatcher, dispatch_many
 from payments_pipeline.errors import short_error
 from payments_pipeline.models import EventRef
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CAPACITY = 10_000
+# The most events one coalesced hand-off carries (one message for the celery engine).
+DEFAULT_BATCH_SIZE = 200
 
 
 class DispatchQueue:
     """Hands claimed events to `dispatcher` on `threads` threads, at most `capacity` waiting.
     `engine` is the dispatcher's label in the failure counter (a fixed name: `inline`, `celery`,
-    or `custom` for a dispatcher the caller built)."""
+    or `custom` for a dispatcher the caller built). With `batch_size` > 1, a thread hands on
+    together the events that arrive within `coalesce_seconds` of the first, at most `batch_size`.
+    """
 
     def __init__(
         self,
@@ -40,15 +49,24 @@ class DispatchQueue:
         threads: int,
         capacity: int = DEFAULT_CAPACITY,
         engine: str = metrics.CUSTOM_ENGINE,
+        batch_size: int = 1,
+        coalesce_seconds: float = 0.0,
     ) -> None:
-        if threads < 1 or capacity < 1:
-            raise ValueError("threads and capacity must be at least 1")
+        if threads < 1 or capacity < 1 or batch_size < 1:
+            raise ValueError("threads, capacity and batch_size must be at least 1")
+        if coalesce_seconds < 0:
+            raise ValueError("coalesce_seconds cannot be negative")
         self.dispatcher = dispatcher
+        self.batch_size = batch_size
+        self.coalesce_seconds = coalesce_seconds
         self._failures = metrics.receiver().dispatch_failures_for(engine)
         self._threads_wanted = threads
         self._queue: queue.Queue[EventRef | None] = queue.Queue(maxsize=capacity)
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        # One thread gathers a batch at a time (the others hand theirs on meanwhile): threads
+        # gathering side by side would share the events of a window, one each.
+        self._gathering = threading.Lock()
         self._stop = threading.Event()
         self._closed = False
 
@@ -96,24 +114,59 @@ class DispatchQueue:
 
     def _work(self) -> None:
         while True:
-            event = self._queue.get()
+            batch, stopping = self._next_batch()
             try:
-                if event is None or self._stop.is_set():
-                    return  # `close` wakes each worker with a None; a stop leaves the rest queued
-                self.dispatcher.dispatch(event)
-            except Exception as exc:
-                assert event is not None
-                self._failures[event.provider].inc()
-                log.error(
-                    "dispatch failed id=%s provider=%s provider_event_id=%s: %s; the sweep "
-                    "recovers it as dispatch_lost",
-                    event.id,
-                    event.provider.value,
-                    event.provider_event_id,
-                    short_error(exc),
-                )
+                if batch and not self._stop.is_set():  # a stop leaves the rest queued
+                    self._hand_on(batch)
             finally:
-                self._queue.task_done()
+                for _ in range(len(batch) + stopping):
+                    self._queue.task_done()
+            if stopping or self._stop.is_set():
+                return
+
+    def _next_batch(self) -> tuple[list[EventRef], bool]:
+        """The next event and those that arrive within `coalesce_seconds`, at most `batch_size`;
+        and whether `close` asked this thread to end (a None on the queue)."""
+        with self._gathering:
+            return self._gather()
+
+    def _gather(self) -> tuple[list[EventRef], bool]:
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        deadline = time.monotonic() + self.coalesce_seconds
+        while len(batch) < self.batch_size:
+            try:
+                left = deadline - time.monotonic()
+                event = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if event is None:
+                return batch, True
+            batch.append(event)
+        return batch, False
+
+    def _hand_on(self, batch: list[EventRef]) -> None:
+        if len(batch) == 1:
+            try:
+                self.dispatcher.dispatch(batch[0])
+            except Exception as exc:
+                self._failed(batch[0], exc)
+            return
+        for unsent in dispatch_many(self.dispatcher, batch):
+            self._failed(unsent.event, unsent.error)
+
+    def _failed(self, event: EventRef, exc: Exception) -> None:
+        self._failures[event.provider].inc()
+        log.error(
+            "dispatch failed id=%s provider=%s provider_event_id=%s: %s; the sweep "
+            "recovers it as dispatch_lost",
+            event.id,
+            event.provider.value,
+            event.provider_event_id,
+            short_error(exc),
+        )
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until every queued event has been handed on; False if `timeout` ran out first."""

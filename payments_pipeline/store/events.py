@@ -190,23 +190,41 @@ _attempts_used = E.attempts - E.attempts_base
 
 def claim_for_processing(
     conn: Connection, *, event_id: int, now: dt.datetime, max_attempts: int
-) -> int | None:
-    """Start an attempt; returns its number (the fencing token), None if someone else has it.
+) -> WebhookEvent | None:
+    """Start an attempt; returns the event as it now is (its `attempts` is the attempt number,
+    the fencing token), None if someone else has it. One statement where the database has
+    UPDATE ... RETURNING (`Backend.update_one_returning`): the claim, the attempt number and
+    the payload in one round trip.
 
     Only an event handed on since its last attempt began can start one (`_dispatched_since`): a
     worker holding a stale batch, or a duplicate dispatch, cannot retry a failed event before a
     claim (gate claim 2, the sweep, a replay) has re-dispatched it, i.e. before its backoff.
+    Unlike the set-based claims it waits on a row another transaction holds, then re-checks the
+    condition: one event, no lock order to get wrong.
     """
-    started = changed_one(
+    row = backend_for(conn).update_one_returning(
         conn,
-        sa.update(webhook_events)
-        .where(_awaits_attempt(event_id), _attempts_used < max_attempts)
-        .values(**_starts_attempt(now)),
+        event_id,
+        sa.and_(_awaits_attempt(event_id), _attempts_used < max_attempts),
+        _starts_attempt(now),
     )
-    if not started:
-        return None
-    # We hold the row lock until commit, so this reads our own attempt number.
-    return int(conn.execute(sa.select(E.attempts).where(E.id == event_id)).scalar_one())
+    return None if row is None else event_from_row(row)
+
+
+def claim_events_for_processing(
+    conn: Connection, *, event_ids: Sequence[int], now: dt.datetime, max_attempts: int
+) -> list[WebhookEvent]:
+    """Start an attempt on those of `event_ids` that await one, in one set-based conditional
+    claim (a Celery message's ids); returns them as they now are, in id order (`attempts` is
+    each one's fencing token). The others are someone else's (processed already, another
+    attempt holds them, or a concurrent claim holds the row: skipped, never waited on)."""
+    if not event_ids:
+        return []
+    ready = sa.and_(
+        E.status.in_(_CLAIMABLE), _dispatched_since_last_attempt(), _attempts_used < max_attempts
+    )
+    rows = backend_for(conn).claim_ids(conn, sorted(set(event_ids)), ready, _starts_attempt(now))
+    return sorted((event_from_row(r) for r in rows), key=lambda e: e.id)
 
 
 def _starts_attempt(now: dt.datetime) -> dict[str, Any]:
@@ -248,11 +266,20 @@ def claim_dispatched_batch(
     return sorted((event_from_row(r) for r in rows), key=lambda e: e.id)
 
 
-def bury_exhausted(conn: Connection, *, now: dt.datetime, max_attempts: int) -> list[int]:
-    """Mark `dead` every dispatched event whose budget is spent without a recorded failure
-    (its workers died mid-attempt); their ids."""
+def bury_exhausted(
+    conn: Connection,
+    *,
+    now: dt.datetime,
+    max_attempts: int,
+    event_ids: Sequence[int] | None = None,
+) -> list[int]:
+    """Mark `dead` every dispatched event (among `event_ids`, when given) whose budget is spent
+    without a recorded failure (its workers died mid-attempt); their ids."""
     spent = sa.and_(_queued(), _attempts_used >= max_attempts)
-    ids = list(conn.execute(sa.select(E.id).where(spent)).scalars())
+    query = sa.select(E.id).where(spent)
+    if event_ids is not None:
+        query = query.where(E.id.in_(list(event_ids)))
+    ids = list(conn.execute(query).scalars())
     if not ids:
         return []
     return backend_for(conn).update_ids_returning(conn, ids, spent, _buried(max_attempts, now))

@@ -4,6 +4,7 @@ task's delivery settings on the app itself."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -18,7 +19,7 @@ import httpx
 import kombu.exceptions
 import pytest
 import sqlalchemy as sa
-from celery import Celery
+from celery import Celery, Task
 from sqlalchemy import Engine
 
 from payments_pipeline import gate, store
@@ -48,6 +49,7 @@ from payments_pipeline.sweep import (
     finish_sweep,
     run_sweep,
 )
+from soak.tcp_proxy import TcpProxy
 
 from ..conftest import EventFactory
 from ..helpers import (
@@ -61,6 +63,7 @@ from ..helpers import (
 )
 from ..http.support import STRIPE_SECRET, Client, free_port, stripe_event, stripe_headers
 from .conftest import (
+    READY_SECONDS,
     Broker,
     LoggedProcess,
     Workers,
@@ -109,12 +112,20 @@ def _payment(engine: Engine, reference: str) -> tuple[PaymentStatus, int | None]
 # --- the app and its task, as configured ------------------------------------------------------
 
 
-def test_the_task_settings_on_the_app() -> None:
-    app, task = engine_module.app, engine_module.process_webhook_event
-    assert task.name == "payments_pipeline.process_webhook_event"
+@pytest.mark.parametrize(
+    "task",
+    [engine_module.process_webhook_events, engine_module.process_webhook_event],
+    ids=["many", "one"],
+)
+def test_the_task_settings_on_the_app(task: Task) -> None:
+    app = engine_module.app
+    assert task.name in (
+        "payments_pipeline.process_webhook_events",
+        "payments_pipeline.process_webhook_event",
+    )
     assert task.name in app.tasks  # registered on the app the workers load
     assert (task.acks_late, task.reject_on_worker_lost) == (True, True)
-    assert app.conf.worker_prefetch_multiplier == 1
+    assert app.conf.worker_prefetch_multiplier == 4  # a message is a batch of short work
     assert task.ignore_result is True and app.conf.result_backend is None
     # No Celery retries: backoff is the product's (next_attempt_at, then the sweep).
     assert tuple(task.autoretry_for) == () and task.max_retries == 0
@@ -237,7 +248,12 @@ def test_a_worker_killed_mid_task_gets_the_message_back_and_the_sweep_applies_it
     )
     dispatcher = CeleryDispatcher(settings)
     since = worker.mark()
-    event_id = _receive(engine, "evt_kill", dispatcher, reference="pi_kill", amount=700)
+    # The former message (one id), still accepted: queued before an upgrade.
+    event_id = _taken_not_handed_on(engine, "evt_kill", reference="pi_kill", amount=700)
+    with engine_module.broker_connection(settings) as connection:
+        engine_module.process_webhook_event.apply_async(
+            args=[event_id], queue=settings.celery_queue, connection=connection
+        )
     deadline = time.monotonic() + 30
     while not pid_file.exists():  # the handler has written the payment and hangs
         assert time.monotonic() < deadline and worker.proc.poll() is None, worker.log()
@@ -260,6 +276,142 @@ def test_a_worker_killed_mid_task_gets_the_message_back_and_the_sweep_applies_it
     assert event.attempts == 2
     assert _ledger_rows(engine, event_id) == 1
     assert _payment(engine, "pi_kill") == (PaymentStatus.SUCCEEDED, 700)
+
+
+def _publish_ids(settings: Settings, ids: list[int]) -> None:
+    """One `process_webhook_events` message carrying `ids`."""
+    with engine_module.broker_connection(settings) as connection:
+        engine_module.process_webhook_events.apply_async(
+            args=[ids], queue=settings.celery_queue, connection=connection
+        )
+
+
+def test_a_message_of_many_ids_is_processed_once_each(
+    engine: Engine, celery_worker: LoggedProcess, celery_settings: Settings
+) -> None:
+    since = celery_worker.mark()
+    dispatcher = CeleryDispatcher(celery_settings)
+    ids = [
+        _receive(engine, f"evt_m{n}", dispatcher, reference=f"pi_m{n}", amount=10 + n)
+        for n in range(5)
+    ]
+    wait_processed(engine, ids, celery_worker)
+    fresh = [_taken_not_handed_on(engine, f"evt_mm{n}", reference=f"pi_mm{n}") for n in range(20)]
+    # The processed ones again, with new ones: one claim takes the new, the rest not claimed.
+    _publish_ids(celery_settings, [*ids, *fresh])
+    wait_processed(engine, fresh, celery_worker)
+    celery_worker.wait_for(f"webhook event {ids[-1]} not claimed", since=since)
+    for event_id in [*ids, *fresh]:
+        assert fetch_event(engine, event_id).attempts == 1
+        assert _ledger_rows(engine, event_id) == 1
+    assert _payment(engine, "pi_mm19")[0] is PaymentStatus.SUCCEEDED
+
+
+def _taken_not_handed_on(engine: Engine, key: str, **fields: object) -> int:
+    """A delivery the gate took and whose hand-off nobody made yet: received, dispatched now."""
+    result = gate.receive(
+        engine,
+        provider="stripe",
+        provider_event_id=key,
+        event_type="payment_intent.succeeded",
+        payload=stripe_payload(key, **fields),  # type: ignore[arg-type]
+        minutes=10,
+        dispatcher=build_dispatcher(DispatchMode.NONE, engine, make_settings(engine)),
+    )
+    assert result.should_dispatch
+    return result.event.id
+
+
+def test_a_worker_killed_mid_batch_gets_the_message_back_and_nothing_is_applied_twice(
+    engine: Engine, workers: Workers, celery_broker: Broker
+) -> None:
+    """The slow handler writes the first event's payment, then hangs: the pool process dies with
+    the batch's claim committed and its effects not. The redelivered message finds every id
+    `processing` (not claimed); the sweep reclaims them and each is applied once."""
+    worker, pid_file = workers.slow, workers.pid_file
+    settings = make_settings(
+        engine, celery_broker_url=celery_broker.url, celery_queue=workers.slow_queue
+    )
+    since = worker.mark()
+    ids = [_taken_not_handed_on(engine, f"evt_kb{n}", reference=f"pi_kb{n}") for n in range(4)]
+    _publish_ids(settings, ids)
+    deadline = time.monotonic() + 30
+    while not pid_file.exists():  # the first handler has written its payment and hangs
+        assert time.monotonic() < deadline and worker.proc.poll() is None, worker.log()
+        time.sleep(0.05)
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)  # the pool process, mid-transaction
+    for event_id in ids:
+        worker.wait_for(f"webhook event {event_id} not claimed", since=since)
+    received = re.findall(r"process_webhook_events\[([0-9a-f-]+)\] received", worker.log(since))
+    assert len(received) == 2 and received[0] == received[1]  # the same message, twice
+    for event_id in ids:
+        stalled = fetch_event(engine, event_id)
+        assert stalled.status is EventStatus.PROCESSING and stalled.attempts == 1
+    with engine.connect() as conn:  # the batch's writes died with its transaction
+        assert store.get_payment(conn, provider=Provider.STRIPE, reference="pi_kb0") is None
+    with engine.begin() as conn:
+        conn.execute(sa.update(store.webhook_events).values(processing_started_at=ago(minutes=2)))
+    pid_file.unlink()
+    summary = run_sweep(
+        engine, SweepParams(processing_timeout_minutes=1), CeleryDispatcher(settings)
+    )
+    assert [e.reason for e in summary.events] == [SweepReason.PROCESSING_STALLED] * 4
+    wait_processed(engine, ids, worker)
+    for n, event_id in enumerate(ids):
+        assert fetch_event(engine, event_id).attempts == 2
+        assert _ledger_rows(engine, event_id) == 1
+        assert _payment(engine, f"pi_kb{n}")[0] is PaymentStatus.SUCCEEDED
+    assert not pid_file.exists()  # second attempts: the built-in handler, no hang
+
+
+def test_the_sweep_publishes_chunks_of_ids_and_each_is_applied_once(
+    engine: Engine,
+    event_factory: EventFactory,
+    celery_worker: LoggedProcess,
+    celery_settings: Settings,
+) -> None:
+    since = celery_worker.mark()
+    ids = [event_factory(Provider.STRIPE, dispatched_at=ago(minutes=30)) for _ in range(8)]
+    dispatcher = CeleryDispatcher(celery_settings, chunk=3)
+    summary = run_sweep(engine, SweepParams(minutes=10), dispatcher)
+    assert [e.outcome for e in summary.events] == [SweepOutcome.DISPATCHED] * 8
+    wait_processed(engine, ids, celery_worker)
+    messages = re.findall(
+        r"process_webhook_events\[[0-9a-f-]+\] received", celery_worker.log(since)
+    )
+    assert len(messages) == 3  # 8 ids, 3 a message
+    assert [fetch_event(engine, i).attempts for i in ids] == [1] * 8
+    assert [_ledger_rows(engine, i) for i in ids] == [1] * 8
+
+
+def test_the_receivers_claims_of_a_few_moments_are_one_message_applied_once_each(
+    engine: Engine, celery_worker: LoggedProcess, celery_settings: Settings
+) -> None:
+    settings = dataclasses.replace(
+        celery_settings,
+        stripe_webhook_secrets=(STRIPE_SECRET,),
+        receiver_dispatch=DispatchMode.CELERY,
+        dispatch_threads=1,
+        dispatch_coalesce_ms=2000,  # wide: the posts below all land within it
+    )
+    since = celery_worker.mark()
+    with Client(create_app(settings, engine=engine)) as client:
+        responses = []
+        for n in range(4):
+            body = stripe_event(f"evt_co{n}", reference=f"pi_co{n}")
+            responses.append(
+                client.post("/webhooks/stripe", content=body, headers=stripe_headers(body))
+            )
+        client.wait_dispatched()
+    assert [r.json()["outcome"] for r in responses] == ["dispatched"] * 4
+    ids = [r.json()["event_id"] for r in responses]
+    wait_processed(engine, ids, celery_worker)
+    messages = re.findall(
+        r"process_webhook_events\[[0-9a-f-]+\] received", celery_worker.log(since)
+    )
+    assert len(messages) == 1
+    assert [fetch_event(engine, i).attempts for i in ids] == [1] * 4
+    assert [_ledger_rows(engine, i) for i in ids] == [1] * 4
 
 
 def test_the_dagster_sweep_publishes_to_the_workers(
@@ -303,6 +455,20 @@ def test_publishing_to_a_down_broker_fails_fast(sqlite_engine: Engine) -> None:
         dispatcher.dispatch(ref)
     assert time.monotonic() - started < 5
     assert "not-for-logs" not in str(raised.value)
+
+
+def test_publishing_many_to_a_down_broker_returns_them_all_unsent(sqlite_engine: Engine) -> None:
+    dispatcher = CeleryDispatcher(
+        make_settings(sqlite_engine, celery_broker_url=DOWN_BROKER), chunk=2
+    )
+    refs = [EventRef(n, Provider.STRIPE, f"evt_d{n}", "payment_intent.succeeded") for n in range(5)]
+    started = time.monotonic()
+    unsent = dispatcher.dispatch_many(refs)
+    assert time.monotonic() - started < 10  # the first chunk's failure ends the publishing
+    assert [u.event for u in unsent] == refs
+    assert all(isinstance(u.error, kombu.exceptions.OperationalError) for u in unsent)
+    assert "not-for-logs" not in str(unsent[0].error)
+    assert dispatcher.dispatch_many([]) == []
 
 
 def test_the_receiver_answers_200_when_the_publish_fails_and_the_sweep_recovers_the_event(
@@ -411,3 +577,68 @@ def _healthy(http: httpx.Client) -> bool:
         return http.get("/healthz").status_code == 200
     except httpx.TransportError:
         return False
+
+
+# --- a broker cut, or down for seconds ------------------------------------------------------
+
+
+def test_the_receiver_and_a_worker_reconnect_by_themselves_after_a_cut_and_an_outage(
+    engine: Engine,
+    backend: str,
+    celery_broker: Broker,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Through a TCP proxy in front of RabbitMQ: every connection cut at once, then the broker
+    unreachable for seconds. Deliveries after each fault are processed without a sweep; the one
+    made during the outage is answered 200 and left to the sweep."""
+    if backend != "postgres":
+        pytest.skip("the broker's faults do not depend on the database: run on PostgreSQL")
+    proxy = TcpProxy.for_url(celery_broker.url)
+    url = proxy.url_for(celery_broker.url)
+    queue = celery_broker.new_queue("proxied")
+    env = worker_env(engine, celery_broker, queue) | {"PAYMENTS_CELERY_BROKER_URL": url}
+    exe = str(Path(sys.executable).with_name("payments-pipeline"))
+    worker = LoggedProcess([exe, "worker", "--concurrency", "1"], env, tmp_path / "worker.log")
+    settings = make_settings(
+        engine,
+        stripe_webhook_secrets=(STRIPE_SECRET,),
+        receiver_dispatch=DispatchMode.CELERY,
+        celery_broker_url=url,
+        celery_queue=queue,
+        dispatch_threads=1,
+    )
+    try:
+        worker.wait_for(" ready.", timeout=READY_SECONDS)
+        with caplog.at_level(logging.INFO), Client(create_app(settings, engine=engine)) as client:
+
+            def deliver(n: int) -> int:
+                body = stripe_event(f"evt_px{n}", reference=f"pi_px{n}")
+                response = client.post(
+                    "/webhooks/stripe", content=body, headers=stripe_headers(body)
+                )
+                assert response.status_code == 200
+                client.wait_dispatched()
+                return int(response.json()["event_id"])
+
+            before = deliver(0)
+            wait_processed(engine, [before], worker)
+            assert proxy.cut() >= 2  # the receiver's publishing connection and the worker's
+            after_cut = deliver(1)
+            wait_processed(engine, [after_cut], worker, timeout=90)
+            proxy.down()
+            during = deliver(2)
+            assert f"dispatch failed id={during} " in caplog.text
+            time.sleep(8)  # the broker unreachable for seconds
+            accepted = proxy.connections
+            proxy.up()
+            after_outage = deliver(3)
+            wait_processed(engine, [after_outage], worker, timeout=90)
+        assert proxy.connections > accepted  # both came back over new connections
+        assert fetch_event(engine, during).status is EventStatus.RECEIVED  # the sweep's now
+        for event_id in (before, after_cut, after_outage):
+            assert fetch_event(engine, event_id).attempts == 1
+            assert _ledger_rows(engine, event_id) == 1
+    finally:
+        worker.stop(graceful=False)
+        proxy.close()

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
+import time
+from collections.abc import Sequence
 
 import pytest
 from sqlalchemy import Engine
 
 from payments_pipeline.config import Settings
-from payments_pipeline.dispatch import InlineDispatcher
+from payments_pipeline.dispatch import InlineDispatcher, Unsent
 from payments_pipeline.http.dispatching import DispatchQueue
 from payments_pipeline.models import EventRef, EventStatus, Provider, SweepReason, utcnow
 from payments_pipeline.sweep import (
@@ -137,3 +140,87 @@ def test_a_failing_dispatch_does_not_stop_the_worker() -> None:
     assert queue.wait_idle(10)
     assert queue.close(1) == 0
     assert dispatcher.ids == [1, 2]
+
+
+class BatchRecorder(RecordingDispatcher):
+    """Remembers each `dispatch_many` call's ids; refuses the events whose id is in `refuse`."""
+
+    def __init__(self, refuse: frozenset[int] = frozenset()) -> None:
+        super().__init__()
+        self.batches: list[list[int]] = []
+        self.refuse = refuse
+
+    def dispatch_many(self, events: Sequence[EventRef]) -> list[Unsent]:
+        self.batches.append([e.id for e in events])
+        return [Unsent(e, ConnectionError("broker gone")) for e in events if e.id in self.refuse]
+
+
+def test_claims_within_the_wait_go_on_together_and_a_lone_one_after_the_wait() -> None:
+    dispatcher = BatchRecorder()
+    queue = DispatchQueue(dispatcher, threads=1, batch_size=3, coalesce_seconds=0.5)
+    started = time.monotonic()
+    for n in range(1, 6):
+        assert queue.offer(_ref(n))
+    assert queue.wait_idle(10)
+    # 1-3 reach the size bound at once; 4 and 5 go out when the wait after 4 is over.
+    assert dispatcher.batches == [[1, 2, 3], [4, 5]]
+    assert 0.4 < time.monotonic() - started < 5
+    started = time.monotonic()
+    assert queue.offer(_ref(6))
+    assert queue.wait_idle(10)
+    assert dispatcher.ids == [6] and dispatcher.batches == [[1, 2, 3], [4, 5]]  # `dispatch`
+    assert 0.4 < time.monotonic() - started < 5
+    assert queue.close(1) == 0
+
+
+def test_several_threads_gather_one_batch_at_a_time() -> None:
+    """Idle threads do not split a window's events between them: one thread gathers, the others
+    wait their turn (and hand their own batches on meanwhile)."""
+    dispatcher = BatchRecorder()
+    queue = DispatchQueue(dispatcher, threads=4, batch_size=10, coalesce_seconds=1.0)
+    queue.start()
+    for n in range(1, 6):
+        assert queue.offer(_ref(n))
+        time.sleep(0.02)  # arriving one by one, all within the window
+    assert queue.wait_idle(10)
+    assert dispatcher.batches == [[1, 2, 3, 4, 5]]
+    assert queue.close(1) == 0
+
+
+def test_without_a_wait_only_the_events_already_queued_go_on_together() -> None:
+    class HoldsTheFirst(BatchRecorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.started, self.release = threading.Event(), threading.Event()
+
+        def dispatch(self, event: object) -> None:
+            self.started.set()
+            assert self.release.wait(30), "never released"
+            super().dispatch(event)
+
+    dispatcher = HoldsTheFirst()
+    queue = DispatchQueue(dispatcher, threads=1, batch_size=10)
+    assert queue.offer(_ref(1))
+    assert dispatcher.started.wait(10)  # the thread holds event 1 alone; 2-4 queue up
+    for n in (2, 3, 4):
+        assert queue.offer(_ref(n))
+    dispatcher.release.set()
+    assert queue.wait_idle(10)
+    assert dispatcher.ids == [1] and dispatcher.batches == [[2, 3, 4]]
+    assert queue.close(1) == 0
+
+
+def test_a_coalesced_hand_off_that_fails_leaves_each_of_its_events_to_the_sweep(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dispatcher = BatchRecorder(refuse=frozenset({2, 3}))
+    queue = DispatchQueue(dispatcher, threads=1, batch_size=3, coalesce_seconds=5)
+    with caplog.at_level(logging.ERROR):
+        for n in (1, 2, 3):
+            assert queue.offer(_ref(n))
+        assert queue.wait_idle(10)
+    assert dispatcher.batches == [[1, 2, 3]]
+    failed = [r.getMessage() for r in caplog.records if "dispatch failed" in r.getMessage()]
+    assert [m.split()[2] for m in failed] == ["id=2", "id=3"]
+    assert all("dispatch_lost" in m and "broker gone" in m for m in failed)
+    assert queue.close(1) == 0

@@ -62,6 +62,16 @@ class Backend(Protocol):
     ) -> None:
         """Write the audit rows (event id, reason, outcome) of one sweep, one statement a batch."""
 
+    def claim_ids(self, conn: Connection, ids: Ids, where: Where, values: Values) -> list[Any]:
+        """`update_ids_returning`'s claim (rows held elsewhere skipped), returning each claimed
+        row whole: a Celery message's ids starting their attempts."""
+
+    def update_one_returning(
+        self, conn: Connection, event_id: int, where: Where, values: Values
+    ) -> Any | None:
+        """UPDATE one event if it still matches `where`; its row as updated, or None. One
+        statement where the database has UPDATE ... RETURNING."""
+
     def claim_batch(self, conn: Connection, where: Where, values: Values, limit: int) -> list[Any]:
         """UPDATE up to `limit` events that match `where` and that no concurrent transaction
         holds; their rows as the update left them (every column). The table worker's claim."""

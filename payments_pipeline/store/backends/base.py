@@ -99,6 +99,29 @@ class Basic:
         """Which of `ids` the claim's UPDATE may take: all of them (no row locks to skip)."""
         return E.id.in_(ids)
 
+    def claim_ids(self, conn: Connection, ids: Ids, where: Where, values: Values) -> list[Any]:
+        """`update_ids_returning`'s claim, returning each claimed row whole (every column)."""
+        return list(
+            conn.execute(
+                sa.update(webhook_events)
+                .where(self.claimable(ids, where), where)
+                .values(**values)
+                .returning(*webhook_events.c)
+            )
+        )
+
+    def update_one_returning(
+        self, conn: Connection, event_id: int, where: Where, values: Values
+    ) -> Any | None:
+        """UPDATE the one event if it matches `where` (waiting on a transaction that holds it,
+        then re-checking); its row as the update left it, or None. One statement."""
+        return conn.execute(
+            sa.update(webhook_events)
+            .where(E.id == event_id, where)
+            .values(**values)
+            .returning(*webhook_events.c)
+        ).first()
+
     def claim_batch(self, conn: Connection, where: Where, values: Values, limit: int) -> list[Any]:
         """Up to `limit` rows matching `where` (one status), oldest `dispatched_at` first: the
         order of the (status, dispatched_at) index, so no sort and no scan past the rows taken."""

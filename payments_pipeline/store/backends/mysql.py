@@ -56,17 +56,31 @@ class MySQL(Basic):
         rows it then filters out, and a concurrent sweep's SKIP LOCKED would skip rows that
         nobody claims (seen in test_four_concurrent_sweeps_dispatch_each_event_once).
         """
-        lock = (
-            sa.select(E.id)
-            .where(E.id.in_(ids), where)
-            .with_for_update(skip_locked=True)
-            .with_hint(webhook_events, "FORCE INDEX (PRIMARY)", "mysql")
-            .with_hint(webhook_events, "FORCE INDEX (PRIMARY)", "mariadb")
-        )
-        locked = list(conn.execute(lock).scalars())
+        locked = _lock_ids(conn, ids, where)
         if locked:
             conn.execute(sa.update(webhook_events).where(E.id.in_(locked), where).values(**values))
         return sorted(locked)
+
+    def claim_ids(self, conn: Connection, ids: Ids, where: Where, values: Values) -> list[Any]:
+        """`update_ids_returning`'s lock then update, then the claimed rows read back (still
+        locked by this transaction, so as the update left them)."""
+        locked = _lock_ids(conn, ids, where)
+        if not locked:
+            return []
+        conn.execute(sa.update(webhook_events).where(E.id.in_(locked), where).values(**values))
+        return list(conn.execute(sa.select(webhook_events).where(E.id.in_(locked))))
+
+    def update_one_returning(
+        self, conn: Connection, event_id: int, where: Where, values: Values
+    ) -> Any | None:
+        """No RETURNING: the UPDATE, then the row read back under the lock it took (two round
+        trips; the row count says whether there is anything to read)."""
+        changed = conn.execute(
+            sa.update(webhook_events).where(E.id == event_id, where).values(**values)
+        )
+        if changed.rowcount != 1:
+            return None
+        return conn.execute(sa.select(webhook_events).where(E.id == event_id)).first()
 
     def claim_batch(self, conn: Connection, where: Where, values: Values, limit: int) -> list[Any]:
         """Lock up to `limit` matching rows (SKIP LOCKED), update exactly those, then read them
@@ -87,6 +101,19 @@ class MySQL(Basic):
             return []
         conn.execute(sa.update(webhook_events).where(E.id.in_(locked), where).values(**values))
         return list(conn.execute(sa.select(webhook_events).where(E.id.in_(locked))))
+
+
+def _lock_ids(conn: Connection, ids: Ids, where: Where) -> list[int]:
+    """Lock the rows among `ids` that match `where` and no other transaction holds (SKIP
+    LOCKED), through the primary key (see `MySQL.update_ids_returning`); their ids."""
+    lock = (
+        sa.select(E.id)
+        .where(E.id.in_(ids), where)
+        .with_for_update(skip_locked=True)
+        .with_hint(webhook_events, "FORCE INDEX (PRIMARY)", "mysql")
+        .with_hint(webhook_events, "FORCE INDEX (PRIMARY)", "mariadb")
+    )
+    return list(conn.execute(lock).scalars())
 
 
 @functools.cache

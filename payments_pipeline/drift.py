@@ -202,13 +202,16 @@ class DriftReport:
 
 
 def what_to_do(day: dt.date) -> str:
-    """The advice: reconcile that day's events (a missed delivery is the usual cause)."""
-    since, until = day.isoformat(), (day + dt.timedelta(days=1)).isoformat()
+    """The advice: reconcile from that day on (a missed delivery is the usual cause; a refund
+    made later has its event on the day it was made, so the window runs up to now)."""
+    since = day.isoformat()
     return (
-        f"Recover that day's missed events first: payments-pipeline reconcile stripe --since "
-        f"{since} --until {until} (or the job reconcile_stripe_events with ops: "
-        f'{{recovered_webhook_events: {{config: {{since: "{since}", until: "{until}"}}}}}}); '
-        "what still differs afterwards is a handler or a change made at Stripe without an event."
+        f"Recover the missed events first, from that day to now (a later refund's event is dated "
+        f"the day it was made): payments-pipeline reconcile stripe --since {since} (or the job "
+        f"reconcile_stripe_events with ops: "
+        f'{{recovered_webhook_events: {{config: {{since: "{since}"}}}}}}); Stripe keeps events '
+        "30 days. What still differs afterwards is a handler or a change made at Stripe without "
+        "an event."
     )
 
 

@@ -104,25 +104,24 @@ def drift_markdown(report: DriftReport) -> str:
             f"({report.in_flight} still in flight at Stripe, not compared)."
         )
     counted = ", ".join(f"{k} {n}" for k, n in report.by_kind.items() if n)
-    since, until = day, (report.day + dt.timedelta(days=1)).isoformat()
     lines = [
         f"**ATTENTION**: {report.drifted} of {report.compared} Stripe payments created on {day} "
         f"(UTC) differ from ours: {counted}.",
         "",
-        "What to do: recover that day's missed events first, with the job "
-        "`reconcile_stripe_events` and this launchpad config:",
+        "What to do: recover the missed events first, from that day to now (a refund made later "
+        "has its event on the day it was made), with the job `reconcile_stripe_events` and this "
+        "launchpad config (Stripe keeps events 30 days):",
         "",
         "```yaml",
         "ops:",
         "  recovered_webhook_events:",
         "    config:",
-        f'      since: "{since}"',
-        f'      until: "{until}"',
+        f'      since: "{day}"',
         "```",
         "",
-        f"(or `payments-pipeline reconcile stripe --since {since} --until {until}`), then "
-        "materialize this partition again. What still differs is a handler's doing or a change "
-        "made at Stripe without an event we apply (docs/reconcile.md, Drift).",
+        f"(or `payments-pipeline reconcile stripe --since {day}`), then materialize this "
+        "partition again. What still differs is a handler's doing or a change made at Stripe "
+        "without an event we apply (docs/reconcile.md, Drift).",
         "",
         "| reference | kind | ours | Stripe's |",
         "|---|---|---|---|",

@@ -25,10 +25,12 @@ from .support import T0, Receiver, receiving
 
 DATE = ("--date", "2026-12-05")
 ADVICE = (
-    "Recover that day's missed events first: payments-pipeline reconcile stripe --since "
-    "2026-12-05 --until 2026-12-06 (or the job reconcile_stripe_events with ops: "
-    '{recovered_webhook_events: {config: {since: "2026-12-05", until: "2026-12-06"}}}); '
-    "what still differs afterwards is a handler or a change made at Stripe without an event."
+    "Recover the missed events first, from that day to now (a later refund's event is dated "
+    "the day it was made): payments-pipeline reconcile stripe --since 2026-12-05 (or the job "
+    "reconcile_stripe_events with ops: "
+    '{recovered_webhook_events: {config: {since: "2026-12-05"}}}); Stripe keeps events '
+    "30 days. What still differs afterwards is a handler or a change made at Stripe without "
+    "an event."
 )
 _ENV = (
     "DAGSTER_HOME",

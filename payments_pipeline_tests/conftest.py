@@ -25,6 +25,9 @@ from payments_pipeline.models import EventStatus, Provider, utcnow
 
 from .helpers import make_settings, monetbil_payload, stripe_payload
 
+# The fakes of the providers' APIs as fixtures, for every folder.
+pytest_plugins = ("payments_pipeline_tests.fakes.fixtures",)
+
 BACKENDS = ("sqlite", "postgres", "mysql")
 SERVER_ENV = {"postgres": "PAYMENTS_TEST_POSTGRES_URL", "mysql": "PAYMENTS_TEST_MYSQL_URL"}
 _TABLES_IN_DELETE_ORDER = (

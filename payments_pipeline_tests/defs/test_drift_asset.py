@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
-import stripe
 import yaml
 from dagster._serdes import serialize_value
 from sqlalchemy import Engine
@@ -27,7 +25,7 @@ from payments_pipeline.defs.resources import PaymentsDatabase
 from payments_pipeline.defs.tags import FOUND_TAG
 from payments_pipeline.drift import KINDS, day_bounds
 
-from ..drift.support import Receiver, receiving
+from ..drift.support import Receiver
 from ..fakes.stripe_payments_api import FakeStripePaymentsAPI
 from .conftest import url_of
 
@@ -44,36 +42,12 @@ def _no_stripe_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def stripe_payments_api() -> Iterator[FakeStripePaymentsAPI]:
-    with FakeStripePaymentsAPI() as api:
-        yield api
-
-
-@pytest.fixture
 def stripe_env(
     db_env: Engine, stripe_payments_api: FakeStripePaymentsAPI, monkeypatch: pytest.MonkeyPatch
 ) -> Engine:
     monkeypatch.setenv("STRIPE_API_KEY", stripe_payments_api.api_key)
     monkeypatch.setenv("PAYMENTS_STRIPE_API_BASE", stripe_payments_api.url)
     return db_env
-
-
-@pytest.fixture
-def receiver(engine: Engine) -> Iterator[Receiver]:
-    with receiving(engine) as r:
-        yield r
-
-
-@pytest.fixture
-def sdk_retries(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    retries: list[int] = []
-
-    def no_sleep(self: Any, num_retries: int) -> float:
-        retries.append(num_retries)
-        return 0.0
-
-    monkeypatch.setattr(stripe._http_client.HTTPClient, "_sleep_time_seconds", no_sleep)
-    return retries
 
 
 def _materialize(

@@ -9,7 +9,6 @@ import datetime as dt
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,18 +47,6 @@ _ENV = (
 def _no_reconcile_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in _ENV:
         monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def stripe_events_api() -> Iterator[FakeStripeEventsAPI]:
-    with FakeStripeEventsAPI() as api:
-        yield api
-
-
-@pytest.fixture
-def monetbil_check_api() -> Iterator[FakeCheckPayment]:
-    with FakeCheckPayment() as fake:
-        yield fake
 
 
 @pytest.fixture

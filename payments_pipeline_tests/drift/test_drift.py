@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import stripe
 from sqlalchemy import Engine
 
 from payments_pipeline import store
@@ -24,28 +23,9 @@ from payments_pipeline.providers.stripe_api import StripeApi, StripeApiError, St
 
 from ..fakes.stripe_payments_api import FakeStripePaymentsAPI
 from ..helpers import payment_rows
-from .support import DAY, T0, T_END, Receiver, drift, payments_selects, receiving
+from .support import DAY, T0, T_END, Receiver, drift, payments_selects
 
 SUCCEEDED = "payment_intent.succeeded"
-
-
-@pytest.fixture
-def receiver(engine: Engine) -> Iterator[Receiver]:
-    with receiving(engine) as r:
-        yield r
-
-
-@pytest.fixture
-def sdk_retries(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The SDK's own retries, recorded, without their sleep (>= 0.5 s each)."""
-    retries: list[int] = []
-
-    def no_sleep(self: Any, num_retries: int) -> float:
-        retries.append(num_retries)
-        return 0.0
-
-    monkeypatch.setattr(stripe._http_client.HTTPClient, "_sleep_time_seconds", no_sleep)
-    return retries
 
 
 def _paid(api: FakeStripePaymentsAPI, receiver: Receiver, **fields: Any) -> dict[str, Any]:

@@ -10,18 +10,16 @@ import socket
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import stripe
 from sqlalchemy import Engine
 
 from payments_pipeline.cli import main
 
 from ..fakes.stripe_payments_api import FakeStripePaymentsAPI
-from .support import T0, Receiver, receiving
+from .support import T0, Receiver
 
 DATE = ("--date", "2026-12-05")
 ADVICE = (
@@ -56,24 +54,6 @@ def drift_env(
     monkeypatch.setenv("STRIPE_API_KEY", stripe_payments_api.api_key)
     monkeypatch.setenv("PAYMENTS_STRIPE_API_BASE", stripe_payments_api.url)
     return engine
-
-
-@pytest.fixture
-def receiver(engine: Engine) -> Iterator[Receiver]:
-    with receiving(engine) as r:
-        yield r
-
-
-@pytest.fixture
-def sdk_retries(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    retries: list[int] = []
-
-    def no_sleep(self: Any, num_retries: int) -> float:
-        retries.append(num_retries)
-        return 0.0
-
-    monkeypatch.setattr(stripe._http_client.HTTPClient, "_sleep_time_seconds", no_sleep)
-    return retries
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -13,8 +13,8 @@ import stripe
 
 from payments_pipeline.providers import stripe as stripe_provider
 
+from ..fakes.fixtures import StripeClientFactory
 from ..fakes.stripe_payments_api import FakeStripePaymentsAPI
-from .conftest import StripeClientFactory
 
 DAY = 1_780_012_800  # 2026-05-29T00:00:00Z
 END = DAY + 86_399

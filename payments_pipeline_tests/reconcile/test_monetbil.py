@@ -3,8 +3,6 @@ Monetbil's answer); a final status becomes the notification it stands for, throu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
@@ -32,12 +30,6 @@ from ..fakes.monetbil_check_api import FakeCheckPayment
 from ..helpers import make_settings, payment_rows
 
 
-@pytest.fixture
-def checkpayment() -> Iterator[FakeCheckPayment]:
-    with FakeCheckPayment() as fake:
-        yield fake
-
-
 def _run(engine: Engine, fake: FakeCheckPayment, ids: list[str], **options: object):  # type: ignore[no-untyped-def]
     settings = make_settings(engine)
     return reconcile_monetbil(
@@ -61,12 +53,12 @@ def _events(engine: Engine) -> list[tuple[str, str, str, str]]:
 
 
 def test_final_statuses_become_their_notifications_and_apply_once(
-    engine: Engine, checkpayment: FakeCheckPayment
+    engine: Engine, monetbil_check_api: FakeCheckPayment
 ) -> None:
-    checkpayment.add("tx_paid", 1, payment_ref="order-1", amount="1 000", currency="XAF")
-    checkpayment.add("tx_test", 1, testmode=1, payment_ref="order-2", amount=250)
-    checkpayment.add("tx_failed", 0, payment_ref="order-3", amount=300)
-    result = _run(engine, checkpayment, ["tx_paid", "tx_test", "tx_failed", "tx_paid"])
+    monetbil_check_api.add("tx_paid", 1, payment_ref="order-1", amount="1 000", currency="XAF")
+    monetbil_check_api.add("tx_test", 1, testmode=1, payment_ref="order-2", amount=250)
+    monetbil_check_api.add("tx_failed", 0, payment_ref="order-3", amount=300)
+    result = _run(engine, monetbil_check_api, ["tx_paid", "tx_test", "tx_failed", "tx_paid"])
     assert [r.outcome for r in result.resolutions] == [MonetbilOutcome.RECOVERED] * 3
     assert _events(engine) == [
         ("tx_paid:1", "payment.success", "processed", "api"),
@@ -89,13 +81,13 @@ def test_final_statuses_become_their_notifications_and_apply_once(
     )
     assert run.window_start is None and audited == [MISSED_DELIVERY] * 3
 
-    again = _run(engine, checkpayment, ["tx_paid", "tx_test", "tx_failed"])
+    again = _run(engine, monetbil_check_api, ["tx_paid", "tx_test", "tx_failed"])
     assert [r.outcome for r in again.resolutions] == [MonetbilOutcome.KNOWN] * 3
     assert len(_events(engine)) == 3 and payment_rows(engine) == rows
 
 
 def test_a_notification_we_already_received_is_known(
-    engine: Engine, checkpayment: FakeCheckPayment
+    engine: Engine, monetbil_check_api: FakeCheckPayment
 ) -> None:
     payload = samples.monetbil_notification("tx_1", "1", payment_ref="order-1", amount="500")
     gate.receive(
@@ -106,22 +98,22 @@ def test_a_notification_we_already_received_is_known(
         payload=payload,
         minutes=10,
     )
-    checkpayment.add("tx_1", 1, payment_ref="order-1", amount=500)
-    result = _run(engine, checkpayment, ["tx_1"])
+    monetbil_check_api.add("tx_1", 1, payment_ref="order-1", amount=500)
+    result = _run(engine, monetbil_check_api, ["tx_1"])
     assert result.resolutions[0].outcome == MonetbilOutcome.KNOWN
     assert [e[3] for e in _events(engine)] == [ReceivedVia.WEBHOOK.value]
 
 
 def test_answers_lacking_what_a_payment_needs_are_unresolved_and_store_nothing(
-    engine: Engine, checkpayment: FakeCheckPayment
+    engine: Engine, monetbil_check_api: FakeCheckPayment
 ) -> None:
-    checkpayment.add("tx_noref", 1, payment_ref=None)
-    checkpayment.add("tx_noamount", 1, amount=None)
-    checkpayment.add("tx_pending", 3)
-    checkpayment.add("tx_badcurrency", 1, currency="EURO")
+    monetbil_check_api.add("tx_noref", 1, payment_ref=None)
+    monetbil_check_api.add("tx_noamount", 1, amount=None)
+    monetbil_check_api.add("tx_pending", 3)
+    monetbil_check_api.add("tx_badcurrency", 1, currency="EURO")
     result = _run(
         engine,
-        checkpayment,
+        monetbil_check_api,
         ["tx_noref", "tx_noamount", "tx_pending", "tx_unknown", "tx_badcurrency"],
     )
     why = {r.transaction_id: r.why for r in result.resolutions}
@@ -136,9 +128,11 @@ def test_answers_lacking_what_a_payment_needs_are_unresolved_and_store_nothing(
     assert _events(engine) == []
 
 
-def test_dry_run_asks_and_writes_nothing(engine: Engine, checkpayment: FakeCheckPayment) -> None:
-    checkpayment.add("tx_1", 1, amount="10.50", currency="USD")
-    result = _run(engine, checkpayment, ["tx_1"], dry_run=True)
+def test_dry_run_asks_and_writes_nothing(
+    engine: Engine, monetbil_check_api: FakeCheckPayment
+) -> None:
+    monetbil_check_api.add("tx_1", 1, amount="10.50", currency="USD")
+    result = _run(engine, monetbil_check_api, ["tx_1"], dry_run=True)
     assert result.sweep_id is None
     assert result.resolutions[0].outcome == MonetbilOutcome.WOULD_RECOVER
     assert result.resolutions[0].provider_event_id == "tx_1:1"
@@ -147,27 +141,29 @@ def test_dry_run_asks_and_writes_nothing(engine: Engine, checkpayment: FakeCheck
     assert _events(engine) == []
 
 
-def test_an_unreachable_checkpayment_writes_nothing(
-    engine: Engine, checkpayment: FakeCheckPayment
+def test_an_unreachable_monetbil_check_api_writes_nothing(
+    engine: Engine, monetbil_check_api: FakeCheckPayment
 ) -> None:
-    checkpayment.add("tx_1", 1)
-    checkpayment.answer = (503, b"busy")
+    monetbil_check_api.add("tx_1", 1)
+    monetbil_check_api.answer = (503, b"busy")
     with pytest.raises(ProviderUnavailable, match="checkPayment answered HTTP 503"):
-        _run(engine, checkpayment, ["tx_1", "tx_2"])
+        _run(engine, monetbil_check_api, ["tx_1", "tx_2"])
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(store.sweep_runs)).scalar() == 0
     assert _events(engine) == []
 
 
-def test_bad_transaction_ids_are_refused(engine: Engine, checkpayment: FakeCheckPayment) -> None:
+def test_bad_transaction_ids_are_refused(
+    engine: Engine, monetbil_check_api: FakeCheckPayment
+) -> None:
     for ids in (["x" * 300], ["  "], ["tx\x001"], []):
         with pytest.raises(ReconcileError):
-            _run(engine, checkpayment, ids)
-    assert checkpayment.requests == 0
+            _run(engine, monetbil_check_api, ids)
+    assert monetbil_check_api.requests == 0
 
 
 def test_the_recovered_event_is_a_received_notification_until_processed(
-    engine: Engine, checkpayment: FakeCheckPayment
+    engine: Engine, monetbil_check_api: FakeCheckPayment
 ) -> None:
     """Through the gate: with no processing engine, the row waits claimed, as a delivery does."""
 
@@ -175,10 +171,10 @@ def test_the_recovered_event_is_a_received_notification_until_processed(
         def dispatch(self, event: object) -> None:
             raise RuntimeError("broker down")
 
-    checkpayment.add("tx_1", -1, payment_ref="order-9", amount=100)
+    monetbil_check_api.add("tx_1", -1, payment_ref="order-9", amount=100)
     result = reconcile_monetbil(
         engine,
-        lambda tx: check_payment(checkpayment.url, tx, timeout=5),
+        lambda tx: check_payment(monetbil_check_api.url, tx, timeout=5),
         Lost(),
         ["tx_1"],
         minutes=10,

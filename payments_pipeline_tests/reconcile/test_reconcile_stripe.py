@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import stripe
 from sqlalchemy import Engine
 
 from payments_pipeline import gate, store
@@ -65,20 +64,6 @@ _ENV = (
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in _ENV:
         monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def sdk_retries(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The official SDK's own retries, recorded and without their sleep (>= 0.5 s each): the
-    retry count the SDK reached, one entry per retry."""
-    retries: list[int] = []
-
-    def no_sleep(self: Any, num_retries: int) -> float:
-        retries.append(num_retries)
-        return 0.0
-
-    monkeypatch.setattr(stripe._http_client.HTTPClient, "_sleep_time_seconds", no_sleep)
-    return retries
 
 
 # --- helpers -------------------------------------------------------------------------------------

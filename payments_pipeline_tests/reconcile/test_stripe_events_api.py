@@ -16,9 +16,9 @@ import stripe
 
 from payments_pipeline.providers import samples
 
+from ..fakes.fixtures import StripeClientFactory
 from ..fakes.stripe_event_shapes import event
 from ..fakes.stripe_events_api import API_KEY, FakeStripeEventsAPI, mask
-from .conftest import StripeClientFactory
 
 T0 = 1_780_000_000
 REAL_PAYLOADS = Path(

@@ -56,33 +56,30 @@ import json
 import os
 import platform
 import re
-import resource
 import secrets
 import shlex
 import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import ExitStack, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any
 
+import harness
 import sqlalchemy as sa
+from harness import fmt, progress, verdict
 
-from payments_pipeline import migrations, store
+from payments_pipeline import store
+from payments_pipeline.models import utcnow
 from payments_pipeline.providers.samples import stripe_event
 from payments_pipeline.providers.stripe import sign_payload
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 TASK_NAME = "payments_pipeline.process_webhook_event"  # one id a message (before issue 19)
 BATCH_TASK_NAME = "payments_pipeline.process_webhook_events"  # a list of ids (issue 19)
@@ -100,118 +97,7 @@ TARGET_BACKLOG_S = 90.0
 TARGET_BACKLOG_EVENTS = 100_000
 
 
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def utcnow() -> dt.datetime:
-    """Naive UTC, as the product stores timestamps."""
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-# --- machine and code -----------------------------------------------------------------------------
-
-
-def git(*args: str, cwd: Path = REPO) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
-    if done.returncode != 0:
-        raise SystemExit(f"git {' '.join(args)} failed: {done.stderr.strip()}")
-    return done.stdout.strip()
-
-
-def cpu_model() -> str:
-    with suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def this_commit() -> str:
-    commit = git("rev-parse", "HEAD")
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    return commit + (" (with uncommitted changes)" if dirty else "")
-
-
 # --- databases ------------------------------------------------------------------------------------
-
-
-class Databases:
-    """Creates and (always) drops the benchmark's databases through a maintenance URL."""
-
-    def __init__(self, url: str) -> None:
-        self.base_url = sa.make_url(store.normalize_url(url))
-        if self.base_url.get_backend_name() != "postgresql":
-            raise SystemExit("--postgres-url must be a PostgreSQL URL")
-        self.admin = sa.create_engine(
-            self.base_url.render_as_string(hide_password=False),
-            isolation_level="AUTOCOMMIT",
-            poolclass=sa.NullPool,
-        )
-        self.prefix = f"pp_bench_processing_{secrets.token_hex(4)}"
-        self.created: list[str] = []
-        self._n = 0
-
-    def url(self, name: str) -> str:
-        return self.base_url.set(database=name).render_as_string(hide_password=False)
-
-    def create(self, name: str | None = None) -> str:
-        if name is None:
-            self._n += 1
-            name = f"{self.prefix}_{self._n}"
-        self.created.append(name)  # before CREATE: an interrupt mid-CREATE is still cleaned up
-        with self.admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        return name
-
-    def drop(self, name: str) -> None:
-        with self.admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if name in self.created:
-            self.created.remove(name)
-
-    def drop_all(self) -> None:
-        for name in reversed(list(self.created)):
-            try:
-                self.drop(name)
-            except Exception as exc:  # keep dropping the others
-                print(f"warning: could not drop database {name}: {exc}", file=sys.stderr)
-        self.admin.dispose()
-
-    def server_version(self) -> str:
-        with self.admin.connect() as conn:
-            return str(conn.exec_driver_sql("SELECT version()").scalar())
-
-    @contextmanager
-    def database(self, migrate_with: Sequence[str] | None = None) -> Iterator[str]:
-        """A fresh, migrated database (by this tree's `migrations.upgrade`, or by running the
-        command `migrate_with` + `db upgrade`), dropped when the block ends."""
-        name = self.create()
-        try:
-            url = self.url(name)
-            if migrate_with is None:
-                engine = store.make_engine(url)
-                try:
-                    migrations.upgrade(engine)
-                finally:
-                    engine.dispose()
-            else:
-                done = subprocess.run(
-                    [*migrate_with, "--log-level", "warning", "db", "upgrade"],
-                    env=clean_env(PAYMENTS_DATABASE_URL=url),
-                    capture_output=True,
-                    text=True,
-                    timeout=300,
-                )
-                if done.returncode != 0:
-                    raise RuntimeError(f"db upgrade failed: {done.stderr.strip()[-500:]}")
-            yield url
-        finally:
-            self.drop(name)
 
 
 def insert_events(url: str, count: int, run: str, *, stuck: bool) -> float:
@@ -264,18 +150,6 @@ def insert_events(url: str, count: int, run: str, *, stuck: bool) -> float:
     return time.perf_counter() - started
 
 
-def count_by_status(url: str) -> dict[str, int]:
-    engine = store.make_engine(url, poolclass=sa.NullPool)
-    try:
-        with engine.connect() as conn:
-            rows = conn.exec_driver_sql(
-                "SELECT status, count(*) FROM webhook_events GROUP BY status"
-            ).all()
-    finally:
-        engine.dispose()
-    return {str(status): int(n) for status, n in rows}
-
-
 class Progress:
     """One autocommit connection that counts `processed` events (and sees other backends)."""
 
@@ -311,57 +185,25 @@ class Progress:
 
 # --- CPU ------------------------------------------------------------------------------------------
 
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_cpu(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
 
 def postgres_cpu(database: str, exclude: int) -> float:
     """utime + stime of the PostgreSQL backends of `database` now (not the poller's)."""
-    total = 0.0
-    needle = f" {database} ".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == exclude:
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if cmdline.startswith(b"postgres:") and needle in cmdline:
-            total += _proc_cpu(int(entry.name))
-    return total
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    return sum(harness.process_cpu(pid) for pid in harness.backend_pids(database) if pid != exclude)
 
 
 # --- subprocesses ---------------------------------------------------------------------------------
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any product setting, plus `extra`."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PAYMENTS_", "STRIPE_", "MONETBIL_", "DAGSTER_"))
-        and k not in {"PYTHONPATH", "VIRTUAL_ENV"}
-    }
-    env.update(extra)
-    return env
 
 
 @dataclass
 class Proc:
     process: subprocess.Popen[bytes]
     log: Path
+
+    def exit_note(self, what: str, lines: int = 2) -> str | None:
+        """`<what> exited with <code>: <log tail>` once the process has ended, else None."""
+        if self.process.poll() is None:
+            return None
+        return f"{what} exited with {self.process.returncode}: {self.tail(lines)}"
 
     def tail(self, lines: int = 5) -> str:
         with suppress(OSError):
@@ -429,12 +271,6 @@ class Processes:
                 p.process.wait(timeout=30)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 # --- engines --------------------------------------------------------------------------------------
 
 
@@ -464,7 +300,9 @@ class Engine:
     def environment(self, url: str, **extra: str) -> dict[str, str]:
         # PAYMENTS_DISPATCH always: newer workers need it, older code ignores it.
         return (
-            clean_env(PAYMENTS_DATABASE_URL=url, PAYMENTS_DISPATCH=self.dispatch) | self.env | extra
+            harness.clean_env(PAYMENTS_DATABASE_URL=url, PAYMENTS_DISPATCH=self.dispatch)
+            | self.env
+            | extra
         )
 
     def start_workers(self, procs: Processes, url: str, workers: int, log_level: str) -> list[Proc]:
@@ -488,8 +326,8 @@ def celery_missing() -> str | None:
     """Why this tree has no usable celery engine, or None."""
     probe = subprocess.run(
         [sys.executable, "-c", "import payments_pipeline.dispatch.celery"],
-        cwd=REPO,
-        env=clean_env(),
+        cwd=harness.REPO,
+        env=harness.clean_env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -503,28 +341,6 @@ def celery_missing() -> str | None:
     except ImportError as exc:
         return f"celery/kombu not importable by the benchmark: {exc}"
     return None
-
-
-@contextmanager
-def baseline_tree(rev: str) -> Iterator[tuple[Path, str]]:
-    """A temporary detached worktree of `rev`, set up with `./dev setup`; removed at the end."""
-    commit = git("rev-parse", "--verify", f"{rev}^{{commit}}")
-    tmp = Path(tempfile.mkdtemp(prefix="pp-bench-baseline-"))
-    tree = tmp / "tree"
-    try:
-        git("worktree", "add", "--detach", str(tree), commit)
-        progress(f"baseline {commit[:9]}: ./dev setup in {tree}")
-        done = subprocess.run(
-            ["./dev", "setup"], cwd=tree, env=clean_env(), capture_output=True, text=True,
-            timeout=900,
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise SystemExit(f"./dev setup of the baseline failed: {done.stderr.strip()[-800:]}")
-        yield tree, commit
-    finally:
-        with suppress(Exception):
-            git("worktree", "remove", "--force", str(tree))
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --- celery broker (the benchmark's own publishing and cleanup) -----------------------------------
@@ -681,34 +497,6 @@ def wait_ready(
 # --- phase 1: the commit floor --------------------------------------------------------------------
 
 
-def measure_floor(dbs: Databases, seconds: int) -> dict[str, Any]:
-    name = dbs.create(f"pp_bench_pgbench_{secrets.token_hex(4)}")
-    url = dbs.base_url
-    env = clean_env()
-    if url.password:
-        env["PGPASSWORD"] = str(url.password)
-    conn_args = ["-h", url.host or "127.0.0.1", "-p", str(url.port or 5432)]
-    if url.username:
-        conn_args += ["-U", url.username]
-    try:
-        init = subprocess.run(
-            ["pgbench", "-i", "-s", "1", "-q", *conn_args, name],
-            env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        if init.returncode != 0:
-            raise RuntimeError(f"pgbench -i failed: {init.stderr.strip()[-500:]}")
-        command = ["pgbench", "-N", "-c", "4", "-T", str(seconds), *conn_args, name]
-        run = subprocess.run(
-            command, env=env, capture_output=True, text=True, timeout=seconds + 120
-        )
-        match = re.search(r"^tps = ([\d.]+)", run.stdout, re.MULTILINE)
-        if run.returncode != 0 or match is None:
-            raise RuntimeError(f"pgbench failed: {run.stdout[-500:]} {run.stderr[-500:]}")
-        return {"tps": float(match.group(1)), "command": shlex.join(command)}
-    finally:
-        dbs.drop(name)
-
-
 # --- phase 2: drain -------------------------------------------------------------------------------
 
 
@@ -785,7 +573,7 @@ def run_drain(
     engine: Engine,
     workers: int,
     args: argparse.Namespace,
-    dbs: Databases,
+    dbs: harness.Databases,
     procs: Processes,
     broker: Broker | None,
     run: str,
@@ -809,7 +597,7 @@ def run_drain(
                 return result
         prog = Progress(url)
         try:
-            cpu_before = children_cpu()
+            cpu_before = harness.children_cpu()
             pg_before = postgres_cpu(prog.database, prog.backend_pid)
             started = time.monotonic()
             started_procs = engine.start_workers(procs, url, workers, args.log_level)
@@ -820,7 +608,7 @@ def run_drain(
                 pg_cpu = postgres_cpu(prog.database, prog.backend_pid) - pg_before
             finally:
                 stop_workers(procs, engine, broker)
-            result.worker_cpu_s = round(children_cpu() - cpu_before, 2)
+            result.worker_cpu_s = round(harness.children_cpu() - cpu_before, 2)
             result.postgres_cpu_s = round(pg_cpu, 2)
             result.error = waited.error
             result.polls = prog.polls
@@ -836,7 +624,7 @@ def run_drain(
                     )
         finally:
             prog.close()
-        result.statuses = count_by_status(url)
+        result.statuses = harness.count_by_status(url)
         result.processed = result.statuses.get("processed", 0)
     if broker is not None and engine.celery:
         broker.purge()  # nothing should be left; a timed-out run leaves tasks behind
@@ -846,7 +634,7 @@ def run_drain(
 def preflight(
     engine: Engine,
     args: argparse.Namespace,
-    dbs: Databases,
+    dbs: harness.Databases,
     procs: Processes,
     broker: Broker | None,
 ) -> str | None:
@@ -879,22 +667,6 @@ class Offered:
     send_lag_ms: dict[str, float] = field(default_factory=dict)  # actual send - scheduled
     http_ms: dict[str, float] = field(default_factory=dict)  # answer - scheduled (open loop)
     connections: int = 0
-
-
-def quantiles_ms(values: Sequence[float]) -> dict[str, float]:
-    """p50/p99/max of seconds, in ms."""
-    if not values:
-        return {}
-    ordered = sorted(values)
-
-    def pick(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    return {
-        "p50": round(statistics.median(ordered) * 1000, 2),
-        "p99": round(pick(0.99) * 1000, 2),
-        "max": round(ordered[-1] * 1000, 2),
-    }
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
@@ -1001,8 +773,8 @@ async def offer_load(
     out.errors = sum(errors.values())
     out.error_kinds = dict(errors)
     out.statuses = {str(k): v for k, v in sorted(Counter(s for s in statuses if s).items())}
-    out.send_lag_ms = quantiles_ms(lags)
-    out.http_ms = quantiles_ms(http)
+    out.send_lag_ms = harness.quantiles_ms(lags)
+    out.http_ms = harness.quantiles_ms(http)
     return out, statuses
 
 
@@ -1044,23 +816,10 @@ def serve_settings(args: argparse.Namespace) -> dict[str, str]:
     return {"PAYMENTS_DISPATCH_COALESCE_MS": str(args.coalesce_ms)}
 
 
-def wait_healthy(port: int, proc: Proc, limit: float) -> str | None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if proc.process.poll() is not None:
-            return f"serve exited with {proc.process.returncode}: {proc.tail(2)}"
-        with suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            if sock.recv(64).startswith(b"HTTP/1.1 200"):
-                return None
-        time.sleep(0.2)
-    return "serve did not become healthy within the timeout"
-
-
 def run_latency(
     engine: Engine,
     args: argparse.Namespace,
-    dbs: Databases,
+    dbs: harness.Databases,
     procs: Processes,
     broker: Broker | None,
     run: str,
@@ -1085,7 +844,7 @@ def run_latency(
             )
             if result.error:
                 return result
-            port = free_port()
+            port = harness.free_port()
             serve = procs.start(
                 f"{engine.name}-serve",
                 [*engine.command, "--log-level", args.log_level, "serve", "--port", str(port),
@@ -1093,7 +852,9 @@ def run_latency(
                 engine.environment(url, STRIPE_WEBHOOK_SECRET=SECRET, **serve_settings(args)),
                 engine.cwd,
             )  # fmt: skip
-            result.error = wait_healthy(port, serve, min(args.timeout, 120))
+            result.error = harness.wait_healthy(
+                port, lambda: serve.exit_note("serve"), min(args.timeout, 120)
+            )
             if result.error:
                 return result
             warm = int(args.latency_rate * args.latency_warmup)
@@ -1131,8 +892,8 @@ def run_latency(
         result.events = len(rows)
         done = [(p - c).total_seconds() for c, p in rows if p is not None]
         result.processed = len(done)
-        result.latency_ms = quantiles_ms(done)
-        result.statuses = count_by_status(url)
+        result.latency_ms = harness.quantiles_ms(done)
+        result.statuses = harness.count_by_status(url)
     return result
 
 
@@ -1194,7 +955,7 @@ def run_sweep_cli(
 def run_backlog(
     engine: Engine,
     args: argparse.Namespace,
-    dbs: Databases,
+    dbs: harness.Databases,
     procs: Processes,
     broker: Broker | None,
     run: str,
@@ -1232,12 +993,12 @@ def run_backlog(
         finally:
             stop_workers(procs, engine, broker)
             prog.close()
-        result.statuses = count_by_status(url)
+        result.statuses = harness.count_by_status(url)
         result.processed = result.statuses.get("processed", 0)
     if args.backlog_dagster and engine.name != "baseline":
         home = tmp / f"dagster_home_{engine.name}"
         home.mkdir()
-        shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+        shutil.copy(harness.REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
         with dbs.database(engine.migrate_with()) as url:
             insert_events(url, args.backlog, f"{run}d", stuck=True)
             sweep_s, dispatched, error = run_sweep_cli(
@@ -1251,10 +1012,6 @@ def run_backlog(
 
 
 # --- report ---------------------------------------------------------------------------------------
-
-
-def verdict(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("MET" if ok else "MISSED")
 
 
 def drop_check(runs: Sequence[Drain]) -> tuple[bool | None, list[str]]:
@@ -1278,10 +1035,6 @@ def drop_check(runs: Sequence[Drain]) -> tuple[bool | None, list[str]]:
     if len([r for r in ordered if r.events_per_s is not None]) < 2:
         ok = None
     return ok, notes
-
-
-def fmt(value: float | None, spec: str = ",.0f", unit: str = "") -> str:
-    return "-" if value is None else f"{value:{spec}}{unit}"
 
 
 def per_event(seconds: float | None, events: int) -> float | None:
@@ -1483,7 +1236,9 @@ def _engine_list(text: str) -> list[str]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("--postgres-url", default=DEFAULT_URL, help="maintenance URL (trust auth)")
+    p.add_argument(
+        "--postgres-url", default=harness.DEFAULT_POSTGRES_URL, help="maintenance URL (trust auth)"
+    )
     p.add_argument("--broker-url", default=DEFAULT_BROKER, help="RabbitMQ, for the celery engine")
     p.add_argument(
         "--engines", type=_engine_list, default=list(ENGINES), help="baseline,table,celery"
@@ -1535,21 +1290,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def build_engines(
     args: argparse.Namespace, stack: ExitStack, queue: str, notes: list[str]
 ) -> tuple[list[Engine], dict[str, str]]:
-    commits = {"this_tree": this_commit()}
-    here = git("rev-parse", "HEAD")
+    commits = {"this_tree": harness.this_commit()}
+    here = harness.git("rev-parse", "HEAD")
     engines = []
     for name in args.engines:
         if name == "baseline":
-            tree, commit = stack.enter_context(baseline_tree(args.baseline))
+            tree, commit = stack.enter_context(harness.baseline_tree(args.baseline))
             commits["baseline"] = commit
             engines.append(
                 Engine(name, [str(tree / ".venv" / "bin" / "payments-pipeline")], tree, commit)
             )
         elif name == "table":
-            engines.append(Engine(name, this_tree_command(), REPO, here))
+            engines.append(Engine(name, this_tree_command(), harness.REPO, here))
         else:
             engine = Engine(
-                name, this_tree_command(), REPO, here,
+                name, this_tree_command(), harness.REPO, here,
                 env={"PAYMENTS_CELERY_BROKER_URL": args.broker_url, "PAYMENTS_CELERY_QUEUE": queue},
             )  # fmt: skip
             engine.missing = celery_missing()
@@ -1559,8 +1314,7 @@ def build_engines(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in background
+    harness.interrupt_on_signals()
     run = secrets.token_hex(3)
     queue = f"pp_bench_{secrets.token_hex(4)}"
     notes: list[str] = []
@@ -1571,15 +1325,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "latency": [],
         "backlog": [],
     }
-    load_before = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    load_before = harness.load_average()
     started = time.monotonic()
     try:
         with ExitStack() as stack:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="processing-bench-")))
-            dbs = Databases(args.postgres_url)
+            dbs = harness.Databases(args.postgres_url, "pp_bench_processing")
             stack.callback(dbs.drop_all)
             report["machine"] = {
-                "cpu": cpu_model(),
+                "cpu": harness.cpu_model(),
                 "cores": os.cpu_count(),
                 "load_before": load_before,
                 "postgres": dbs.server_version(),
@@ -1604,7 +1358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             usable = [e for e in engines if e.missing is None]
             if args.floor_seconds > 0:
                 progress(f"commit floor: pgbench -N -c 4 -T {args.floor_seconds}")
-                report["floor"] = measure_floor(dbs, args.floor_seconds)
+                report["floor"] = harness.pgbench_floor(dbs, args.floor_seconds)
                 progress(f"floor {report['floor']['tps']:,.0f} transactions/s")
             if args.drain:
                 for engine in usable:
@@ -1640,7 +1394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: workers stopped, databases dropped, worktree removed", file=sys.stderr)
         return 130
     report["total_s"] = round(time.monotonic() - started, 1)
-    report["machine"]["load_after"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    report["machine"]["load_after"] = harness.load_average()
     print(render(report, args))
     print(f"\ntotal {report['total_s']:.0f} s")
     if args.json:

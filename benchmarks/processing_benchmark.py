@@ -32,7 +32,11 @@ What runs (all on 127.0.0.1, nothing leaves the machine), in one run:
 4. `--backlog [N]` (100,000 if no N): N stuck events (`received`, `dispatched_at` NULL, created
    30 minutes ago), the engine's workers started (table: 2; celery: concurrency 2), then one
    `payments-pipeline requeue-stuck-webhooks --json` with `PAYMENTS_DISPATCH=<engine>` (no
-   DAGSTER_HOME): the sweep's own time and sweep + drain until all `processed`. Then the sweep
+   DAGSTER_HOME): the sweep's own time (its process, start to exit) and sweep + drain until all
+   `processed`. Inside the sweep's process, from its start: its last claim (the latest
+   `dispatched_at` it wrote), its last publish (its first per-event log line, written once every
+   message is out; needs `--log-level info`) and its audit closed (its JSON's `finished_at`); the
+   publishing is last claim -> last publish. Then the sweep
    alone once more on a fresh copy of the backlog through a temporary DAGSTER_HOME (the repo's
    `dagster_home/dagster.yaml`), to time the Dagster run (`--no-backlog-dagster` skips it).
 
@@ -95,6 +99,7 @@ TARGET_MAX_DROP = 0.10
 TARGET_P99_MS = 100.0
 TARGET_BACKLOG_S = 90.0
 TARGET_BACKLOG_EVENTS = 100_000
+TARGET_PUBLISH_S = 5.0  # the backlog sweep's publishing
 
 
 # --- databases ------------------------------------------------------------------------------------
@@ -906,8 +911,14 @@ class Backlog:
     layout: str
     events: int
     insert_s: float = 0.0
-    sweep_s: float | None = None
+    sweep_s: float | None = None  # the sweep's process, start -> exit
     sweep_dispatched: int | None = None
+    # Inside the sweep's process, from its start (`started_at` of its JSON) to: its last claim
+    # (the latest `dispatched_at` it wrote), its last publish (its first per-event log line,
+    # written once `dispatch_many` has returned), its audit closed (`finished_at`).
+    sweep_claimed_s: float | None = None
+    sweep_published_s: float | None = None
+    sweep_finished_s: float | None = None
     sweep_and_drain_s: float | None = None
     processed: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
@@ -928,12 +939,64 @@ def parse_summary(stdout: str) -> dict[str, Any] | None:
     return None
 
 
+@dataclass
+class SweepCli:
+    """One `requeue-stuck-webhooks --json` process: its wall time, what it printed, its log."""
+
+    seconds: float
+    log: Path
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def dispatched(self) -> int | None:
+        return None if self.summary is None else int(self.summary["total"]["dispatched"])
+
+
+# `dispatch_claimed` logs one of these per event after `dispatch_many` has returned.
+PER_EVENT_LINE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ \S+: webhook event (requeued|dispatch failed)"
+)
+
+
+def first_per_event_line(log: Path) -> dt.datetime | None:
+    """When the sweep logged its first per-event line (naive UTC, as the product stores time):
+    every message was published by then. None below `--log-level info`."""
+    with log.open(errors="replace") as lines:
+        for line in lines:
+            if match := PER_EVENT_LINE.match(line):
+                local = dt.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
+                return local.astimezone(dt.UTC).replace(tzinfo=None)
+    return None
+
+
+def sweep_timeline(url: str, sweep: SweepCli) -> tuple[float | None, ...]:
+    """Seconds from the sweep's start to its last claim, its last publish and its audit closed
+    (see `Backlog`); all three stamps come from the sweep process's own clock."""
+    if sweep.summary is None:
+        return None, None, None
+    started = dt.datetime.fromisoformat(sweep.summary["started_at"].replace("Z", "+00:00"))
+    finished = dt.datetime.fromisoformat(sweep.summary["finished_at"].replace("Z", "+00:00"))
+    start = started.replace(tzinfo=None)
+    engine = store.make_engine(url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            claimed = conn.exec_driver_sql("SELECT max(dispatched_at) FROM webhook_events").scalar()
+    finally:
+        engine.dispose()
+    published = first_per_event_line(sweep.log)
+    return (
+        None if claimed is None else round((claimed - start).total_seconds(), 2),
+        None if published is None else round((published - start).total_seconds(), 2),
+        round((finished - started).total_seconds(), 2),
+    )
+
+
 def run_sweep_cli(
     engine: Engine, url: str, args: argparse.Namespace, procs: Processes, name: str, **extra: str
-) -> tuple[float, int | None, str | None]:
-    """`requeue-stuck-webhooks --json` once, bounded by `--timeout`: (seconds, dispatched,
-    error). Its JSON (one entry per event: megabytes at 100k) goes to a file, its logs to
-    another."""
+) -> SweepCli:
+    """`requeue-stuck-webhooks --json` once, bounded by `--timeout`. Its JSON (one entry per
+    event: megabytes at 100k) goes to a file, its logs to another."""
     command = [*engine.command, "--log-level", args.log_level, "requeue-stuck-webhooks", "--json"]
     out_path = procs.log_dir / f"{name}.json"
     started = time.monotonic()
@@ -943,13 +1006,15 @@ def run_sweep_cli(
             proc.process.wait(timeout=args.timeout)
         except subprocess.TimeoutExpired:
             procs.stop_all()
-            return time.monotonic() - started, None, f"sweep still running after {args.timeout} s"
+            error = f"sweep still running after {args.timeout} s"
+            return SweepCli(time.monotonic() - started, proc.log, error=error)
     seconds = time.monotonic() - started
     procs.procs.remove(proc)
     summary = parse_summary(out_path.read_text(errors="replace"))
     if proc.process.returncode != 0 or summary is None:
-        return seconds, None, f"sweep exited with {proc.process.returncode}: {proc.tail(3)}"
-    return seconds, int(summary.get("total", {}).get("dispatched", 0)), None
+        error = f"sweep exited with {proc.process.returncode}: {proc.tail(3)}"
+        return SweepCli(seconds, proc.log, error=error)
+    return SweepCli(seconds, proc.log, summary)
 
 
 def run_backlog(
@@ -977,12 +1042,10 @@ def run_backlog(
             if result.error:
                 return result
             started = time.monotonic()
-            sweep_s, dispatched, error = run_sweep_cli(
-                engine, url, args, procs, f"{engine.name}-sweep"
-            )
-            result.sweep_s, result.sweep_dispatched = round(sweep_s, 2), dispatched
-            if error:
-                result.error = error
+            sweep = run_sweep_cli(engine, url, args, procs, f"{engine.name}-sweep")
+            result.sweep_s, result.sweep_dispatched = round(sweep.seconds, 2), sweep.dispatched
+            if sweep.error:
+                result.error = sweep.error
             else:
                 waited = wait_drained(
                     prog, args.backlog, started, started_procs, args.timeout, args.poll_interval
@@ -995,17 +1058,20 @@ def run_backlog(
             prog.close()
         result.statuses = harness.count_by_status(url)
         result.processed = result.statuses.get("processed", 0)
+        # Read after the drain, so its clock ran without this query.
+        timeline = sweep_timeline(url, sweep)
+        result.sweep_claimed_s, result.sweep_published_s, result.sweep_finished_s = timeline
     if args.backlog_dagster and engine.name != "baseline":
         home = tmp / f"dagster_home_{engine.name}"
         home.mkdir()
         shutil.copy(harness.REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
         with dbs.database(engine.migrate_with()) as url:
             insert_events(url, args.backlog, f"{run}d", stuck=True)
-            sweep_s, dispatched, error = run_sweep_cli(
+            sweep = run_sweep_cli(
                 engine, url, args, procs, f"{engine.name}-sweep-dagster", DAGSTER_HOME=str(home)
             )
-            result.dagster_sweep_s, result.dagster_dispatched = round(sweep_s, 2), dispatched
-            result.dagster_error = error
+            result.dagster_sweep_s = round(sweep.seconds, 2)
+            result.dagster_dispatched, result.dagster_error = sweep.dispatched, sweep.error
         if broker is not None and engine.celery:
             broker.purge()
     return result
@@ -1035,6 +1101,13 @@ def drop_check(runs: Sequence[Drain]) -> tuple[bool | None, list[str]]:
     if len([r for r in ordered if r.events_per_s is not None]) < 2:
         ok = None
     return ok, notes
+
+
+def publishing_s(br: Backlog) -> float | None:
+    """The backlog sweep's last claim -> its last publish."""
+    if br.sweep_published_s is None or br.sweep_claimed_s is None:
+        return None
+    return round(br.sweep_published_s - br.sweep_claimed_s, 2)
 
 
 def per_event(seconds: float | None, events: int) -> float | None:
@@ -1146,6 +1219,14 @@ def render(report: dict[str, Any], args: argparse.Namespace) -> str:
                 f"sweep + drain {fmt(br.sweep_and_drain_s, '.1f', ' s')}, processed "
                 f"{br.processed:,}; insert took {br.insert_s:.1f} s"
             )
+            if br.sweep_finished_s is not None:
+                add(
+                    f"  {'':<7} inside the sweep's process, from its start: last claim "
+                    f"{fmt(br.sweep_claimed_s, '.1f', ' s')}, last publish "
+                    f"{fmt(br.sweep_published_s, '.1f', ' s')} (publishing "
+                    f"{fmt(publishing_s(br), '.1f', ' s')}), audit closed "
+                    f"{br.sweep_finished_s:.1f} s"
+                )
             if br.error:
                 add(f"  {'':<7} ERROR: {br.error}")
             if br.dagster_sweep_s is not None:
@@ -1210,6 +1291,12 @@ def targets(
         out.append(
             f"100k backlog swept and drained < {TARGET_BACKLOG_S:.0f} s, {br.engine}{size}: "
             f"{fmt(br.sweep_and_drain_s, '.1f', ' s')}: {verdict(ok)}"
+        )
+        publishing = publishing_s(br)
+        out.append(
+            f"the sweep's publishing < {TARGET_PUBLISH_S:.0f} s, {br.engine}{size}: "
+            f"{fmt(publishing, '.1f', ' s')} (last claim -> last publish): "
+            f"{verdict(None if publishing is None else publishing < TARGET_PUBLISH_S)}"
         )
     if not backlogs:
         out.append(f"100k backlog swept and drained < {TARGET_BACKLOG_S:.0f} s: not measured")

@@ -499,7 +499,19 @@ def wait_ready(
     return None
 
 
-# --- phase 1: the commit floor --------------------------------------------------------------------
+def start_ready(
+    engine: Engine,
+    url: str,
+    workers: int,
+    args: argparse.Namespace,
+    procs: Processes,
+    prog: Progress,
+    broker: Broker | None,
+) -> tuple[list[Proc], str | None]:
+    """Start the engine's workers and wait (bounded) until they are up: them, and why they are
+    not up, or None."""
+    started = engine.start_workers(procs, url, workers, args.log_level)
+    return started, wait_ready(engine, prog, broker, started, workers, min(args.timeout, 120))
 
 
 # --- phase 2: drain -------------------------------------------------------------------------------
@@ -650,8 +662,7 @@ def preflight(
     with dbs.database(engine.migrate_with()) as url:
         prog = Progress(url)
         try:
-            started = engine.start_workers(procs, url, 1, args.log_level)
-            note = wait_ready(engine, prog, broker, started, 1, min(args.timeout, 120))
+            _started, note = start_ready(engine, url, 1, args, procs, prog, broker)
         finally:
             stop_workers(procs, engine, broker)
             prog.close()
@@ -843,10 +854,7 @@ def run_latency(
             broker.purge()
         prog = Progress(url)
         try:
-            started = engine.start_workers(procs, url, workers, args.log_level)
-            result.error = wait_ready(
-                engine, prog, broker, started, workers, min(args.timeout, 120)
-            )
+            started, result.error = start_ready(engine, url, workers, args, procs, prog, broker)
             if result.error:
                 return result
             port = harness.free_port()
@@ -1035,9 +1043,8 @@ def run_backlog(
         result.insert_s = round(insert_events(url, args.backlog, run, stuck=True), 2)
         prog = Progress(url)
         try:
-            started_procs = engine.start_workers(procs, url, workers, args.log_level)
-            result.error = wait_ready(
-                engine, prog, broker, started_procs, workers, min(args.timeout, 120)
+            started_procs, result.error = start_ready(
+                engine, url, workers, args, procs, prog, broker
             )
             if result.error:
                 return result

@@ -149,6 +149,16 @@ def wait_healthy(port: int, exited: Callable[[], str | None], limit: float) -> s
     return "serve did not become healthy within the timeout"
 
 
+def interrupt_and_wait(process: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGINT (a server's graceful stop), then SIGKILL if it is still running after `grace` s."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def process_cpu(pid: int) -> float:
     """utime + stime of one process, in seconds (0 if it is gone)."""
     try:

@@ -30,7 +30,6 @@ import re
 import resource
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -81,8 +80,7 @@ def write_deliveries(path: Path, count: int, run: str) -> None:
 @contextmanager
 def server(args: argparse.Namespace, url: str, port: int, log: Path) -> Iterator[tuple[str, int]]:
     """`payments-pipeline serve` as a subprocess until the block ends (SIGINT, then SIGKILL)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PAYMENTS_", "STRIPE_"))}
-    env.update(PAYMENTS_DATABASE_URL=url, STRIPE_WEBHOOK_SECRET=SECRET)
+    env = harness.clean_env(PAYMENTS_DATABASE_URL=url, STRIPE_WEBHOOK_SECRET=SECRET)
     if args.gate_threads is not None:
         env["PAYMENTS_GATE_THREADS"] = str(args.gate_threads)
     command = [
@@ -102,12 +100,7 @@ def server(args: argparse.Namespace, url: str, port: int, log: Path) -> Iterator
                 raise SystemExit(f"{unhealthy}; see {log}")
             yield base, process.pid
         finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            harness.interrupt_and_wait(process, 60)
 
 
 def run_wrk(

@@ -32,21 +32,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import os
-import secrets
 import shutil
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import harness
 import sqlalchemy as sa
 
 from payments_pipeline import migrations, store
@@ -61,12 +60,6 @@ from payments_pipeline.defs.resources import PaymentsDatabase, _tick_engine, swe
 from payments_pipeline.dispatch import InlineDispatcher
 from payments_pipeline.models import utcnow
 from payments_pipeline.sweep import SweepParams, run_sweep
-
-DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def median_ms(samples: list[float]) -> float:
-    return round(statistics.median(samples) * 1000, 2)
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -96,7 +89,7 @@ def bench_job(runs: int, postgres_url: str | None) -> dict[str, Any]:
         def core() -> None:
             run_sweep(engine, params, InlineDispatcher(engine, settings))
 
-        def through(instance: dg.DagsterInstance) -> Callable[[], None]:
+        def through(instance: dg.DagsterInstance) -> Callable[[], object]:
             return lambda: job.execute_in_process(run_config=config, instance=instance)
 
         def through_cli() -> None:
@@ -108,7 +101,9 @@ def bench_job(runs: int, postgres_url: str | None) -> dict[str, Any]:
             "cli": through_cli,
         }
         if postgres_url:  # the production instance config, on a scratch database
-            dagster_db = stack.enter_context(scratch_database(postgres_url))
+            dagster_db = stack.enter_context(
+                harness.own_database(postgres_url, "pp_bench_dagster", migrate=False)
+            )
             os.environ["DAGSTER_POSTGRES_URL"] = (
                 sa.make_url(dagster_db)
                 .set(drivername="postgresql+psycopg2")
@@ -131,7 +126,7 @@ def bench_job(runs: int, postgres_url: str | None) -> dict[str, Any]:
         for _ in range(runs):
             for name, fn in doors.items():
                 samples[name].append(timed(fn))
-    medians = {name: median_ms(values) for name, values in samples.items()}
+    medians = {name: harness.median_ms(values) for name, values in samples.items()}
     report: dict[str, Any] = {"runs": runs}
     for name, value in medians.items():
         report[f"{name}_median_ms"] = value
@@ -205,29 +200,10 @@ def stuck_rows(now: dt.datetime, per_reason: int) -> list[dict[str, Any]]:
     return [r | {"updated_at": now} for r in rows]
 
 
-@contextmanager
-def scratch_database(admin_url: str) -> Iterator[str]:
-    name = f"pp_bench_dagster_{secrets.token_hex(6)}"
-    admin = sa.create_engine(store.normalize_url(admin_url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    try:
-        yield (
-            sa.make_url(store.normalize_url(admin_url))
-            .set(database=name)
-            .render_as_string(hide_password=False)
-        )
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.dispose()
-
-
 def bench_sensor(admin_url: str, rows: int, runs: int) -> dict[str, Any]:
     sensor = defs.resolve_sensor_def("webhook_events_sensor")
-    with scratch_database(admin_url) as url:
+    with harness.own_database(admin_url, "pp_bench_dagster") as url:
         engine = store.make_engine(url)
-        migrations.upgrade(engine)
         now = utcnow()
         step = dt.timedelta(days=6) / rows
         started = time.perf_counter()
@@ -268,36 +244,27 @@ def bench_sensor(admin_url: str, rows: int, runs: int) -> dict[str, Any]:
 
             cold_samples = [cold_tick() for _ in range(runs)]
 
-        query_args = {"minutes": 10, "timeout_minutes": 30}
         captured: list[tuple[str, Any]] = []
 
         def capture(*args: Any) -> None:
             captured.append((args[2], args[3]))
 
         with engine.connect() as conn:
-            query_samples = []
-            for _ in range(runs):
-                at = utcnow()
-                query_samples.append(
-                    timed(
-                        lambda at=at: store.count_newly_stuck(
-                            conn,
-                            now=at,
-                            since=at - dt.timedelta(seconds=30),
-                            created_after=at - dt.timedelta(days=7),
-                            **query_args,
-                        )
-                    )
+
+            def query(at: dt.datetime) -> Any:
+                """The sensor's query alone, for a steady-state tick at `at`."""
+                return store.count_newly_stuck(
+                    conn,
+                    now=at,
+                    since=at - dt.timedelta(seconds=30),
+                    created_after=at - dt.timedelta(days=7),
+                    minutes=10,
+                    timeout_minutes=30,
                 )
+
+            query_samples = [timed(functools.partial(query, utcnow())) for _ in range(runs)]
             sa.event.listen(engine, "before_cursor_execute", capture)
-            at = utcnow()
-            store.count_newly_stuck(
-                conn,
-                now=at,
-                since=at - dt.timedelta(seconds=30),
-                created_after=at - dt.timedelta(days=7),
-                **query_args,
-            )
+            query(utcnow())
             sa.event.remove(engine, "before_cursor_execute", capture)
             statement, params = captured[-1]
             plan = [
@@ -309,11 +276,11 @@ def bench_sensor(admin_url: str, rows: int, runs: int) -> dict[str, Any]:
     return {
         "table_rows": table_rows,
         "load_seconds": load_s,
-        "tick_median_ms": median_ms(tick_samples),
+        "tick_median_ms": harness.median_ms(tick_samples),
         "tick_max_ms": round(max(tick_samples) * 1000, 2),
-        "first_look_tick_median_ms": median_ms(first_samples),
-        "cold_tick_median_ms": median_ms(cold_samples),
-        "query_median_ms": median_ms(query_samples),
+        "first_look_tick_median_ms": harness.median_ms(first_samples),
+        "cold_tick_median_ms": harness.median_ms(cold_samples),
+        "query_median_ms": harness.median_ms(query_samples),
         "first_look": first.run_requests[0].run_key if first.run_requests else first.skip_message,
         "steady_tick": request.run_key if request else steady_result.skip_message,
         "explain": plan,
@@ -322,19 +289,23 @@ def bench_sensor(admin_url: str, rows: int, runs: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--postgres-url", default=os.environ.get("PAYMENTS_BENCH_POSTGRES_URL"))
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("PAYMENTS_BENCH_POSTGRES_URL", harness.DEFAULT_POSTGRES_URL),
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--skip-job", action="store_true")
     parser.add_argument("--skip-sensor", action="store_true")
     args = parser.parse_args(argv)
+    harness.interrupt_on_signals()
     logging.basicConfig(level=logging.ERROR)
     report: dict[str, Any] = {"python": sys.version.split()[0], "cpus": os.cpu_count()}
     if not args.skip_job:
-        report["job_vs_core"] = bench_job(args.runs, args.postgres_url or DEFAULT_URL)
+        report["job_vs_core"] = bench_job(args.runs, args.postgres_url)
         print(json.dumps(report["job_vs_core"], indent=2), flush=True)
     if not args.skip_sensor:
-        report["sensor"] = bench_sensor(args.postgres_url or DEFAULT_URL, args.rows, args.runs)
+        report["sensor"] = bench_sensor(args.postgres_url, args.rows, args.runs)
         print(json.dumps(report["sensor"], indent=2), flush=True)
     return 0
 

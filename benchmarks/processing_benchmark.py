@@ -32,7 +32,11 @@ What runs (all on 127.0.0.1, nothing leaves the machine), in one run:
 4. `--backlog [N]` (100,000 if no N): N stuck events (`received`, `dispatched_at` NULL, created
    30 minutes ago), the engine's workers started (table: 2; celery: concurrency 2), then one
    `payments-pipeline requeue-stuck-webhooks --json` with `PAYMENTS_DISPATCH=<engine>` (no
-   DAGSTER_HOME): the sweep's own time and sweep + drain until all `processed`. Then the sweep
+   DAGSTER_HOME): the sweep's own time (its process, start to exit) and sweep + drain until all
+   `processed`. Inside the sweep's process, from its start: its last claim (the latest
+   `dispatched_at` it wrote), its last publish (its first per-event log line, written once every
+   message is out; needs `--log-level info`) and its audit closed (its JSON's `finished_at`); the
+   publishing is last claim -> last publish. Then the sweep
    alone once more on a fresh copy of the backlog through a temporary DAGSTER_HOME (the repo's
    `dagster_home/dagster.yaml`), to time the Dagster run (`--no-backlog-dagster` skips it).
 
@@ -56,33 +60,30 @@ import json
 import os
 import platform
 import re
-import resource
 import secrets
 import shlex
 import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import ExitStack, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any
 
+import harness
 import sqlalchemy as sa
+from harness import fmt, progress, verdict
 
-from payments_pipeline import migrations, store
+from payments_pipeline import store
+from payments_pipeline.models import utcnow
 from payments_pipeline.providers.samples import stripe_event
 from payments_pipeline.providers.stripe import sign_payload
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 TASK_NAME = "payments_pipeline.process_webhook_event"  # one id a message (before issue 19)
 BATCH_TASK_NAME = "payments_pipeline.process_webhook_events"  # a list of ids (issue 19)
@@ -98,120 +99,10 @@ TARGET_MAX_DROP = 0.10
 TARGET_P99_MS = 100.0
 TARGET_BACKLOG_S = 90.0
 TARGET_BACKLOG_EVENTS = 100_000
-
-
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def utcnow() -> dt.datetime:
-    """Naive UTC, as the product stores timestamps."""
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-# --- machine and code -----------------------------------------------------------------------------
-
-
-def git(*args: str, cwd: Path = REPO) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
-    if done.returncode != 0:
-        raise SystemExit(f"git {' '.join(args)} failed: {done.stderr.strip()}")
-    return done.stdout.strip()
-
-
-def cpu_model() -> str:
-    with suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def this_commit() -> str:
-    commit = git("rev-parse", "HEAD")
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    return commit + (" (with uncommitted changes)" if dirty else "")
+TARGET_PUBLISH_S = 5.0  # the backlog sweep's publishing
 
 
 # --- databases ------------------------------------------------------------------------------------
-
-
-class Databases:
-    """Creates and (always) drops the benchmark's databases through a maintenance URL."""
-
-    def __init__(self, url: str) -> None:
-        self.base_url = sa.make_url(store.normalize_url(url))
-        if self.base_url.get_backend_name() != "postgresql":
-            raise SystemExit("--postgres-url must be a PostgreSQL URL")
-        self.admin = sa.create_engine(
-            self.base_url.render_as_string(hide_password=False),
-            isolation_level="AUTOCOMMIT",
-            poolclass=sa.NullPool,
-        )
-        self.prefix = f"pp_bench_processing_{secrets.token_hex(4)}"
-        self.created: list[str] = []
-        self._n = 0
-
-    def url(self, name: str) -> str:
-        return self.base_url.set(database=name).render_as_string(hide_password=False)
-
-    def create(self, name: str | None = None) -> str:
-        if name is None:
-            self._n += 1
-            name = f"{self.prefix}_{self._n}"
-        self.created.append(name)  # before CREATE: an interrupt mid-CREATE is still cleaned up
-        with self.admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        return name
-
-    def drop(self, name: str) -> None:
-        with self.admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if name in self.created:
-            self.created.remove(name)
-
-    def drop_all(self) -> None:
-        for name in reversed(list(self.created)):
-            try:
-                self.drop(name)
-            except Exception as exc:  # keep dropping the others
-                print(f"warning: could not drop database {name}: {exc}", file=sys.stderr)
-        self.admin.dispose()
-
-    def server_version(self) -> str:
-        with self.admin.connect() as conn:
-            return str(conn.exec_driver_sql("SELECT version()").scalar())
-
-    @contextmanager
-    def database(self, migrate_with: Sequence[str] | None = None) -> Iterator[str]:
-        """A fresh, migrated database (by this tree's `migrations.upgrade`, or by running the
-        command `migrate_with` + `db upgrade`), dropped when the block ends."""
-        name = self.create()
-        try:
-            url = self.url(name)
-            if migrate_with is None:
-                engine = store.make_engine(url)
-                try:
-                    migrations.upgrade(engine)
-                finally:
-                    engine.dispose()
-            else:
-                done = subprocess.run(
-                    [*migrate_with, "--log-level", "warning", "db", "upgrade"],
-                    env=clean_env(PAYMENTS_DATABASE_URL=url),
-                    capture_output=True,
-                    text=True,
-                    timeout=300,
-                )
-                if done.returncode != 0:
-                    raise RuntimeError(f"db upgrade failed: {done.stderr.strip()[-500:]}")
-            yield url
-        finally:
-            self.drop(name)
 
 
 def insert_events(url: str, count: int, run: str, *, stuck: bool) -> float:
@@ -264,18 +155,6 @@ def insert_events(url: str, count: int, run: str, *, stuck: bool) -> float:
     return time.perf_counter() - started
 
 
-def count_by_status(url: str) -> dict[str, int]:
-    engine = store.make_engine(url, poolclass=sa.NullPool)
-    try:
-        with engine.connect() as conn:
-            rows = conn.exec_driver_sql(
-                "SELECT status, count(*) FROM webhook_events GROUP BY status"
-            ).all()
-    finally:
-        engine.dispose()
-    return {str(status): int(n) for status, n in rows}
-
-
 class Progress:
     """One autocommit connection that counts `processed` events (and sees other backends)."""
 
@@ -311,57 +190,25 @@ class Progress:
 
 # --- CPU ------------------------------------------------------------------------------------------
 
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_cpu(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
 
 def postgres_cpu(database: str, exclude: int) -> float:
     """utime + stime of the PostgreSQL backends of `database` now (not the poller's)."""
-    total = 0.0
-    needle = f" {database} ".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == exclude:
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if cmdline.startswith(b"postgres:") and needle in cmdline:
-            total += _proc_cpu(int(entry.name))
-    return total
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    return sum(harness.process_cpu(pid) for pid in harness.backend_pids(database) if pid != exclude)
 
 
 # --- subprocesses ---------------------------------------------------------------------------------
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any product setting, plus `extra`."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PAYMENTS_", "STRIPE_", "MONETBIL_", "DAGSTER_"))
-        and k not in {"PYTHONPATH", "VIRTUAL_ENV"}
-    }
-    env.update(extra)
-    return env
 
 
 @dataclass
 class Proc:
     process: subprocess.Popen[bytes]
     log: Path
+
+    def exit_note(self, what: str, lines: int = 2) -> str | None:
+        """`<what> exited with <code>: <log tail>` once the process has ended, else None."""
+        if self.process.poll() is None:
+            return None
+        return f"{what} exited with {self.process.returncode}: {self.tail(lines)}"
 
     def tail(self, lines: int = 5) -> str:
         with suppress(OSError):
@@ -429,12 +276,6 @@ class Processes:
                 p.process.wait(timeout=30)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 # --- engines --------------------------------------------------------------------------------------
 
 
@@ -464,7 +305,9 @@ class Engine:
     def environment(self, url: str, **extra: str) -> dict[str, str]:
         # PAYMENTS_DISPATCH always: newer workers need it, older code ignores it.
         return (
-            clean_env(PAYMENTS_DATABASE_URL=url, PAYMENTS_DISPATCH=self.dispatch) | self.env | extra
+            harness.clean_env(PAYMENTS_DATABASE_URL=url, PAYMENTS_DISPATCH=self.dispatch)
+            | self.env
+            | extra
         )
 
     def start_workers(self, procs: Processes, url: str, workers: int, log_level: str) -> list[Proc]:
@@ -488,8 +331,8 @@ def celery_missing() -> str | None:
     """Why this tree has no usable celery engine, or None."""
     probe = subprocess.run(
         [sys.executable, "-c", "import payments_pipeline.dispatch.celery"],
-        cwd=REPO,
-        env=clean_env(),
+        cwd=harness.REPO,
+        env=harness.clean_env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -503,28 +346,6 @@ def celery_missing() -> str | None:
     except ImportError as exc:
         return f"celery/kombu not importable by the benchmark: {exc}"
     return None
-
-
-@contextmanager
-def baseline_tree(rev: str) -> Iterator[tuple[Path, str]]:
-    """A temporary detached worktree of `rev`, set up with `./dev setup`; removed at the end."""
-    commit = git("rev-parse", "--verify", f"{rev}^{{commit}}")
-    tmp = Path(tempfile.mkdtemp(prefix="pp-bench-baseline-"))
-    tree = tmp / "tree"
-    try:
-        git("worktree", "add", "--detach", str(tree), commit)
-        progress(f"baseline {commit[:9]}: ./dev setup in {tree}")
-        done = subprocess.run(
-            ["./dev", "setup"], cwd=tree, env=clean_env(), capture_output=True, text=True,
-            timeout=900,
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise SystemExit(f"./dev setup of the baseline failed: {done.stderr.strip()[-800:]}")
-        yield tree, commit
-    finally:
-        with suppress(Exception):
-            git("worktree", "remove", "--force", str(tree))
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --- celery broker (the benchmark's own publishing and cleanup) -----------------------------------
@@ -678,35 +499,19 @@ def wait_ready(
     return None
 
 
-# --- phase 1: the commit floor --------------------------------------------------------------------
-
-
-def measure_floor(dbs: Databases, seconds: int) -> dict[str, Any]:
-    name = dbs.create(f"pp_bench_pgbench_{secrets.token_hex(4)}")
-    url = dbs.base_url
-    env = clean_env()
-    if url.password:
-        env["PGPASSWORD"] = str(url.password)
-    conn_args = ["-h", url.host or "127.0.0.1", "-p", str(url.port or 5432)]
-    if url.username:
-        conn_args += ["-U", url.username]
-    try:
-        init = subprocess.run(
-            ["pgbench", "-i", "-s", "1", "-q", *conn_args, name],
-            env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        if init.returncode != 0:
-            raise RuntimeError(f"pgbench -i failed: {init.stderr.strip()[-500:]}")
-        command = ["pgbench", "-N", "-c", "4", "-T", str(seconds), *conn_args, name]
-        run = subprocess.run(
-            command, env=env, capture_output=True, text=True, timeout=seconds + 120
-        )
-        match = re.search(r"^tps = ([\d.]+)", run.stdout, re.MULTILINE)
-        if run.returncode != 0 or match is None:
-            raise RuntimeError(f"pgbench failed: {run.stdout[-500:]} {run.stderr[-500:]}")
-        return {"tps": float(match.group(1)), "command": shlex.join(command)}
-    finally:
-        dbs.drop(name)
+def start_ready(
+    engine: Engine,
+    url: str,
+    workers: int,
+    args: argparse.Namespace,
+    procs: Processes,
+    prog: Progress,
+    broker: Broker | None,
+) -> tuple[list[Proc], str | None]:
+    """Start the engine's workers and wait (bounded) until they are up: them, and why they are
+    not up, or None."""
+    started = engine.start_workers(procs, url, workers, args.log_level)
+    return started, wait_ready(engine, prog, broker, started, workers, min(args.timeout, 120))
 
 
 # --- phase 2: drain -------------------------------------------------------------------------------
@@ -785,7 +590,7 @@ def run_drain(
     engine: Engine,
     workers: int,
     args: argparse.Namespace,
-    dbs: Databases,
+    dbs: harness.Databases,
     procs: Processes,
     broker: Broker | None,
     run: str,
@@ -809,7 +614,7 @@ def run_drain(
                 return result
         prog = Progress(url)
         try:
-            cpu_before = children_cpu()
+            cpu_before = harness.children_cpu()
             pg_before = postgres_cpu(prog.database, prog.backend_pid)
             started = time.monotonic()
             started_procs = engine.start_workers(procs, url, workers, args.log_level)
@@ -820,7 +625,7 @@ def run_drain(
                 pg_cpu = postgres_cpu(prog.database, prog.backend_pid) - pg_before
             finally:
                 stop_workers(procs, engine, broker)
-            result.worker_cpu_s = round(children_cpu() - cpu_before, 2)
+            result.worker_cpu_s = round(harness.children_cpu() - cpu_before, 2)
             result.postgres_cpu_s = round(pg_cpu, 2)
             result.error = waited.error
             result.polls = prog.polls
@@ -836,7 +641,7 @@ def run_drain(
                     )
         finally:
             prog.close()
-        result.statuses = count_by_status(url)
+        result.statuses = harness.count_by_status(url)
         result.processed = result.statuses.get("processed", 0)
     if broker is not None and engine.celery:
         broker.purge()  # nothing should be left; a timed-out run leaves tasks behind
@@ -846,7 +651,7 @@ def run_drain(
 def preflight(
     engine: Engine,
     args: argparse.Namespace,
-    dbs: Databases,
+    dbs: harness.Databases,
     procs: Processes,
     broker: Broker | None,
 ) -> str | None:
@@ -857,8 +662,7 @@ def preflight(
     with dbs.database(engine.migrate_with()) as url:
         prog = Progress(url)
         try:
-            started = engine.start_workers(procs, url, 1, args.log_level)
-            note = wait_ready(engine, prog, broker, started, 1, min(args.timeout, 120))
+            _started, note = start_ready(engine, url, 1, args, procs, prog, broker)
         finally:
             stop_workers(procs, engine, broker)
             prog.close()
@@ -879,22 +683,6 @@ class Offered:
     send_lag_ms: dict[str, float] = field(default_factory=dict)  # actual send - scheduled
     http_ms: dict[str, float] = field(default_factory=dict)  # answer - scheduled (open loop)
     connections: int = 0
-
-
-def quantiles_ms(values: Sequence[float]) -> dict[str, float]:
-    """p50/p99/max of seconds, in ms."""
-    if not values:
-        return {}
-    ordered = sorted(values)
-
-    def pick(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    return {
-        "p50": round(statistics.median(ordered) * 1000, 2),
-        "p99": round(pick(0.99) * 1000, 2),
-        "max": round(ordered[-1] * 1000, 2),
-    }
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
@@ -1001,8 +789,8 @@ async def offer_load(
     out.errors = sum(errors.values())
     out.error_kinds = dict(errors)
     out.statuses = {str(k): v for k, v in sorted(Counter(s for s in statuses if s).items())}
-    out.send_lag_ms = quantiles_ms(lags)
-    out.http_ms = quantiles_ms(http)
+    out.send_lag_ms = harness.quantiles_ms(lags)
+    out.http_ms = harness.quantiles_ms(http)
     return out, statuses
 
 
@@ -1044,23 +832,10 @@ def serve_settings(args: argparse.Namespace) -> dict[str, str]:
     return {"PAYMENTS_DISPATCH_COALESCE_MS": str(args.coalesce_ms)}
 
 
-def wait_healthy(port: int, proc: Proc, limit: float) -> str | None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if proc.process.poll() is not None:
-            return f"serve exited with {proc.process.returncode}: {proc.tail(2)}"
-        with suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            if sock.recv(64).startswith(b"HTTP/1.1 200"):
-                return None
-        time.sleep(0.2)
-    return "serve did not become healthy within the timeout"
-
-
 def run_latency(
     engine: Engine,
     args: argparse.Namespace,
-    dbs: Databases,
+    dbs: harness.Databases,
     procs: Processes,
     broker: Broker | None,
     run: str,
@@ -1079,13 +854,10 @@ def run_latency(
             broker.purge()
         prog = Progress(url)
         try:
-            started = engine.start_workers(procs, url, workers, args.log_level)
-            result.error = wait_ready(
-                engine, prog, broker, started, workers, min(args.timeout, 120)
-            )
+            started, result.error = start_ready(engine, url, workers, args, procs, prog, broker)
             if result.error:
                 return result
-            port = free_port()
+            port = harness.free_port()
             serve = procs.start(
                 f"{engine.name}-serve",
                 [*engine.command, "--log-level", args.log_level, "serve", "--port", str(port),
@@ -1093,7 +865,9 @@ def run_latency(
                 engine.environment(url, STRIPE_WEBHOOK_SECRET=SECRET, **serve_settings(args)),
                 engine.cwd,
             )  # fmt: skip
-            result.error = wait_healthy(port, serve, min(args.timeout, 120))
+            result.error = harness.wait_healthy(
+                port, lambda: serve.exit_note("serve"), min(args.timeout, 120)
+            )
             if result.error:
                 return result
             warm = int(args.latency_rate * args.latency_warmup)
@@ -1131,8 +905,8 @@ def run_latency(
         result.events = len(rows)
         done = [(p - c).total_seconds() for c, p in rows if p is not None]
         result.processed = len(done)
-        result.latency_ms = quantiles_ms(done)
-        result.statuses = count_by_status(url)
+        result.latency_ms = harness.quantiles_ms(done)
+        result.statuses = harness.count_by_status(url)
     return result
 
 
@@ -1145,8 +919,14 @@ class Backlog:
     layout: str
     events: int
     insert_s: float = 0.0
-    sweep_s: float | None = None
+    sweep_s: float | None = None  # the sweep's process, start -> exit
     sweep_dispatched: int | None = None
+    # Inside the sweep's process, from its start (`started_at` of its JSON) to: its last claim
+    # (the latest `dispatched_at` it wrote), its last publish (its first per-event log line,
+    # written once `dispatch_many` has returned), its audit closed (`finished_at`).
+    sweep_claimed_s: float | None = None
+    sweep_published_s: float | None = None
+    sweep_finished_s: float | None = None
     sweep_and_drain_s: float | None = None
     processed: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
@@ -1167,12 +947,64 @@ def parse_summary(stdout: str) -> dict[str, Any] | None:
     return None
 
 
+@dataclass
+class SweepCli:
+    """One `requeue-stuck-webhooks --json` process: its wall time, what it printed, its log."""
+
+    seconds: float
+    log: Path
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def dispatched(self) -> int | None:
+        return None if self.summary is None else int(self.summary["total"]["dispatched"])
+
+
+# `dispatch_claimed` logs one of these per event after `dispatch_many` has returned.
+PER_EVENT_LINE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ \S+: webhook event (requeued|dispatch failed)"
+)
+
+
+def first_per_event_line(log: Path) -> dt.datetime | None:
+    """When the sweep logged its first per-event line (naive UTC, as the product stores time):
+    every message was published by then. None below `--log-level info`."""
+    with log.open(errors="replace") as lines:
+        for line in lines:
+            if match := PER_EVENT_LINE.match(line):
+                local = dt.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
+                return local.astimezone(dt.UTC).replace(tzinfo=None)
+    return None
+
+
+def sweep_timeline(url: str, sweep: SweepCli) -> tuple[float | None, ...]:
+    """Seconds from the sweep's start to its last claim, its last publish and its audit closed
+    (see `Backlog`); all three stamps come from the sweep process's own clock."""
+    if sweep.summary is None:
+        return None, None, None
+    started = dt.datetime.fromisoformat(sweep.summary["started_at"].replace("Z", "+00:00"))
+    finished = dt.datetime.fromisoformat(sweep.summary["finished_at"].replace("Z", "+00:00"))
+    start = started.replace(tzinfo=None)
+    engine = store.make_engine(url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            claimed = conn.exec_driver_sql("SELECT max(dispatched_at) FROM webhook_events").scalar()
+    finally:
+        engine.dispose()
+    published = first_per_event_line(sweep.log)
+    return (
+        None if claimed is None else round((claimed - start).total_seconds(), 2),
+        None if published is None else round((published - start).total_seconds(), 2),
+        round((finished - started).total_seconds(), 2),
+    )
+
+
 def run_sweep_cli(
     engine: Engine, url: str, args: argparse.Namespace, procs: Processes, name: str, **extra: str
-) -> tuple[float, int | None, str | None]:
-    """`requeue-stuck-webhooks --json` once, bounded by `--timeout`: (seconds, dispatched,
-    error). Its JSON (one entry per event: megabytes at 100k) goes to a file, its logs to
-    another."""
+) -> SweepCli:
+    """`requeue-stuck-webhooks --json` once, bounded by `--timeout`. Its JSON (one entry per
+    event: megabytes at 100k) goes to a file, its logs to another."""
     command = [*engine.command, "--log-level", args.log_level, "requeue-stuck-webhooks", "--json"]
     out_path = procs.log_dir / f"{name}.json"
     started = time.monotonic()
@@ -1182,19 +1014,21 @@ def run_sweep_cli(
             proc.process.wait(timeout=args.timeout)
         except subprocess.TimeoutExpired:
             procs.stop_all()
-            return time.monotonic() - started, None, f"sweep still running after {args.timeout} s"
+            error = f"sweep still running after {args.timeout} s"
+            return SweepCli(time.monotonic() - started, proc.log, error=error)
     seconds = time.monotonic() - started
     procs.procs.remove(proc)
     summary = parse_summary(out_path.read_text(errors="replace"))
     if proc.process.returncode != 0 or summary is None:
-        return seconds, None, f"sweep exited with {proc.process.returncode}: {proc.tail(3)}"
-    return seconds, int(summary.get("total", {}).get("dispatched", 0)), None
+        error = f"sweep exited with {proc.process.returncode}: {proc.tail(3)}"
+        return SweepCli(seconds, proc.log, error=error)
+    return SweepCli(seconds, proc.log, summary)
 
 
 def run_backlog(
     engine: Engine,
     args: argparse.Namespace,
-    dbs: Databases,
+    dbs: harness.Databases,
     procs: Processes,
     broker: Broker | None,
     run: str,
@@ -1209,19 +1043,16 @@ def run_backlog(
         result.insert_s = round(insert_events(url, args.backlog, run, stuck=True), 2)
         prog = Progress(url)
         try:
-            started_procs = engine.start_workers(procs, url, workers, args.log_level)
-            result.error = wait_ready(
-                engine, prog, broker, started_procs, workers, min(args.timeout, 120)
+            started_procs, result.error = start_ready(
+                engine, url, workers, args, procs, prog, broker
             )
             if result.error:
                 return result
             started = time.monotonic()
-            sweep_s, dispatched, error = run_sweep_cli(
-                engine, url, args, procs, f"{engine.name}-sweep"
-            )
-            result.sweep_s, result.sweep_dispatched = round(sweep_s, 2), dispatched
-            if error:
-                result.error = error
+            sweep = run_sweep_cli(engine, url, args, procs, f"{engine.name}-sweep")
+            result.sweep_s, result.sweep_dispatched = round(sweep.seconds, 2), sweep.dispatched
+            if sweep.error:
+                result.error = sweep.error
             else:
                 waited = wait_drained(
                     prog, args.backlog, started, started_procs, args.timeout, args.poll_interval
@@ -1232,29 +1063,28 @@ def run_backlog(
         finally:
             stop_workers(procs, engine, broker)
             prog.close()
-        result.statuses = count_by_status(url)
+        result.statuses = harness.count_by_status(url)
         result.processed = result.statuses.get("processed", 0)
+        # Read after the drain, so its clock ran without this query.
+        timeline = sweep_timeline(url, sweep)
+        result.sweep_claimed_s, result.sweep_published_s, result.sweep_finished_s = timeline
     if args.backlog_dagster and engine.name != "baseline":
         home = tmp / f"dagster_home_{engine.name}"
         home.mkdir()
-        shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+        shutil.copy(harness.REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
         with dbs.database(engine.migrate_with()) as url:
             insert_events(url, args.backlog, f"{run}d", stuck=True)
-            sweep_s, dispatched, error = run_sweep_cli(
+            sweep = run_sweep_cli(
                 engine, url, args, procs, f"{engine.name}-sweep-dagster", DAGSTER_HOME=str(home)
             )
-            result.dagster_sweep_s, result.dagster_dispatched = round(sweep_s, 2), dispatched
-            result.dagster_error = error
+            result.dagster_sweep_s = round(sweep.seconds, 2)
+            result.dagster_dispatched, result.dagster_error = sweep.dispatched, sweep.error
         if broker is not None and engine.celery:
             broker.purge()
     return result
 
 
 # --- report ---------------------------------------------------------------------------------------
-
-
-def verdict(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("MET" if ok else "MISSED")
 
 
 def drop_check(runs: Sequence[Drain]) -> tuple[bool | None, list[str]]:
@@ -1280,8 +1110,11 @@ def drop_check(runs: Sequence[Drain]) -> tuple[bool | None, list[str]]:
     return ok, notes
 
 
-def fmt(value: float | None, spec: str = ",.0f", unit: str = "") -> str:
-    return "-" if value is None else f"{value:{spec}}{unit}"
+def publishing_s(br: Backlog) -> float | None:
+    """The backlog sweep's last claim -> its last publish."""
+    if br.sweep_published_s is None or br.sweep_claimed_s is None:
+        return None
+    return round(br.sweep_published_s - br.sweep_claimed_s, 2)
 
 
 def per_event(seconds: float | None, events: int) -> float | None:
@@ -1393,6 +1226,14 @@ def render(report: dict[str, Any], args: argparse.Namespace) -> str:
                 f"sweep + drain {fmt(br.sweep_and_drain_s, '.1f', ' s')}, processed "
                 f"{br.processed:,}; insert took {br.insert_s:.1f} s"
             )
+            if br.sweep_finished_s is not None:
+                add(
+                    f"  {'':<7} inside the sweep's process, from its start: last claim "
+                    f"{fmt(br.sweep_claimed_s, '.1f', ' s')}, last publish "
+                    f"{fmt(br.sweep_published_s, '.1f', ' s')} (publishing "
+                    f"{fmt(publishing_s(br), '.1f', ' s')}), audit closed "
+                    f"{br.sweep_finished_s:.1f} s"
+                )
             if br.error:
                 add(f"  {'':<7} ERROR: {br.error}")
             if br.dagster_sweep_s is not None:
@@ -1458,6 +1299,12 @@ def targets(
             f"100k backlog swept and drained < {TARGET_BACKLOG_S:.0f} s, {br.engine}{size}: "
             f"{fmt(br.sweep_and_drain_s, '.1f', ' s')}: {verdict(ok)}"
         )
+        publishing = publishing_s(br)
+        out.append(
+            f"the sweep's publishing < {TARGET_PUBLISH_S:.0f} s, {br.engine}{size}: "
+            f"{fmt(publishing, '.1f', ' s')} (last claim -> last publish): "
+            f"{verdict(None if publishing is None else publishing < TARGET_PUBLISH_S)}"
+        )
     if not backlogs:
         out.append(f"100k backlog swept and drained < {TARGET_BACKLOG_S:.0f} s: not measured")
     return out
@@ -1483,7 +1330,9 @@ def _engine_list(text: str) -> list[str]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("--postgres-url", default=DEFAULT_URL, help="maintenance URL (trust auth)")
+    p.add_argument(
+        "--postgres-url", default=harness.DEFAULT_POSTGRES_URL, help="maintenance URL (trust auth)"
+    )
     p.add_argument("--broker-url", default=DEFAULT_BROKER, help="RabbitMQ, for the celery engine")
     p.add_argument(
         "--engines", type=_engine_list, default=list(ENGINES), help="baseline,table,celery"
@@ -1535,21 +1384,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def build_engines(
     args: argparse.Namespace, stack: ExitStack, queue: str, notes: list[str]
 ) -> tuple[list[Engine], dict[str, str]]:
-    commits = {"this_tree": this_commit()}
-    here = git("rev-parse", "HEAD")
+    commits = {"this_tree": harness.this_commit()}
+    here = harness.git("rev-parse", "HEAD")
     engines = []
     for name in args.engines:
         if name == "baseline":
-            tree, commit = stack.enter_context(baseline_tree(args.baseline))
+            tree, commit = stack.enter_context(harness.baseline_tree(args.baseline))
             commits["baseline"] = commit
             engines.append(
                 Engine(name, [str(tree / ".venv" / "bin" / "payments-pipeline")], tree, commit)
             )
         elif name == "table":
-            engines.append(Engine(name, this_tree_command(), REPO, here))
+            engines.append(Engine(name, this_tree_command(), harness.REPO, here))
         else:
             engine = Engine(
-                name, this_tree_command(), REPO, here,
+                name, this_tree_command(), harness.REPO, here,
                 env={"PAYMENTS_CELERY_BROKER_URL": args.broker_url, "PAYMENTS_CELERY_QUEUE": queue},
             )  # fmt: skip
             engine.missing = celery_missing()
@@ -1559,8 +1408,7 @@ def build_engines(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in background
+    harness.interrupt_on_signals()
     run = secrets.token_hex(3)
     queue = f"pp_bench_{secrets.token_hex(4)}"
     notes: list[str] = []
@@ -1571,15 +1419,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "latency": [],
         "backlog": [],
     }
-    load_before = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    load_before = harness.load_average()
     started = time.monotonic()
     try:
         with ExitStack() as stack:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="processing-bench-")))
-            dbs = Databases(args.postgres_url)
+            dbs = harness.Databases(args.postgres_url, "pp_bench_processing")
             stack.callback(dbs.drop_all)
             report["machine"] = {
-                "cpu": cpu_model(),
+                "cpu": harness.cpu_model(),
                 "cores": os.cpu_count(),
                 "load_before": load_before,
                 "postgres": dbs.server_version(),
@@ -1604,7 +1452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             usable = [e for e in engines if e.missing is None]
             if args.floor_seconds > 0:
                 progress(f"commit floor: pgbench -N -c 4 -T {args.floor_seconds}")
-                report["floor"] = measure_floor(dbs, args.floor_seconds)
+                report["floor"] = harness.pgbench_floor(dbs, args.floor_seconds)
                 progress(f"floor {report['floor']['tps']:,.0f} transactions/s")
             if args.drain:
                 for engine in usable:
@@ -1640,7 +1488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: workers stopped, databases dropped, worktree removed", file=sys.stderr)
         return 130
     report["total_s"] = round(time.monotonic() - started, 1)
-    report["machine"]["load_after"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    report["machine"]["load_after"] = harness.load_average()
     print(render(report, args))
     print(f"\ntotal {report['total_s']:.0f} s")
     if args.json:

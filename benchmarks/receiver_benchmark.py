@@ -30,21 +30,18 @@ import re
 import resource
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
+import harness
 import sqlalchemy as sa
 
-from payments_pipeline import migrations, store
 from payments_pipeline.providers.stripe import sign_payload
 
 HERE = Path(__file__).resolve().parent
@@ -53,32 +50,6 @@ SECRET = "whsec_benchmark_" + secrets.token_hex(8)
 MAX_DURATION = 240  # seconds; the signatures must stay inside Stripe's 300 s tolerance
 TARGET_RPS = 1500
 TARGET_P99_MS = 25.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def own_database(admin_url: str) -> Iterator[str]:
-    """Create, migrate, yield the URL of, and finally drop a database of our own."""
-    admin_url = store.normalize_url(admin_url)
-    name = f"pp_bench_receiver_{secrets.token_hex(4)}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    url = sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        engine = store.make_engine(url)
-        migrations.upgrade(engine)
-        engine.dispose()
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.dispose()
 
 
 def write_deliveries(path: Path, count: int, run: str) -> None:
@@ -109,8 +80,7 @@ def write_deliveries(path: Path, count: int, run: str) -> None:
 @contextmanager
 def server(args: argparse.Namespace, url: str, port: int, log: Path) -> Iterator[tuple[str, int]]:
     """`payments-pipeline serve` as a subprocess until the block ends (SIGINT, then SIGKILL)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PAYMENTS_", "STRIPE_"))}
-    env.update(PAYMENTS_DATABASE_URL=url, STRIPE_WEBHOOK_SECRET=SECRET)
+    env = harness.clean_env(PAYMENTS_DATABASE_URL=url, STRIPE_WEBHOOK_SECRET=SECRET)
     if args.gate_threads is not None:
         env["PAYMENTS_GATE_THREADS"] = str(args.gate_threads)
     command = [
@@ -123,26 +93,14 @@ def server(args: argparse.Namespace, url: str, port: int, log: Path) -> Iterator
     with log.open("wb") as log_file:
         process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                if process.poll() is not None:
-                    raise SystemExit(f"serve exited early; see {log}")
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"serve did not become healthy; see {log}")
-                time.sleep(0.2)
+            unhealthy = harness.wait_healthy(
+                port, lambda: None if process.poll() is None else "serve exited early", 60
+            )
+            if unhealthy:
+                raise SystemExit(f"{unhealthy}; see {log}")
             yield base, process.pid
         finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            harness.interrupt_and_wait(process, 60)
 
 
 def run_wrk(
@@ -167,34 +125,18 @@ def run_wrk(
     return result
 
 
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of one process (0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-def _processes(match: str | int) -> list[int]:
-    """Pids whose command line contains `match` (our database's backends), or, for a pid, that
-    process and its children (serve and its spawned workers)."""
+def _family(pid: int) -> list[int]:
+    """That process and its children (serve and its spawned workers)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if isinstance(match, int):
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                if int(entry.name) == match or parent == match:
-                    pids.append(int(entry.name))
-            elif match in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode():
-                pids.append(int(entry.name))
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except OSError:
             continue
+        if int(entry.name) == pid or parent == pid:
+            pids.append(int(entry.name))
     return pids
 
 
@@ -203,13 +145,16 @@ class CpuMeter:
     between `start` and `stop`: what each request costs, and where the two cores went."""
 
     def __init__(self, server_pid: int, database: str) -> None:
-        self.matches: dict[str, str | int] = {"server": server_pid, "postgres": database}
+        self.pids: dict[str, Callable[[], list[int]]] = {
+            "server": lambda: _family(server_pid),
+            "postgres": lambda: harness.backend_pids(database),
+        }
         self.before: dict[str, dict[int, float]] = {}
 
     def _read(self) -> dict[str, dict[int, float]]:
         return {
-            name: {pid: _cpu_seconds(pid) for pid in _processes(match)}
-            for name, match in self.matches.items()
+            name: {pid: harness.process_cpu(pid) for pid in pids()}
+            for name, pids in self.pids.items()
         }
 
     def start(self) -> None:
@@ -221,25 +166,15 @@ class CpuMeter:
             name: round(
                 sum(t - self.before[name].get(pid, 0.0) for pid, t in after[name].items()), 2
             )
-            for name in self.matches
+            for name in self.pids
         }
-
-
-def count_by_status(url: str) -> dict[str, int]:
-    engine = store.make_engine(url)
-    try:
-        with engine.connect() as conn:
-            counts = store.count_by_provider_status(conn)
-    finally:
-        engine.dispose()
-    return {status: n for (_, status), n in counts.items()}
 
 
 def wait_processed(url: str, expected: int, limit: float) -> tuple[float | None, dict[str, int]]:
     """Seconds until `expected` rows are processed (None if `limit` ran out first)."""
     start = time.monotonic()
     while True:
-        counts = count_by_status(url)
+        counts = harness.count_by_status(url)
         if counts.get("processed", 0) >= expected:
             return time.monotonic() - start, counts
         if time.monotonic() - start > limit:
@@ -249,7 +184,7 @@ def wait_processed(url: str, expected: int, limit: float) -> tuple[float | None,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--postgres-url", default=harness.DEFAULT_POSTGRES_URL)
     parser.add_argument("--workers", type=int, default=2, help="serve --workers")
     parser.add_argument("--dispatch", choices=["inline", "none"], default="inline")
     parser.add_argument(
@@ -268,30 +203,31 @@ def main() -> int:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     if not 1 <= args.duration <= MAX_DURATION:
         raise SystemExit(f"--duration must be 1-{MAX_DURATION} s (signatures expire at 300 s)")
+    harness.interrupt_on_signals()
     load_before = os.getloadavg()
     run = secrets.token_hex(4)
     with (
         tempfile.TemporaryDirectory(prefix="receiver-bench-") as tmp,
-        own_database(args.postgres_url) as url,
+        harness.own_database(args.postgres_url, "pp_bench_receiver") as url,
     ):
         work = Path(tmp)
         warm, main_file = work / "warmup.tsv", work / "deliveries.tsv"
-        with server(args, url, _free_port(), work / "serve.log") as (base, pid):
+        with server(args, url, harness.free_port(), work / "serve.log") as (base, pid):
             write_deliveries(warm, args.warmup, f"{run}w")
             run_wrk(base, warm, args.warmup, 30, args)
             if args.dispatch == "inline":
                 wait_processed(url, args.warmup, 120)
             write_deliveries(main_file, args.requests, run)
-            meter = CpuMeter(pid, f" {sa.make_url(url).database} ")
+            meter = CpuMeter(pid, str(sa.make_url(url).database))
             meter.start()
             result = run_wrk(base, main_file, args.requests, args.duration, args)
             cpu = meter.stop()
             drain: float | None = None
             if args.dispatch == "inline":
                 drain, counts = wait_processed(url, args.warmup + result["requests"], 180)
-                counts = count_by_status(url)  # the in-flight tail too
+                counts = harness.count_by_status(url)  # the in-flight tail too
             else:
-                counts = count_by_status(url)
+                counts = harness.count_by_status(url)
         log_tail = (work / "serve.log").read_text().splitlines()[-5:]
     seconds = result["duration_us"] / 1e6
     rows = sum(counts.values())

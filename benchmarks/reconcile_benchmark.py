@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import platform
-import secrets
 import statistics
 import sys
 import tempfile
@@ -47,6 +46,8 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import harness
 
 from payments_pipeline import drift, migrations, store
 from payments_pipeline.config import Settings
@@ -105,20 +106,12 @@ def database(backend: str, postgres_url: str) -> Iterator[Engine]:
             finally:
                 engine.dispose()
         return
-    name = f"pp_bench_{secrets.token_hex(6)}"
-    admin = sa.create_engine(store.normalize_url(postgres_url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    url = sa.make_url(store.normalize_url(postgres_url)).set(database=name)
-    engine = store.make_engine(url.render_as_string(hide_password=False))
-    try:
-        migrations.upgrade(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.dispose()
+    with harness.own_database(postgres_url, "pp_bench") as url:
+        engine = store.make_engine(url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def seed(engine: Engine, events: list[dict[str, Any]], missing: float) -> int:
@@ -279,8 +272,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--dispatch", choices=("table", "inline"), default="table")
-    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--postgres-url", default=harness.DEFAULT_POSTGRES_URL)
     args = parser.parse_args()
+    harness.interrupt_on_signals()
     if args.drift:
         run_drift(args)
         return

@@ -23,9 +23,10 @@ import subprocess
 import sys
 import tempfile
 from collections import defaultdict
+from contextlib import ExitStack
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import harness
 
 # Reads one Dagster home's runs and prints {step: [ms, ...]} (run with the tree's own Python).
 _READ_STEPS = """
@@ -99,42 +100,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", help="commit to compare with (a temporary worktree)")
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args(argv)
-    trees: dict[str, Path] = {"this tree": REPO}
-    with tempfile.TemporaryDirectory(prefix="pp_summary_bench_") as tmp:
-        worktree = Path(tmp) / "baseline"
-        try:
-            if args.baseline:
-                subprocess.run(
-                    ["git", "worktree", "add", "--detach", str(worktree), args.baseline],
-                    check=True,
-                    cwd=REPO,
-                    capture_output=True,
-                )
-                subprocess.run(["./dev", "setup"], check=True, cwd=worktree, capture_output=True)
-                trees = {f"baseline {args.baseline}": worktree, **trees}
-            homes = {}
+    harness.interrupt_on_signals()
+    trees: dict[str, Path] = {"this tree": harness.REPO}
+    with ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="pp_summary_bench_"))
+        if args.baseline:
+            worktree, _commit = stack.enter_context(harness.baseline_tree(args.baseline))
+            trees = {f"baseline {args.baseline}": worktree, **trees}
+        homes = {}
+        for name, tree in trees.items():
+            folder = Path(tmp) / name.replace(" ", "_").replace("~", "_")
+            homes[name] = prepare(tree, folder)
+        for n in range(args.runs + 1):  # the first round warms the disk caches
             for name, tree in trees.items():
-                folder = Path(tmp) / name.replace(" ", "_").replace("~", "_")
-                homes[name] = prepare(tree, folder)
-            for n in range(args.runs + 1):  # the first round warms the disk caches
-                for name, tree in trees.items():
-                    one_run(tree, *homes[name], n)
-            results = {}
-            for name, tree in trees.items():
-                out = subprocess.run(
-                    [tree_python(tree), "-c", _READ_STEPS, str(homes[name][0])],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                    cwd=tree,
-                )
-                steps: dict[str, list[float]] = defaultdict(list, json.loads(out.stdout))
-                results[name] = {k: sorted(v)[1:] for k, v in steps.items()}  # drop the warm-up
-        finally:
-            if args.baseline and worktree.exists():
-                subprocess.run(
-                    ["git", "worktree", "remove", "--force", str(worktree)], cwd=REPO, check=False
-                )
+                one_run(tree, *homes[name], n)
+        results = {}
+        for name, tree in trees.items():
+            out = subprocess.run(
+                [tree_python(tree), "-c", _READ_STEPS, str(homes[name][0])],
+                check=True,
+                capture_output=True,
+                text=True,
+                cwd=tree,
+            )
+            steps: dict[str, list[float]] = defaultdict(list, json.loads(out.stdout))
+            results[name] = {k: sorted(v)[1:] for k, v in steps.items()}  # drop the warm-up
     print(f"summary step benchmark: {args.runs} runs per tree, alternating")
     for name, steps in results.items():
         print(f"  {name}")

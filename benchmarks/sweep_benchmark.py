@@ -34,8 +34,6 @@ import math
 import os
 import platform
 import random
-import secrets
-import signal
 import statistics
 import sys
 import time
@@ -43,25 +41,28 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
+import harness
 import sqlalchemy as sa
+from harness import fmt_s, median, progress, verdict
 from sqlalchemy import Connection, Engine, event
 
-from payments_pipeline import migrations, store
+from payments_pipeline import migrations, store, sweep
 from payments_pipeline.dispatch import NullDispatcher
 from payments_pipeline.models import SweepReason, SweepTrigger, utcnow
-from payments_pipeline.sweep import (
-    SweepParams,
-    begin_sweep,
-    claim_candidates,
-    dispatch_claimed,
-    finish_sweep,
-    run_sweep,
-)
 
-DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+# Shown with the server's version in the report's machine facts.
+PG_SETTINGS = (
+    "shared_buffers",
+    "work_mem",
+    "effective_cache_size",
+    "random_page_cost",
+    "synchronous_commit",
+    "jit",
+    "autovacuum",
+    "max_wal_size",
+)
 MINUTES = 10  # SweepParams defaults, also used by the floor and the seed loop
 STALLED_MINUTES = 30
 MAX_AGE_DAYS = 7
@@ -254,10 +255,6 @@ class Results:
         return out
 
 
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else math.nan
-
-
 def summary(r: Results) -> dict[str, Any]:
     """The headline figures and the targets, computed one way for the table and the JSON."""
     a = median(r.floor)
@@ -286,71 +283,8 @@ def summary(r: Results) -> dict[str, Any]:
 # --- databases -----------------------------------------------------------------------------------
 
 
-class Databases:
-    """Creates, copies and (always) drops the benchmark's databases through a maintenance URL."""
-
-    def __init__(self, url: str) -> None:
-        self.base_url = sa.make_url(store.normalize_url(url))
-        self.admin = store.make_engine(
-            self.base_url.render_as_string(hide_password=False),
-            isolation_level="AUTOCOMMIT",
-            poolclass=sa.NullPool,
-        )
-        self.prefix = f"pp_bench_{secrets.token_hex(4)}"
-        self.created: list[str] = []
-        self._n = 0
-
-    def url(self, name: str) -> str:
-        return self.base_url.set(database=name).render_as_string(hide_password=False)
-
-    def create(self, *, template: str | None = None) -> str:
-        name = self.prefix if template is None else f"{self.prefix}_{self._n}"
-        self._n += 1
-        self.created.append(name)  # before CREATE: an interrupt mid-CREATE is still cleaned up
-        sql = f'CREATE DATABASE "{name}"'
-        if template is not None:
-            sql += f' TEMPLATE "{template}" STRATEGY FILE_COPY'
-        with self.admin.connect() as conn:
-            conn.exec_driver_sql(sql)
-        return name
-
-    def drop(self, name: str) -> None:
-        with self.admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if name in self.created:
-            self.created.remove(name)
-
-    def drop_all(self) -> None:
-        for name in reversed(list(self.created)):
-            try:
-                self.drop(name)
-            except Exception as exc:  # keep dropping the others
-                print(f"warning: could not drop database {name}: {exc}", file=sys.stderr)
-        self.admin.dispose()
-
-    def checkpoint(self) -> None:
-        with self.admin.connect() as conn:
-            conn.exec_driver_sql("CHECKPOINT")
-
-    def server_facts(self) -> dict[str, str]:
-        with self.admin.connect() as conn:
-            facts = {"version": str(conn.exec_driver_sql("SELECT version()").scalar())}
-            for name in (
-                "shared_buffers",
-                "work_mem",
-                "effective_cache_size",
-                "random_page_cost",
-                "synchronous_commit",
-                "jit",
-                "autovacuum",
-                "max_wal_size",
-            ):
-                facts[name] = str(conn.exec_driver_sql(f"SHOW {name}").scalar())
-        return facts
-
-
 @contextmanager
-def copy_of(dbs: Databases, template: str, results: Results) -> Iterator[Engine]:
+def copy_of(dbs: harness.Databases, template: str, results: Results) -> Iterator[Engine]:
     """A fresh copy of the loaded fixture, warmed, checkpointed; dropped on exit."""
     start = time.perf_counter()
     name = dbs.create(template=template)
@@ -398,9 +332,9 @@ def pick_prime(n: int) -> int:
     return p
 
 
-def load_fixture(dbs: Databases, cfg: Config, results: Results) -> str:
+def load_fixture(dbs: harness.Databases, cfg: Config, results: Results) -> str:
     """Create, migrate and fill the template database; returns its name."""
-    name = dbs.create()
+    name = dbs.create(dbs.prefix)
     engine = store.make_engine(dbs.url(name))
     try:
         start = time.perf_counter()
@@ -463,6 +397,8 @@ class StatementLog:
     @staticmethod
     def kind(statement: str) -> str:
         words = statement.split()
+        if words[0] == "WITH" and "UPDATE webhook_events" in statement:
+            return "update webhook_events"  # the claim: its locking CTE, then the UPDATE
         if words[0] == "UPDATE":
             return f"update {words[1]}"
         if words[0] == "INSERT":
@@ -484,7 +420,11 @@ class StatementLog:
         stats["s"] += elapsed
         stats["max_s"] = max(stats["max_s"], elapsed)
         if self.phase == "claim" and kind == "update webhook_events":
-            ids = sum(1 for k in parameters if k.startswith("id_"))
+            # The ids: one array parameter (`id = ANY(...)`), or one parameter per id.
+            ids = sum(
+                len(v) if isinstance(v, list | tuple) else k.startswith("id_")
+                for k, v in parameters.items()
+            )
             self.batches.append((claim_reason(statement), ids, elapsed))
         if self.capture:
             self.captured.append((self.phase, statement, parameters))
@@ -509,22 +449,22 @@ def measure_sweep(
     """(b): the sweep's phases, timed one by one, chained exactly as `run_sweep` chains them."""
     stmts = StatementLog(engine)
     stmts.capture = capture
-    params = SweepParams(batch_size=batch_size)
+    params = sweep.SweepParams(batch_size=batch_size)
     stmts.phase = "scan"
     t0 = time.perf_counter()
-    scan = begin_sweep(engine, params, trigger=SweepTrigger.CLI)
+    scan = sweep.begin_sweep(engine, params, trigger=SweepTrigger.CLI)
     stmts.phase = "claim"
     t1 = time.perf_counter()
-    claim = claim_candidates(engine, scan)
+    claim = sweep.claim_candidates(engine, scan)
     t2 = time.perf_counter()
     stmts.capture = False
     dispatch_s = finish_s = 0.0
     if not claim_only:
         stmts.phase = "dispatch"
-        dispatch = dispatch_claimed(engine, scan, claim, NullDispatcher())
+        dispatch = sweep.dispatch_claimed(engine, scan, claim, NullDispatcher())
         t3 = time.perf_counter()
         stmts.phase = "finish"
-        finish_sweep(engine, scan, claim, dispatch)
+        sweep.finish_sweep(engine, scan, claim, dispatch)
         dispatch_s, finish_s = t3 - t2, time.perf_counter() - t3
     times = PhaseTimes(
         scan=t1 - t0,
@@ -555,7 +495,7 @@ def prepared_statements(engine: Engine) -> list[dict[str, Any]]:
 def measure_seed_loop(engine: Engine, sample: int, rng: random.Random) -> SeedLoop:
     """(c): the seed's shape, one autocommit round trip per candidate; the candidates come from a
     dry-run scan (not timed), the sample is drawn at random and walked in id order."""
-    scan = begin_sweep(engine, SweepParams(), dry_run=True)
+    scan = sweep.begin_sweep(engine, sweep.SweepParams(), dry_run=True)
     chosen = sorted(
         rng.sample(list(scan.candidates), min(sample, len(scan.candidates))),
         key=lambda c: c.event.id,
@@ -605,13 +545,13 @@ def measure_empty(engine: Engine, runs: int) -> tuple[list[float], int]:
         )
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("VACUUM ANALYZE")
-    params = SweepParams()
-    run_sweep(engine, params, NullDispatcher())  # warm-up, not counted
+    params = sweep.SweepParams()
+    sweep.run_sweep(engine, params, NullDispatcher())  # warm-up, not counted
     times: list[float] = []
     expired = 0
     for _ in range(runs):
         start = time.perf_counter()
-        result = run_sweep(engine, params, NullDispatcher())
+        result = sweep.run_sweep(engine, params, NullDispatcher())
         times.append(time.perf_counter() - start)
         if result.total.scanned:
             raise RuntimeError(f"empty sweep found {result.total.scanned} candidates")
@@ -635,10 +575,22 @@ def measure_explains(engine: Engine, captured: list[tuple[str, str, Any]]) -> di
     scans = [
         (s, p) for phase, s, p in captured if phase == "scan" and s.lstrip().startswith("SELECT")
     ]
-    claims = [(s, p) for phase, s, p in captured if phase == "claim" and s.startswith("UPDATE")]
+    claims = [
+        (s, p)
+        for phase, s, p in captured
+        if phase == "claim" and StatementLog.kind(s) == "update webhook_events"
+    ]
     with engine.connect() as conn:
-        for i, (statement, parameters) in enumerate(scans):
-            label = "count_expired" if "count(" in statement else f"scan {REASON_ORDER[i]}"
+        # The scans come in SweepReason order, then count_expired; the list of the oldest expired
+        # rows that may follow (a LIMIT over what count_expired read) is left out.
+        reasons = iter(REASON_ORDER)
+        for statement, parameters in scans:
+            if "count(" in statement:
+                label = "count_expired"
+            elif (reason := next(reasons, None)) is not None:
+                label = f"scan {reason}"
+            else:
+                continue
             out[label] = explain(conn, statement, parameters)
         conn.rollback()
         seen: set[str] = set()
@@ -676,12 +628,6 @@ def explain_text(conn: Connection, sql: str, params: dict[str, Any]) -> str:
 
 
 # --- reporting -----------------------------------------------------------------------------------
-
-
-def fmt_s(value: float) -> str:
-    if math.isnan(value):
-        return "-"
-    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
 
 
 def plan_summary(plan: str, width: int = 150) -> str:
@@ -775,9 +721,6 @@ def render(r: Results, cfg: Config) -> str:
     add("")
     add("targets")
 
-    def verdict(ok: bool) -> str:
-        return "MET" if ok else "MISSED"
-
     add(
         f"  (b) <= 1.3 x (a): {s['b_over_a_median_of_ratios']:.2f}x (median of per-rep ratios; "
         f"ratio of medians {s['b_over_a_ratio_of_medians']:.2f}x)  "
@@ -854,7 +797,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     parser.add_argument("--empty-runs", type=int, default=20, help="(d) runs")
     parser.add_argument(
         "--postgres-url",
-        default=os.environ.get("PAYMENTS_BENCH_POSTGRES_URL", DEFAULT_URL),
+        default=os.environ.get("PAYMENTS_BENCH_POSTGRES_URL", harness.DEFAULT_POSTGRES_URL),
         help="maintenance URL; the benchmark creates and drops its own databases",
     )
     parser.add_argument("--json", dest="json_path", help="write all results as JSON ('-': stdout)")
@@ -887,24 +830,16 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     )
 
 
-def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def run(cfg: Config, dbs: Databases) -> Results:
+def run(cfg: Config, dbs: harness.Databases) -> Results:
     r = Results()
     r.config = asdict(cfg)
     r.machine = {
         "nproc": os.cpu_count(),
-        "ram_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "ram_gb": harness.ram_gb(),
         "python": platform.python_version(),
         "sqlalchemy": sa.__version__,
         "platform": platform.platform(),
-        "postgres": dbs.server_facts(),
+        "postgres": dbs.server_facts(PG_SETTINGS),
     }
     progress(f"loading {cfg.events:,} events into {dbs.prefix}")
     template = load_fixture(dbs, cfg, r)
@@ -943,7 +878,9 @@ def run(cfg: Config, dbs: Databases) -> Results:
         progress(f"batch {size}: claim {r.batch_claim[size].claim:.3f} s")
     with copy_of(dbs, template, r) as engine:
         start = time.perf_counter()
-        whole = run_sweep(engine, SweepParams(batch_size=cfg.batch_size), NullDispatcher())
+        whole = sweep.run_sweep(
+            engine, sweep.SweepParams(batch_size=cfg.batch_size), NullDispatcher()
+        )
         r.run_sweep_whole = time.perf_counter() - start
         r.run_sweep_claimed = whole.total.dispatched
         progress(f"run_sweep {r.run_sweep_whole:.3f} s; (d) empty sweeps")
@@ -956,10 +893,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The sweep logs one INFO line per dispatched event and a WARNING per provider with expired
     # rows; neither is what is measured here.
     logging.basicConfig(level=logging.ERROR)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    # Also when started in the background, where a non-interactive shell leaves SIGINT ignored.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    dbs = Databases(cfg.postgres_url)
+    harness.interrupt_on_signals()
+    dbs = harness.Databases(cfg.postgres_url)
     started = time.perf_counter()
     try:
         results = run(cfg, dbs)

@@ -76,7 +76,7 @@ def start_attempt(
             return None
         return Attempt(event=event, number=event.attempts)
 
-    return store.in_transaction(engine, claim)
+    return store.in_transaction(engine, claim, flush=False)
 
 
 def _apply(
@@ -225,6 +225,7 @@ def claim_batch(
         lambda conn: store.claim_dispatched_batch(
             conn, limit=limit, now=at, max_attempts=settings.max_attempts
         ),
+        flush=False,
     )
     return [Attempt(event=e, number=e.attempts) for e in events]
 
@@ -250,7 +251,7 @@ def claim_events(
                 log.warning("webhook event %s is dead: retry budget spent", event_id)
         return [Attempt(event=e, number=e.attempts) for e in events]
 
-    return store.in_transaction(engine, claim)
+    return store.in_transaction(engine, claim, flush=False)
 
 
 def process_events(

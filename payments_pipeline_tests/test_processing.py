@@ -586,3 +586,59 @@ def test_gate_rejects_bad_keys(sqlite_engine: Engine, provider: str) -> None:
             payload="",
             minutes=10,
         )
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_claims_commit_without_a_flush_and_effects_with_one(
+    engine: Engine, event_factory: EventFactory
+) -> None:
+    """The three processing claims (one event, a message's ids, the table worker's batch) commit
+    with `synchronous_commit = off`; the transactions that write the payment and the ledger
+    never do, so an effect is durable only with its claim before it in the log."""
+    settings = make_settings(engine)
+    transactions: list[list[str]] = []
+
+    def began(conn: sa.Connection) -> None:
+        transactions.append([])
+
+    def executed(conn, cursor, statement: str, *args: object) -> None:
+        transactions[-1].append(statement)
+
+    sa.event.listen(engine, "begin", began)
+    sa.event.listen(engine, "before_cursor_execute", executed)
+    try:
+        ids = [
+            event_factory(
+                Provider.STRIPE,
+                payload=stripe_payload(f"evt_f{i}", reference=f"pi_f{i}", amount=100 + i),
+                dispatched_at=ago(seconds=1),
+            )
+            for i in range(4)
+        ]
+        transactions.clear()
+        registry = default_registry()
+        assert process_event(engine, ids[0], settings=settings, registry=registry) is (
+            ProcessOutcome.PROCESSED
+        )
+        first = process_events(engine, ids[1:3], settings=settings, registry=registry)
+        assert set(first.values()) == {ProcessOutcome.PROCESSED}
+        again = process_events(engine, ids[1:3], settings=settings, registry=registry)  # redelivery
+        assert set(again.values()) == {ProcessOutcome.NOT_CLAIMED}
+        attempts = claim_batch(engine, settings=settings, limit=10)
+        assert [a.event.id for a in attempts] == [ids[3]]
+        complete_attempts(engine, attempts, settings=settings, registry=registry)
+    finally:
+        sa.event.remove(engine, "begin", began)
+        sa.event.remove(engine, "before_cursor_execute", executed)
+
+    def unflushed(tx: list[str]) -> bool:
+        return any("synchronous_commit" in s for s in tx)
+
+    def writes_effects(tx: list[str]) -> bool:
+        return any(s.lstrip().upper().startswith("INSERT INTO PAYMENT") for s in tx)
+
+    assert sum(map(unflushed, transactions)) == 4  # one, two messages, one batch
+    assert sum(map(writes_effects, transactions)) == 3  # one, the first message, the batch
+    assert not any(unflushed(tx) and writes_effects(tx) for tx in transactions)
+    assert all(tx[0] == "SET LOCAL synchronous_commit = off" for tx in transactions if unflushed(tx))
+    assert _ledger_count(engine) == 4

@@ -94,11 +94,24 @@ def is_retryable(exc: BaseException) -> bool:
     return bool(args) and args[0] in _RETRYABLE_MYSQL
 
 
-def in_transaction(engine: Engine, work: Callable[[Connection], T], *, attempts: int = 5) -> T:
-    """Run `work` in one transaction, again from scratch if the database broke a deadlock."""
+def in_transaction(
+    engine: Engine, work: Callable[[Connection], T], *, attempts: int = 5, flush: bool = True
+) -> T:
+    """Run `work` in one transaction, again from scratch if the database broke a deadlock.
+
+    `flush=False` (a processing claim, nothing else): the commit returns without waiting for the
+    write-ahead log to reach the disk, where the database allows it per transaction (PostgreSQL's
+    `synchronous_commit = off`; elsewhere the commit is the usual one). Safe for a claim because
+    whatever depends on it commits later with a flush, which writes the log up to and past the
+    claim: an effect is never durable without its claim. A crash of the server in between loses
+    the claim alone, and the event is where it was before it (the sweep finds it, as after a
+    worker that died before committing its claim)."""
+    statement = None if flush else backend_for(engine.dialect.name).unflushed_commit_statement()
     for attempt in range(1, attempts + 1):
         try:
             with engine.begin() as conn:
+                if statement is not None:
+                    conn.exec_driver_sql(statement)
                 return work(conn)
         except sa.exc.DBAPIError as exc:
             if attempt == attempts or not is_retryable(exc):

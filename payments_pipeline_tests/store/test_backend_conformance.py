@@ -240,6 +240,34 @@ def test_audit_insert_writes_exactly_the_rows_given(engine: Engine) -> None:
     assert _count(engine, store.sweep_events) == len(rows) + 3
 
 
+# --- unflushed commits (a processing claim) --------------------------------------------------
+
+
+def test_an_unflushed_transaction_commits_its_work_and_leaves_the_next_one_flushed(
+    engine: Engine,
+) -> None:
+    """`in_transaction(flush=False)`: the work commits like any other (a second connection reads
+    it); on PostgreSQL that one transaction runs with `synchronous_commit = off` and the setting
+    ends with it (SET LOCAL), so the pooled connection's next transaction flushes again."""
+    settings: list[object] = []
+
+    def claim(conn: Connection) -> int | None:
+        if engine.dialect.name == "postgresql":
+            settings.append(conn.exec_driver_sql("SHOW synchronous_commit").scalar())
+        return backend_for(conn).insert_if_absent(conn, store.webhook_events, _event_values("uf"))
+
+    new_id = store.in_transaction(engine, claim, flush=False)
+    assert new_id is not None
+    assert _count(engine, store.webhook_events, E.id == new_id) == 1
+    if engine.dialect.name == "postgresql":
+        assert settings == ["off"]
+        with engine.begin() as conn:
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+        assert backend_for(engine).unflushed_commit_statement() is not None
+    else:  # MySQL's setting is server-wide, SQLite's per connection: the commit is the usual one
+        assert backend_for(engine).unflushed_commit_statement() is None
+
+
 # --- engine set-up ---------------------------------------------------------------------------
 
 

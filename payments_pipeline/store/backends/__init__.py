@@ -42,6 +42,10 @@ class Backend(Protocol):
         """Install the connection set-up on a new engine (session settings, BEGIN); `serial`: no
         parallel plans."""
 
+    def unflushed_commit_statement(self) -> str | None:
+        """The statement that lets one transaction commit without waiting for the log flush
+        (a processing claim, `in_transaction(flush=False)`); None where there is none."""
+
     def insert_if_absent_statement(self, table: sa.Table) -> Any:
         """The INSERT `insert_if_absent` runs, built once per table (values go in at execution)."""
 

@@ -72,6 +72,12 @@ class Basic:
         """The session setting that turns parallel plans off; None: the server makes none."""
         return None
 
+    def unflushed_commit_statement(self) -> str | None:
+        """The statement that lets this transaction's commit return before the log is flushed;
+        None: the database has no such setting per transaction (MySQL's is server-wide, SQLite's
+        per connection)."""
+        return None
+
     # --- insert-if-absent ---
 
     def insert_if_absent_statement(self, table: sa.Table) -> Any:

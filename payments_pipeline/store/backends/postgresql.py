@@ -32,6 +32,9 @@ class PostgreSQL(Basic):
         ~2 ms (the backlog's UNION ALL over the stuck reasons on 1M rows, EXPLAIN ANALYZE)."""
         return "SET max_parallel_workers_per_gather = 0"
 
+    def unflushed_commit_statement(self) -> str | None:
+        return "SET LOCAL synchronous_commit = off"
+
     def claimable(self, ids: Ids, where: Where) -> Where:
         """The rows among `ids` that match and that no other transaction holds (SKIP
         LOCKED): rows locked by a concurrent claim belong to it, and are never waited on.

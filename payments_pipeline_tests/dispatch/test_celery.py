@@ -28,7 +28,7 @@ from payments_pipeline.config import Settings
 from payments_pipeline.definitions import defs
 from payments_pipeline.defs.resources import sweep_run_config
 from payments_pipeline.dispatch import build_dispatcher
-from payments_pipeline.dispatch import celery as engine_module
+from payments_pipeline.dispatch import celery as celery_dispatch
 from payments_pipeline.dispatch.celery import CeleryDispatcher, configure, task_time_limits
 from payments_pipeline.http.app import create_app
 from payments_pipeline.models import (
@@ -114,11 +114,11 @@ def _payment(engine: Engine, reference: str) -> tuple[PaymentStatus, int | None]
 
 @pytest.mark.parametrize(
     "task",
-    [engine_module.process_webhook_events, engine_module.process_webhook_event],
+    [celery_dispatch.process_webhook_events, celery_dispatch.process_webhook_event],
     ids=["many", "one"],
 )
 def test_the_task_settings_on_the_app(task: Task) -> None:
-    app = engine_module.app
+    app = celery_dispatch.app
     assert task.name in (
         "payments_pipeline.process_webhook_events",
         "payments_pipeline.process_webhook_event",
@@ -131,10 +131,10 @@ def test_the_task_settings_on_the_app(task: Task) -> None:
     assert tuple(task.autoretry_for) == () and task.max_retries == 0
     assert task.retry_on_worker_lost is False
     assert app.conf.task_serializer == "json" and list(app.conf.accept_content) == ["json"]
-    timeout = engine_module._settings.processing_timeout.total_seconds()
+    timeout = celery_dispatch._settings.processing_timeout.total_seconds()
     soft, hard = app.conf.task_soft_time_limit, app.conf.task_time_limit
     assert 0 < soft < hard < timeout
-    assert app.conf.task_default_queue == engine_module._settings.celery_queue
+    assert app.conf.task_default_queue == celery_dispatch._settings.celery_queue
 
 
 def test_time_limits_stay_below_any_processing_timeout() -> None:
@@ -250,8 +250,8 @@ def test_a_worker_killed_mid_task_gets_the_message_back_and_the_sweep_applies_it
     since = worker.mark()
     # The former message (one id), still accepted: queued before an upgrade.
     event_id = _taken_not_handed_on(engine, "evt_kill", reference="pi_kill", amount=700)
-    with engine_module.broker_connection(settings) as connection:
-        engine_module.process_webhook_event.apply_async(
+    with celery_dispatch.broker_connection(settings) as connection:
+        celery_dispatch.process_webhook_event.apply_async(
             args=[event_id], queue=settings.celery_queue, connection=connection
         )
     deadline = time.monotonic() + 30
@@ -280,8 +280,8 @@ def test_a_worker_killed_mid_task_gets_the_message_back_and_the_sweep_applies_it
 
 def _publish_ids(settings: Settings, ids: list[int]) -> None:
     """One `process_webhook_events` message carrying `ids`."""
-    with engine_module.broker_connection(settings) as connection:
-        engine_module.process_webhook_events.apply_async(
+    with celery_dispatch.broker_connection(settings) as connection:
+        celery_dispatch.process_webhook_events.apply_async(
             args=[ids], queue=settings.celery_queue, connection=connection
         )
 

@@ -21,7 +21,14 @@ from payments_pipeline.models import EventStatus, GateOutcome, ProcessOutcome, P
 from payments_pipeline.processing import process_event, process_events
 from payments_pipeline.sweep import SweepParams, run_sweep
 
-from .helpers import RecordingDispatcher, ago, fetch_event, make_settings, stripe_payload
+from .helpers import (
+    RecordingDispatcher,
+    ago,
+    fetch_event,
+    make_settings,
+    receive_and_dispatch,
+    stripe_payload,
+)
 
 T = TypeVar("T")
 
@@ -45,14 +52,14 @@ def test_eight_gate_callers_dispatch_one_event_once(engine: Engine) -> None:
         key = f"evt_race_{round_}"
         results = run_together(
             8,
-            lambda _i, key=key: gate.receive(
+            lambda _i, key=key: receive_and_dispatch(
                 engine,
+                dispatcher,
                 provider="stripe",
                 provider_event_id=key,
                 event_type="payment_intent.succeeded",
                 payload=payload,
                 minutes=10,
-                dispatcher=dispatcher,
             ),
         )
         outcomes = Counter(r.outcome for r in results)

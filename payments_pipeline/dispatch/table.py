@@ -22,4 +22,3 @@ class TableDispatcher:
 
     def dispatch_many(self, events: Sequence[EventRef]) -> list[Unsent]:
         return []
-

@@ -678,12 +678,12 @@ def _celery_worker(
 )
 @click.option(
     "--dispatch",
-    type=click.Choice(["inline", "table", "celery", "none", "queue"]),
+    type=click.Choice(["inline", "table", "celery", "none"]),
     default=None,
     help="Overrides PAYMENTS_DISPATCH for the receiver. inline: process claimed events after "
-    "answering; table: claim only, `payments-pipeline worker` processes take them from the table "
-    "(`queue` is its former name); celery: publish a task after answering, Celery workers process "
-    "it; none: claim only, the sweep processes them later (to measure the door alone).",
+    "answering; table: claim only, `payments-pipeline worker` processes take them from the table; "
+    "celery: publish a task after answering, Celery workers process it; none: claim only, the "
+    "sweep processes them later (to measure the door alone).",
 )
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
 @click.option(

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine
 
 from . import store
-from .dispatch import Dispatcher
 from .models import KEY_LENGTH, EventRef, EventStatus, GateOutcome, Provider, ReceivedVia, utcnow
 
 log = logging.getLogger(__name__)
@@ -46,15 +45,13 @@ def receive(
     event_type: str,
     payload: str,
     minutes: int,
-    dispatcher: Dispatcher | None = None,
     now: dt.datetime | None = None,
     received_via: ReceivedVia = ReceivedVia.WEBHOOK,
 ) -> ReceiveResult:
-    """Record a delivery and decide, atomically, whether this caller dispatches it.
-
-    With a `dispatcher`, a winning claim is dispatched after the commit; without one the caller
-    dispatches when `result.should_dispatch` (the HTTP receiver answers first, then dispatches).
-    A reconciliation receives the events it lists here too, `received_via = api`.
+    """Record a delivery and decide, atomically, whether this caller dispatches it: the caller
+    hands the event on when `result.should_dispatch`, after the commit (the HTTP receiver answers
+    first, then dispatches). A reconciliation receives the events it lists here too,
+    `received_via = api`.
     """
     provider = Provider(provider)
     if not provider_event_id or len(provider_event_id) > KEY_LENGTH:
@@ -80,7 +77,7 @@ def receive(
     )
     if new_id is not None:
         ref = EventRef(new_id, provider, provider_event_id, event_type)
-        return _decided(ReceiveResult(ref, GateOutcome.DISPATCHED, created=True), dispatcher)
+        return _decided(ReceiveResult(ref, GateOutcome.DISPATCHED, created=True))
 
     def claim(conn: Connection) -> tuple[EventRef, GateOutcome]:
         found = store.get_event_state(conn, provider=provider, provider_event_id=provider_event_id)
@@ -98,10 +95,10 @@ def receive(
         return ref, GateOutcome.RECEIVED
 
     ref, outcome = store.in_transaction(engine, claim)
-    return _decided(ReceiveResult(ref, outcome, created=False), dispatcher)
+    return _decided(ReceiveResult(ref, outcome, created=False))
 
 
-def _decided(result: ReceiveResult, dispatcher: Dispatcher | None) -> ReceiveResult:
+def _decided(result: ReceiveResult) -> ReceiveResult:
     ref, outcome = result.event, result.outcome
     log.info(
         "webhook received provider=%s provider_event_id=%s event_type=%s outcome=%s",
@@ -110,6 +107,4 @@ def _decided(result: ReceiveResult, dispatcher: Dispatcher | None) -> ReceiveRes
         ref.event_type,
         outcome.value,
     )
-    if dispatcher is not None and result.should_dispatch:
-        dispatcher.dispatch(ref)
     return result

@@ -106,11 +106,6 @@ class DispatchMode(StrEnum):
     CELERY = "celery"  # publish a Celery task; Celery workers process it
     NONE = "none"  # the receiver only: intake alone, a sweep or a worker picks it up later
 
-    @classmethod
-    def _missing_(cls, value: object) -> DispatchMode | None:
-        # `queue` was the table engine's first name (`serve --dispatch queue`).
-        return cls.TABLE if value == "queue" else None
-
 
 # The engines a sweep, a replay and `PAYMENTS_DISPATCH` may name (`none` is the receiver's own).
 PROCESSING_DISPATCH_MODES = (DispatchMode.INLINE, DispatchMode.TABLE, DispatchMode.CELERY)

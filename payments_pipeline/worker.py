@@ -205,16 +205,16 @@ def run_celery_worker(
     With `metrics` (host, port), this process serves the metrics its pool processes write to the
     multiprocess directory, which the caller has set up (`metrics_dir`).
     """
-    from .dispatch import celery as engine
+    from .dispatch import celery as celery_dispatch
 
     try:
-        engine.check_broker(settings)
-    except engine.BrokerUnavailable as exc:
+        celery_dispatch.check_broker(settings)
+    except celery_dispatch.BrokerUnavailable as exc:
         raise WorkerStartError(str(exc)) from None
     endpoint = None if metrics is None else MetricsEndpoint(*metrics)
     try:
         return _start_celery_worker(
-            engine.app, queue=queue, concurrency=concurrency, loglevel=loglevel
+            celery_dispatch.app, queue=queue, concurrency=concurrency, loglevel=loglevel
         )
     finally:
         if endpoint is not None:

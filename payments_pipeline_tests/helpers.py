@@ -1,4 +1,5 @@
-"""Helpers shared by the tests: payload builders, settings, a recording dispatcher."""
+"""Helpers shared by the tests: payload builders, settings, a recording dispatcher, deliveries
+through the gate."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from payments_pipeline import store
+from payments_pipeline import gate, store
 from payments_pipeline.config import Settings
+from payments_pipeline.dispatch import Dispatcher, TableDispatcher
+from payments_pipeline.gate import ReceiveResult
 from payments_pipeline.models import WebhookEvent, utcnow
 from payments_pipeline.providers import samples
 
@@ -104,3 +107,29 @@ def metric_samples(text: str) -> MetricSamples:
 def metric_value(samples: MetricSamples, name: str, **labels: str) -> float:
     """One sample's value; 0 when the scrape has no such series."""
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def receive_and_dispatch(engine: Engine, dispatcher: Dispatcher, **delivery: Any) -> ReceiveResult:
+    """`gate.receive(engine, **delivery)`, then the hand-off a door makes when its claim won."""
+    result = gate.receive(engine, **delivery)
+    if result.should_dispatch:
+        dispatcher.dispatch(result.event)
+    return result
+
+
+def receive_stripe(
+    engine: Engine, key: str, dispatcher: Dispatcher | None = None, **fields: Any
+) -> int:
+    """A new Stripe `payment_intent.succeeded` the gate takes and hands to `dispatcher` (without
+    one, the claim is all: the `table` engine's hand-off); its event id."""
+    result = receive_and_dispatch(
+        engine,
+        dispatcher or TableDispatcher(),
+        provider="stripe",
+        provider_event_id=key,
+        event_type=samples.PAYMENT_INTENT_SUCCEEDED,
+        payload=stripe_payload(key, **fields),
+        minutes=10,
+    )
+    assert result.should_dispatch
+    return result.event.id

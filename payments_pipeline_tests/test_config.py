@@ -39,8 +39,6 @@ def test_dispatch_engine_is_one_setting_with_the_receivers_override() -> None:
     assert load_settings({}).receiver_mode is DispatchMode.INLINE
     table = load_settings({"PAYMENTS_DISPATCH": "table"})
     assert table.dispatch is DispatchMode.TABLE and table.receiver_mode is DispatchMode.TABLE
-    # `queue` is the table engine's former name
-    assert load_settings({"PAYMENTS_DISPATCH": "Queue"}).dispatch is DispatchMode.TABLE
     both = load_settings({"PAYMENTS_DISPATCH": "table", "PAYMENTS_RECEIVER_DISPATCH": "none"})
     assert both.dispatch is DispatchMode.TABLE and both.receiver_mode is DispatchMode.NONE
 
@@ -50,7 +48,9 @@ def test_dispatch_engine_is_one_setting_with_the_receivers_override() -> None:
     [
         ("PAYMENTS_DISPATCH", "none"),
         ("PAYMENTS_DISPATCH", "kafka"),
+        ("PAYMENTS_DISPATCH", "queue"),  # no alias of `table`
         ("PAYMENTS_RECEIVER_DISPATCH", "x"),
+        ("PAYMENTS_RECEIVER_DISPATCH", "queue"),
     ],
 )
 def test_unknown_dispatch_engine_is_one_clear_error(name: str, raw: str) -> None:

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from payments_pipeline import gate, store
+from payments_pipeline import store
 from payments_pipeline.dismiss import DismissError, dismiss_events
 from payments_pipeline.models import EventStatus, GateOutcome, Provider, SweepOutcome
 from payments_pipeline.replay import replay_events
@@ -16,7 +16,7 @@ from payments_pipeline.status import read_backlog, read_status
 from payments_pipeline.sweep import SweepParams, run_sweep
 
 from .conftest import EventFactory
-from .helpers import RecordingDispatcher, ago, fetch_event, make_settings
+from .helpers import RecordingDispatcher, ago, fetch_event, make_settings, receive_and_dispatch
 
 PARAMS = SweepParams(minutes=10, max_age_days=7)
 DISMISSIBLE = "only dead or expired stuck events are dismissed"
@@ -133,14 +133,14 @@ def test_dismissed_events_are_never_swept_nor_counted_as_dead_stuck_or_expired(
 
     # A late duplicate delivery of the never-dispatched one is not handed on either.
     ref = fetch_event(engine, never_dispatched_old)
-    late = gate.receive(
+    late = receive_and_dispatch(
         engine,
+        dispatcher,
         provider=ref.provider,
         provider_event_id=ref.provider_event_id,
         event_type=ref.event_type,
         payload=ref.payload,
         minutes=10,
-        dispatcher=dispatcher,
     )
     assert late.outcome is GateOutcome.RECEIVED and dispatcher.ids == []
     assert fetch_event(engine, never_dispatched_old).status is EventStatus.DISMISSED

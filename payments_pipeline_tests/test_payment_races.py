@@ -15,13 +15,13 @@ from collections import Counter
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from payments_pipeline import gate, payment_state, store
+from payments_pipeline import payment_state, store
 from payments_pipeline.dispatch import InlineDispatcher
 from payments_pipeline.models import EventStatus, PaymentFacts, PaymentStatus, Provider
 from payments_pipeline.providers import stripe
 from payments_pipeline.sweep import SweepParams, run_sweep
 
-from .helpers import make_settings, stripe_payload
+from .helpers import make_settings, receive_and_dispatch, stripe_payload
 from .test_races import run_together
 
 WORKERS = 8
@@ -31,6 +31,21 @@ TYPES = (
     "charge.refunded",
     "checkout.session.completed",
 )
+
+
+def _deliver(
+    engine: Engine, dispatcher: InlineDispatcher, key: str, event_type: str, body: str
+) -> None:
+    """A Stripe delivery through the gate, processed inline when this caller's claim won."""
+    receive_and_dispatch(
+        engine,
+        dispatcher,
+        provider="stripe",
+        provider_event_id=key,
+        event_type=event_type,
+        payload=body,
+        minutes=10,
+    )
 
 
 def test_duplicates_and_out_of_order_events_from_parallel_workers(engine: Engine) -> None:
@@ -57,15 +72,7 @@ def test_duplicates_and_out_of_order_events_from_parallel_workers(engine: Engine
 
     def worker(i: int) -> None:
         for key, event_type, body in deliveries[i::WORKERS]:
-            gate.receive(
-                engine,
-                provider="stripe",
-                provider_event_id=key,
-                event_type=event_type,
-                payload=body,
-                minutes=10,
-                dispatcher=dispatcher,
-            )
+            _deliver(engine, dispatcher, key, event_type, body)
 
     run_together(WORKERS, worker)
     run_sweep(engine, SweepParams(), dispatcher)
@@ -89,28 +96,18 @@ def test_compare_and_set_refuses_a_decision_taken_on_a_stale_read(engine: Engine
     settings = make_settings(engine)
     dispatcher = InlineDispatcher(engine, settings)
     first = stripe_payload("evt_a", "checkout.session.completed", reference="pi_x")
-    gate.receive(
+    _deliver(
         engine,
-        provider="stripe",
-        provider_event_id="evt_a",
-        event_type="checkout.session.completed",
-        payload=first.replace('"paid"', '"unpaid"'),
-        minutes=10,
-        dispatcher=dispatcher,
+        dispatcher,
+        "evt_a",
+        "checkout.session.completed",
+        first.replace('"paid"', '"unpaid"'),
     )
     with engine.connect() as conn:
         stale = store.get_payment(conn, provider=Provider.STRIPE, reference="pi_x")
     assert stale is not None and stale.status.value == "pending"
     refund = stripe_payload("evt_b", "charge.refunded", reference="pi_x")
-    gate.receive(
-        engine,
-        provider="stripe",
-        provider_event_id="evt_b",
-        event_type="charge.refunded",
-        payload=refund,
-        minutes=10,
-        dispatcher=dispatcher,
-    )
+    _deliver(engine, dispatcher, "evt_b", "charge.refunded", refund)
     with engine.begin() as conn:
         landed = store.update_payment_if_unchanged(
             conn,

@@ -19,13 +19,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from payments_pipeline import gate, store
+from payments_pipeline import store
 from payments_pipeline.config import Settings
 from payments_pipeline.dispatch import InlineDispatcher
 from payments_pipeline.models import EventStatus, PaymentStatus, Provider
 from payments_pipeline.providers import monetbil, samples
 
-from .helpers import fetch_event
+from .helpers import fetch_event, receive_and_dispatch
 from .helpers import payment_rows as _rows
 
 P = PaymentStatus
@@ -267,14 +267,14 @@ ORDERS: dict[str, Callable[[list[Delivery]], Sequence[Delivery]]] = {
 def _deliver(engine: Engine, settings: Settings, events: Sequence[Delivery]) -> None:
     dispatcher = InlineDispatcher(engine, settings)
     for e in events:
-        gate.receive(
+        receive_and_dispatch(
             engine,
+            dispatcher,
             provider=e.provider,
             provider_event_id=e.key,
             event_type=e.event_type,
             payload=e.payload,
             minutes=settings.stuck_requeue_minutes,
-            dispatcher=dispatcher,
         )
 
 

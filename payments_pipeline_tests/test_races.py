@@ -12,16 +12,31 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from payments_pipeline import gate, store
 from payments_pipeline.handlers import HandlerContext, HandlerRegistry, default_registry
-from payments_pipeline.models import EventStatus, GateOutcome, ProcessOutcome, Provider, utcnow
+from payments_pipeline.models import (
+    PROVIDERS,
+    EventStatus,
+    GateOutcome,
+    ProcessOutcome,
+    Provider,
+    utcnow,
+)
 from payments_pipeline.processing import process_event, process_events
 from payments_pipeline.sweep import SweepParams, run_sweep
 
-from .helpers import RecordingDispatcher, ago, fetch_event, make_settings, stripe_payload
+from .helpers import (
+    RecordingDispatcher,
+    ago,
+    fetch_event,
+    make_settings,
+    receive_and_dispatch,
+    stripe_payload,
+)
 
 T = TypeVar("T")
 
@@ -38,6 +53,27 @@ def run_together(n: int, work: Callable[[int], T]) -> list[T]:
         return list(pool.map(go, range(n)))
 
 
+class CountingHandlers:
+    """A registry whose `payment_intent.succeeded` handlers (both providers) count how many times
+    each event was applied, from any thread."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[int] = Counter()
+        self._lock = threading.Lock()
+        self.registry = HandlerRegistry()
+        for provider in PROVIDERS:
+            self.registry.register(provider, "payment_intent.succeeded", self._count)
+
+    def _count(self, ctx: HandlerContext) -> None:
+        with self._lock:
+            self.counts[ctx.event.id] += 1
+
+
+@pytest.fixture
+def counting() -> CountingHandlers:
+    return CountingHandlers()
+
+
 def test_eight_gate_callers_dispatch_one_event_once(engine: Engine) -> None:
     dispatcher = RecordingDispatcher()
     payload = stripe_payload("evt_race")
@@ -45,14 +81,14 @@ def test_eight_gate_callers_dispatch_one_event_once(engine: Engine) -> None:
         key = f"evt_race_{round_}"
         results = run_together(
             8,
-            lambda _i, key=key: gate.receive(
+            lambda _i, key=key: receive_and_dispatch(
                 engine,
+                dispatcher,
                 provider="stripe",
                 provider_event_id=key,
                 event_type="payment_intent.succeeded",
                 payload=payload,
                 minutes=10,
-                dispatcher=dispatcher,
             ),
         )
         outcomes = Counter(r.outcome for r in results)
@@ -183,19 +219,12 @@ def test_stale_worker_blocked_in_its_handler_is_fenced_out(engine: Engine) -> No
     assert event.status is EventStatus.PROCESSED and event.attempts == 2
 
 
-def test_parallel_processing_claims_each_event_once(engine: Engine) -> None:
+def test_parallel_processing_claims_each_event_once(
+    engine: Engine, counting: CountingHandlers
+) -> None:
     settings = make_settings(engine)
     ids = _seed_stuck(engine, 40)
-    counts: Counter[int] = Counter()
-    lock = threading.Lock()
-    registry = HandlerRegistry()
-
-    def count(ctx: HandlerContext) -> None:
-        with lock:
-            counts[ctx.event.id] += 1
-
-    registry.register(Provider.STRIPE, "payment_intent.succeeded", count)
-    registry.register(Provider.MONETBIL, "payment_intent.succeeded", count)
+    registry, counts = counting.registry, counting.counts
     outcomes = run_together(
         4, lambda _i: [process_event(engine, i, settings=settings, registry=registry) for i in ids]
     )
@@ -205,21 +234,14 @@ def test_parallel_processing_claims_each_event_once(engine: Engine) -> None:
     assert all(counts[i] == 1 for i in claimable)
 
 
-def test_parallel_messages_of_overlapping_ids_apply_each_event_once(engine: Engine) -> None:
+def test_parallel_messages_of_overlapping_ids_apply_each_event_once(
+    engine: Engine, counting: CountingHandlers
+) -> None:
     """Four Celery-like consumers, each with every id in messages of its own cut: each message's
     claim is set-based and skips rows another holds, so each claimable event is applied once."""
     settings = make_settings(engine)
     ids = _seed_stuck(engine, 80)
-    counts: Counter[int] = Counter()
-    lock = threading.Lock()
-    registry = HandlerRegistry()
-
-    def count(ctx: HandlerContext) -> None:
-        with lock:
-            counts[ctx.event.id] += 1
-
-    registry.register(Provider.STRIPE, "payment_intent.succeeded", count)
-    registry.register(Provider.MONETBIL, "payment_intent.succeeded", count)
+    registry, counts = counting.registry, counting.counts
 
     def consume(worker: int) -> list[ProcessOutcome]:
         size = 7 + worker * 5  # messages cut differently per consumer: overlapping id sets

@@ -12,20 +12,27 @@ from payments_pipeline.models import EventStatus, GateOutcome, Provider, SweepRe
 from payments_pipeline.sweep import SweepParams, run_sweep
 
 from .conftest import EventFactory
-from .helpers import RecordingDispatcher, ago, fetch_event, monetbil_payload, stripe_payload
+from .helpers import (
+    RecordingDispatcher,
+    ago,
+    fetch_event,
+    monetbil_payload,
+    receive_and_dispatch,
+    stripe_payload,
+)
 
 
 def _receive_twice(engine: Engine, provider: Provider, key: str, event_type: str, payload: str):
     dispatcher = RecordingDispatcher()
     results = [
-        gate.receive(
+        receive_and_dispatch(
             engine,
+            dispatcher,
             provider=provider,
             provider_event_id=key,
             event_type=event_type,
             payload=payload,
             minutes=10,
-            dispatcher=dispatcher,
         )
         for _ in range(2)
     ]

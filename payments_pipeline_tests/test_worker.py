@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from payments_pipeline import gate, store
-from payments_pipeline.dispatch import QueueDispatcher
+from payments_pipeline.dispatch import TableDispatcher
 from payments_pipeline.handlers import HandlerContext, HandlerRegistry
 from payments_pipeline.models import EventStatus, PaymentStatus, ProcessOutcome, Provider
 from payments_pipeline.sweep import SweepParams, run_sweep
@@ -30,28 +30,14 @@ from .helpers import (
     make_settings,
     metric_samples,
     metric_value,
-    stripe_payload,
+    receive_stripe,
 )
 from .http.support import free_port
 
 
-def _receive(engine: Engine, key: str, **payload: object) -> int:
-    result = gate.receive(
-        engine,
-        provider="stripe",
-        provider_event_id=key,
-        event_type="payment_intent.succeeded",
-        payload=stripe_payload(key, **payload),  # type: ignore[arg-type]
-        minutes=10,
-        dispatcher=QueueDispatcher(),
-    )
-    assert result.should_dispatch
-    return result.event.id
-
-
 def test_claimed_events_are_the_queue(engine: Engine, event_factory: EventFactory) -> None:
     settings = make_settings(engine)
-    queued = _receive(engine, "evt_q", reference="pi_q")
+    queued = receive_stripe(engine, "evt_q", reference="pi_q")
     undispatched = event_factory(Provider.STRIPE)  # received, never claimed: the sweep's job
     assert drain(engine, settings) == 1
     assert fetch_event(engine, queued).status is EventStatus.PROCESSED
@@ -61,7 +47,7 @@ def test_claimed_events_are_the_queue(engine: Engine, event_factory: EventFactor
 
 def test_a_failed_event_waits_for_its_redispatch(engine: Engine) -> None:
     settings = make_settings(engine)
-    event_id = _receive(engine, "evt_f")
+    event_id = receive_stripe(engine, "evt_f")
     failing = HandlerRegistry()
 
     def boom(ctx: HandlerContext) -> None:
@@ -79,7 +65,7 @@ def test_a_failed_event_waits_for_its_redispatch(engine: Engine) -> None:
                 next_attempt_at=ago(minutes=1),
             )
         )
-    assert run_sweep(engine, SweepParams(), QueueDispatcher()).total.dispatched == 1
+    assert run_sweep(engine, SweepParams(), TableDispatcher()).total.dispatched == 1
     assert drain(engine, settings) == 1
     event = fetch_event(engine, event_id)
     assert event.status is EventStatus.PROCESSED and event.attempts == 2
@@ -87,7 +73,7 @@ def test_a_failed_event_waits_for_its_redispatch(engine: Engine) -> None:
 
 def test_a_worker_killed_mid_event_is_recovered_by_the_sweep(engine: Engine) -> None:
     settings = make_settings(engine, processing_timeout_minutes=1)
-    event_id = _receive(engine, "evt_k", reference="pi_k", amount=700)
+    event_id = receive_stripe(engine, "evt_k", reference="pi_k", amount=700)
     url = engine.url.render_as_string(hide_password=False)
     cmd = [sys.executable, "-m", "payments_pipeline_tests.slow_worker", url]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
@@ -102,7 +88,7 @@ def test_a_worker_killed_mid_event_is_recovered_by_the_sweep(engine: Engine) -> 
         assert store.get_payment(conn, provider=Provider.STRIPE, reference="pi_k") is None
     with engine.begin() as conn:
         conn.execute(sa.update(store.webhook_events).values(processing_started_at=ago(minutes=2)))
-    summary = run_sweep(engine, SweepParams(processing_timeout_minutes=1), QueueDispatcher())
+    summary = run_sweep(engine, SweepParams(processing_timeout_minutes=1), TableDispatcher())
     assert [e.reason.value for e in summary.events] == ["processing_stalled"]
     assert drain(engine, settings) == 1
     event = fetch_event(engine, event_id)
@@ -157,7 +143,7 @@ def test_worker_polls_briefly_right_after_work_and_at_its_interval_when_idle(
 
 
 def test_worker_command_processes_then_stops_on_sigterm(engine: Engine) -> None:
-    event_id = _receive(engine, "evt_cli", reference="pi_cli")
+    event_id = receive_stripe(engine, "evt_cli", reference="pi_cli")
     env = {
         **os.environ,
         "PAYMENTS_DATABASE_URL": engine.url.render_as_string(hide_password=False),
@@ -196,7 +182,7 @@ def test_worker_metrics_port_counts_outcomes_and_attempt_times(
     sqlite_engine: Engine, tmp_path: Path
 ) -> None:
     engine = sqlite_engine
-    ids = [_receive(engine, f"evt_m{n}", reference=f"pi_m{n}") for n in range(4)]
+    ids = [receive_stripe(engine, f"evt_m{n}", reference=f"pi_m{n}") for n in range(4)]
     dead = gate.receive(  # a payload no handler can read: dead at its first attempt
         engine,
         provider="stripe",
@@ -204,7 +190,6 @@ def test_worker_metrics_port_counts_outcomes_and_attempt_times(
         event_type="payment_intent.succeeded",
         payload="not json",
         minutes=10,
-        dispatcher=QueueDispatcher(),
     ).event.id
     port = free_port()
     temp = tmp_path / "tmp"  # where the worker makes its private metrics directory

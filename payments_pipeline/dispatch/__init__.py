@@ -17,14 +17,13 @@ from ..models import DispatchMode
 from .base import BatchDispatcher, Dispatcher, Unsent, dispatch_many
 from .inline import InlineDispatcher
 from .none import NullDispatcher
-from .table import QueueDispatcher, TableDispatcher
+from .table import TableDispatcher
 
 __all__ = [
     "BatchDispatcher",
     "Dispatcher",
     "InlineDispatcher",
     "NullDispatcher",
-    "QueueDispatcher",
     "TableDispatcher",
     "Unsent",
     "build_dispatcher",

@@ -1,5 +1,4 @@
-"""`table` (the table as the queue; `queue` is its former name): dispatch is the claim already
-made.
+"""`table` (the table as the queue): dispatch is the claim already made.
 
 A claim stamps `dispatched_at` and clears `processing_started_at` (the start of an attempt sets it
 again); an event with both so is *handed on and not yet started*: it is the queued job, and
@@ -23,7 +22,3 @@ class TableDispatcher:
 
     def dispatch_many(self, events: Sequence[EventRef]) -> list[Unsent]:
         return []
-
-
-# The name the worker module used before the engines had a package of their own.
-QueueDispatcher = TableDispatcher

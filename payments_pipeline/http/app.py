@@ -9,8 +9,8 @@
   wrong after the response is the `dispatch_lost` case the sweep recovers.
 - `GET /healthz`: 200 when the database answers, 503 otherwise.
 - `GET /metrics`: the Prometheus text exposition (`metrics`): deliveries answered by provider,
-  outcome and status code, the gate's time, failed hand-offs; fixed label sets only. With
-  `serve --workers N` one scrape sums every worker process (`metrics_dir`).
+  outcome and status code, the gate's time, failed hand-offs (`http.metrics`); fixed label sets
+  only. With `serve --workers N` one scrape sums every worker process (`metrics_dir`).
 
 Every refusal is a JSON `{"error", "detail"}` with a status code that tells the provider whether
 to retry (`docs/receiver.md` has the table); nothing is stored before the gate, and no response or
@@ -46,6 +46,7 @@ from ..models import PROVIDERS, DispatchMode, Provider
 from .dispatching import DEFAULT_BATCH_SIZE, DispatchQueue
 from .errors import ErrorCode, Refusal, error_response
 from .logs import install_access_log_redaction
+from .metrics import CUSTOM_DISPATCHER, receiver_metrics
 from .webhooks import Delivery, confirm_monetbil, read_monetbil, read_stripe
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class Receiver:
         self.engine = engine
         self.queue = queue
         self._owns_engine = owns_engine
-        self.metrics = metrics.receiver()
+        self.metrics = receiver_metrics()
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
         # The gate's transactions run in `settings.gate_threads` threads, each with its pooled
         # connection. A plain executor rather than anyio.to_thread: the hop costs ~20 us of CPU
@@ -265,9 +266,7 @@ def create_app(
     if dispatcher is None:
         queue = _dispatch_queue(settings.receiver_mode, engine, settings)
     else:
-        queue = DispatchQueue(
-            dispatcher, threads=settings.dispatch_threads, engine=metrics.CUSTOM_ENGINE
-        )
+        queue = DispatchQueue(dispatcher, threads=settings.dispatch_threads, mode=CUSTOM_DISPATCHER)
     receiver = Receiver(settings, engine, queue, owns_engine=owns_engine)
     install_access_log_redaction()
 
@@ -305,17 +304,17 @@ def _dispatch_queue(mode: DispatchMode, engine: Engine, settings: Settings) -> D
         # inline: processed in this process; celery: published. Both on the queue's threads, so
         # neither processing nor a slow or down broker delays a response.
         case DispatchMode.INLINE:
-            # Processing in the server is counted like a worker's (engine="inline").
+            # Processing in the server is counted like a worker's (label engine="inline").
             inline = InlineDispatcher(
                 engine, settings, on_outcome=metrics.processing(DispatchMode.INLINE).record
             )
-            return DispatchQueue(inline, threads=settings.dispatch_threads, engine=mode.value)
+            return DispatchQueue(inline, threads=settings.dispatch_threads, mode=mode.value)
         case DispatchMode.CELERY:
             # The claims of a few milliseconds go out as one message (`DispatchQueue`).
             return DispatchQueue(
                 build_dispatcher(mode, engine, settings),
                 threads=settings.dispatch_threads,
-                engine=mode.value,
+                mode=mode.value,
                 batch_size=DEFAULT_BATCH_SIZE,
                 coalesce_seconds=settings.dispatch_coalesce_ms / 1000,
             )

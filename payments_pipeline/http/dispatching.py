@@ -23,10 +23,11 @@ import queue
 import threading
 import time
 
-from payments_pipeline import metrics
 from payments_pipeline.dispatch import Dispatcher, dispatch_many
 from payments_pipeline.errors import short_error
 from payments_pipeline.models import EventRef
+
+from .metrics import CUSTOM_DISPATCHER, receiver_metrics
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,10 @@ DEFAULT_BATCH_SIZE = 200
 
 class DispatchQueue:
     """Hands claimed events to `dispatcher` on `threads` threads, at most `capacity` waiting.
-    `engine` is the dispatcher's label in the failure counter (a fixed name: `inline`, `celery`,
-    or `custom` for a dispatcher the caller built). With `batch_size` > 1, a thread hands on
-    together the events that arrive within `coalesce_seconds` of the first, at most `batch_size`.
+    `mode` is the dispatcher's label `engine` in the failure counter (a fixed name: `inline`,
+    `celery`, or `custom` for a dispatcher the caller built). With `batch_size` > 1, a thread
+    hands on together the events that arrive within `coalesce_seconds` of the first, at most
+    `batch_size`.
     """
 
     def __init__(
@@ -48,7 +50,7 @@ class DispatchQueue:
         *,
         threads: int,
         capacity: int = DEFAULT_CAPACITY,
-        engine: str = metrics.CUSTOM_ENGINE,
+        mode: str = CUSTOM_DISPATCHER,
         batch_size: int = 1,
         coalesce_seconds: float = 0.0,
     ) -> None:
@@ -59,7 +61,7 @@ class DispatchQueue:
         self.dispatcher = dispatcher
         self.batch_size = batch_size
         self.coalesce_seconds = coalesce_seconds
-        self._failures = metrics.receiver().dispatch_failures_for(engine)
+        self._failures = receiver_metrics().dispatch_failures_for(mode)
         self._threads_wanted = threads
         self._queue: queue.Queue[EventRef | None] = queue.Queue(maxsize=capacity)
         self._threads: list[threading.Thread] = []

@@ -22,13 +22,13 @@ import sqlalchemy as sa
 from celery import Celery, Task
 from sqlalchemy import Engine
 
-from payments_pipeline import gate, store
+from payments_pipeline import store
 from payments_pipeline.cli import main
 from payments_pipeline.config import Settings
 from payments_pipeline.definitions import defs
 from payments_pipeline.defs.resources import sweep_run_config
 from payments_pipeline.dispatch import build_dispatcher
-from payments_pipeline.dispatch import celery as engine_module
+from payments_pipeline.dispatch import celery as celery_dispatch
 from payments_pipeline.dispatch.celery import CeleryDispatcher, configure, task_time_limits
 from payments_pipeline.http.app import create_app
 from payments_pipeline.models import (
@@ -59,7 +59,7 @@ from ..helpers import (
     make_settings,
     metric_samples,
     metric_value,
-    stripe_payload,
+    receive_stripe,
 )
 from ..http.support import STRIPE_SECRET, Client, free_port, stripe_event, stripe_headers
 from .conftest import (
@@ -74,20 +74,6 @@ from .conftest import (
 
 # A broker nobody listens on; the password must never reach a log line or an error.
 DOWN_BROKER = "amqp://guest:not-for-logs@127.0.0.1:1//"
-
-
-def _receive(engine: Engine, key: str, dispatcher: CeleryDispatcher, **fields: object) -> int:
-    result = gate.receive(
-        engine,
-        provider="stripe",
-        provider_event_id=key,
-        event_type="payment_intent.succeeded",
-        payload=stripe_payload(key, **fields),  # type: ignore[arg-type]
-        minutes=10,
-        dispatcher=dispatcher,
-    )
-    assert result.should_dispatch
-    return result.event.id
 
 
 def _ref(engine: Engine, event_id: int) -> EventRef:
@@ -114,11 +100,11 @@ def _payment(engine: Engine, reference: str) -> tuple[PaymentStatus, int | None]
 
 @pytest.mark.parametrize(
     "task",
-    [engine_module.process_webhook_events, engine_module.process_webhook_event],
+    [celery_dispatch.process_webhook_events, celery_dispatch.process_webhook_event],
     ids=["many", "one"],
 )
 def test_the_task_settings_on_the_app(task: Task) -> None:
-    app = engine_module.app
+    app = celery_dispatch.app
     assert task.name in (
         "payments_pipeline.process_webhook_events",
         "payments_pipeline.process_webhook_event",
@@ -131,10 +117,10 @@ def test_the_task_settings_on_the_app(task: Task) -> None:
     assert tuple(task.autoretry_for) == () and task.max_retries == 0
     assert task.retry_on_worker_lost is False
     assert app.conf.task_serializer == "json" and list(app.conf.accept_content) == ["json"]
-    timeout = engine_module._settings.processing_timeout.total_seconds()
+    timeout = celery_dispatch._settings.processing_timeout.total_seconds()
     soft, hard = app.conf.task_soft_time_limit, app.conf.task_time_limit
     assert 0 < soft < hard < timeout
-    assert app.conf.task_default_queue == engine_module._settings.celery_queue
+    assert app.conf.task_default_queue == celery_dispatch._settings.celery_queue
 
 
 def test_time_limits_stay_below_any_processing_timeout() -> None:
@@ -167,7 +153,7 @@ def test_published_events_are_processed_once_each(
     dispatcher = build_dispatcher(DispatchMode.CELERY, engine, celery_settings)
     assert isinstance(dispatcher, CeleryDispatcher)
     ids = [
-        _receive(engine, f"evt_c{n}", dispatcher, reference=f"pi_c{n}", amount=100 + n)
+        receive_stripe(engine, f"evt_c{n}", dispatcher, reference=f"pi_c{n}", amount=100 + n)
         for n in range(12)
     ]
     wait_processed(engine, ids, celery_worker)
@@ -185,7 +171,7 @@ def test_a_duplicate_message_is_not_claimed(
 ) -> None:
     since = celery_worker.mark()
     dispatcher = CeleryDispatcher(celery_settings)
-    event_id = _receive(engine, "evt_dup", dispatcher, reference="pi_dup", amount=900)
+    event_id = receive_stripe(engine, "evt_dup", dispatcher, reference="pi_dup", amount=900)
     wait_processed(engine, [event_id], celery_worker)
     dispatcher.dispatch(_ref(engine, event_id))  # the same event, published again
     celery_worker.wait_for(f"webhook event {event_id} not claimed", since=since)
@@ -213,7 +199,9 @@ def test_the_worker_metrics_port_sums_the_pool_processes(
     outcomes = "payments_processing_outcomes_total"
     dispatcher = CeleryDispatcher(celery_settings)
     since = worker.mark()
-    ids = [_receive(engine, f"evt_cm{n}", dispatcher, reference=f"pi_cm{n}") for n in range(6)]
+    ids = [
+        receive_stripe(engine, f"evt_cm{n}", dispatcher, reference=f"pi_cm{n}") for n in range(6)
+    ]
     wait_processed(engine, ids, worker)
     dispatcher.dispatch(_ref(engine, ids[0]))  # the same event again: not claimed
     worker.wait_for(f"webhook event {ids[0]} not claimed", since=since)
@@ -249,9 +237,9 @@ def test_a_worker_killed_mid_task_gets_the_message_back_and_the_sweep_applies_it
     dispatcher = CeleryDispatcher(settings)
     since = worker.mark()
     # The former message (one id), still accepted: queued before an upgrade.
-    event_id = _taken_not_handed_on(engine, "evt_kill", reference="pi_kill", amount=700)
-    with engine_module.broker_connection(settings) as connection:
-        engine_module.process_webhook_event.apply_async(
+    event_id = receive_stripe(engine, "evt_kill", reference="pi_kill", amount=700)
+    with celery_dispatch.broker_connection(settings) as connection:
+        celery_dispatch.process_webhook_event.apply_async(
             args=[event_id], queue=settings.celery_queue, connection=connection
         )
     deadline = time.monotonic() + 30
@@ -280,8 +268,8 @@ def test_a_worker_killed_mid_task_gets_the_message_back_and_the_sweep_applies_it
 
 def _publish_ids(settings: Settings, ids: list[int]) -> None:
     """One `process_webhook_events` message carrying `ids`."""
-    with engine_module.broker_connection(settings) as connection:
-        engine_module.process_webhook_events.apply_async(
+    with celery_dispatch.broker_connection(settings) as connection:
+        celery_dispatch.process_webhook_events.apply_async(
             args=[ids], queue=settings.celery_queue, connection=connection
         )
 
@@ -292,11 +280,11 @@ def test_a_message_of_many_ids_is_processed_once_each(
     since = celery_worker.mark()
     dispatcher = CeleryDispatcher(celery_settings)
     ids = [
-        _receive(engine, f"evt_m{n}", dispatcher, reference=f"pi_m{n}", amount=10 + n)
+        receive_stripe(engine, f"evt_m{n}", dispatcher, reference=f"pi_m{n}", amount=10 + n)
         for n in range(5)
     ]
     wait_processed(engine, ids, celery_worker)
-    fresh = [_taken_not_handed_on(engine, f"evt_mm{n}", reference=f"pi_mm{n}") for n in range(20)]
+    fresh = [receive_stripe(engine, f"evt_mm{n}", reference=f"pi_mm{n}") for n in range(20)]
     # The processed ones again, with new ones: one claim takes the new, the rest not claimed.
     _publish_ids(celery_settings, [*ids, *fresh])
     wait_processed(engine, fresh, celery_worker)
@@ -305,21 +293,6 @@ def test_a_message_of_many_ids_is_processed_once_each(
         assert fetch_event(engine, event_id).attempts == 1
         assert _ledger_rows(engine, event_id) == 1
     assert _payment(engine, "pi_mm19")[0] is PaymentStatus.SUCCEEDED
-
-
-def _taken_not_handed_on(engine: Engine, key: str, **fields: object) -> int:
-    """A delivery the gate took and whose hand-off nobody made yet: received, dispatched now."""
-    result = gate.receive(
-        engine,
-        provider="stripe",
-        provider_event_id=key,
-        event_type="payment_intent.succeeded",
-        payload=stripe_payload(key, **fields),  # type: ignore[arg-type]
-        minutes=10,
-        dispatcher=build_dispatcher(DispatchMode.NONE, engine, make_settings(engine)),
-    )
-    assert result.should_dispatch
-    return result.event.id
 
 
 def test_a_worker_killed_mid_batch_gets_the_message_back_and_nothing_is_applied_twice(
@@ -333,7 +306,7 @@ def test_a_worker_killed_mid_batch_gets_the_message_back_and_nothing_is_applied_
         engine, celery_broker_url=celery_broker.url, celery_queue=workers.slow_queue
     )
     since = worker.mark()
-    ids = [_taken_not_handed_on(engine, f"evt_kb{n}", reference=f"pi_kb{n}") for n in range(4)]
+    ids = [receive_stripe(engine, f"evt_kb{n}", reference=f"pi_kb{n}") for n in range(4)]
     _publish_ids(settings, ids)
     deadline = time.monotonic() + 30
     while not pid_file.exists():  # the first handler has written its payment and hangs

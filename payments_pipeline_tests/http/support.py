@@ -12,14 +12,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import anyio.from_thread
 import httpx
+import pytest
 import sqlalchemy as sa
 import uvicorn
 from sqlalchemy import Engine
@@ -132,6 +134,38 @@ def monetbil_fields(
 
 def form(fields: dict[str, str]) -> str:
     return urlencode(fields)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A request the receiver must refuse, and the refusal expected."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    content: bytes
+    status: int
+    error: str
+
+    def send(self, client: Client, headers: dict[str, str] | None = None) -> httpx.Response:
+        """The request (with `headers` instead of its own, if given); its answer checked."""
+        response = client.request(
+            self.method,
+            self.url,
+            content=self.content,
+            headers=self.headers if headers is None else headers,
+        )
+        assert (response.status_code, response.json()["error"]) == (self.status, self.error), (
+            response.text
+        )
+        assert response.json()["detail"]
+        return response
+
+
+def refusals(cases: Iterable[tuple[Any, ...]]) -> list[Any]:
+    """`(name, method, url, headers, content, status, error)` cases as `Refused` parameters, each
+    named by its name."""
+    return [pytest.param(Refused(*case[1:]), id=case[0]) for case in cases]
 
 
 def count_events(engine: Engine) -> int:

@@ -13,7 +13,16 @@ from payments_pipeline.providers import monetbil
 
 from ..helpers import RecordingDispatcher, fetch_event
 from .conftest import ClientFactory
-from .support import FORM_HEADERS, MONETBIL_SECRET, Client, count_events, form, monetbil_fields
+from .support import (
+    FORM_HEADERS,
+    MONETBIL_SECRET,
+    Client,
+    Refused,
+    count_events,
+    form,
+    monetbil_fields,
+    refusals,
+)
 
 URL = "/webhooks/monetbil"
 
@@ -164,25 +173,13 @@ def _refusals() -> Iterator[tuple[str, str, str, dict[str, str], bytes, int, str
     yield "PUT", "PUT", URL, FORM_HEADERS, body, 405, "method_not_allowed"
 
 
-@pytest.mark.parametrize(
-    ("method", "url", "headers", "content", "status", "error"),
-    [pytest.param(*case[1:], id=case[0]) for case in _refusals()],
-)
+@pytest.mark.parametrize("case", refusals(_refusals()))
 def test_bad_input_is_refused_and_nothing_is_stored(
-    make_client: ClientFactory,
-    engine: Engine,
-    method: str,
-    url: str,
-    headers: dict[str, str],
-    content: bytes,
-    status: int,
-    error: str,
+    make_client: ClientFactory, engine: Engine, case: Refused
 ) -> None:
     dispatcher = RecordingDispatcher()
     client = make_client(dispatcher)
-    response = client.request(method, url, content=content, headers=headers)
-    assert response.status_code == status
-    assert response.json()["error"] == error and response.json()["detail"]
+    case.send(client)
     assert count_events(engine) == 0
     client.wait_dispatched()
     assert dispatcher.events == []

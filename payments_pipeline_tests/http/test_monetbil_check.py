@@ -7,7 +7,7 @@ once Monetbil's API confirms it, and a confirmation that cannot be had is a 503 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -40,6 +40,19 @@ URL = "/webhooks/monetbil"
 def fake_check() -> Iterator[FakeCheckPayment]:
     with FakeCheckPayment() as fake:
         yield fake
+
+
+# Posts a notification (`tx`, `status`) that checkPayment answers: a success with these fields.
+Answered = Callable[..., Any]
+
+
+@pytest.fixture
+def answered(make_client: ClientFactory, fake_check: FakeCheckPayment) -> Answered:
+    def post(answer: dict[str, object], tx: str, status: str = "1") -> Any:
+        fake_check.transaction(1, **answer)  # type: ignore[arg-type]
+        return _post(make_client, fake_check, tx, status=status)
+
+    return post
 
 
 def _post(
@@ -190,13 +203,9 @@ def test_check_payment_reads_payment_ref_only_when_it_is_text(fake_check: FakeCh
     ids=["numbers", "other spellings", "JSON numbers", "00 prefix", "national", "fee", "none"],
 )
 def test_an_answer_that_agrees_is_accepted(
-    make_client: ClientFactory,
-    engine: Engine,
-    fake_check: FakeCheckPayment,
-    answer: dict[str, object],
+    answered: Answered, engine: Engine, answer: dict[str, object]
 ) -> None:
-    fake_check.transaction(1, **answer)
-    response = _post(make_client, fake_check, "tx_agrees")
+    response = answered(answer, "tx_agrees")
     assert response.status_code == 200, response.text
     assert count_events(engine) == 1
 
@@ -216,15 +225,9 @@ def test_an_answer_that_agrees_is_accepted(
     ids=["amount", "amount short", "currency", "msisdn", "suffix", "phone", "fee", "status"],
 )
 def test_an_answer_that_disagrees_is_refused_unstored(
-    make_client: ClientFactory,
-    engine: Engine,
-    fake_check: FakeCheckPayment,
-    answer: dict[str, object],
-    status: str,
-    field: str,
+    answered: Answered, engine: Engine, answer: dict[str, object], status: str, field: str
 ) -> None:
-    fake_check.transaction(1, **answer)
-    response = _post(make_client, fake_check, "tx_disagrees", status=status)
+    response = answered(answer, "tx_disagrees", status)
     assert response.status_code == 409, response.text
     assert response.json() == {
         "error": "payment_not_confirmed",
@@ -279,13 +282,9 @@ def test_a_boundary_shift_onto_documented_names_is_caught_by_the_number(
     ids=["amount text", "amount list", "currency", "msisdn"],
 )
 def test_an_unreadable_compared_field_is_503(
-    make_client: ClientFactory,
-    engine: Engine,
-    fake_check: FakeCheckPayment,
-    answer: dict[str, object],
+    answered: Answered, engine: Engine, answer: dict[str, object]
 ) -> None:
-    fake_check.transaction(1, **answer)
-    response = _post(make_client, fake_check, "tx_unreadable")
+    response = answered(answer, "tx_unreadable")
     assert response.status_code == 503
     assert response.json()["error"] == "confirmation_unavailable"
     assert count_events(engine) == 0

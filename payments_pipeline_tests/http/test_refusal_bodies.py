@@ -24,9 +24,11 @@ from .support import (
     MONETBIL_SECRET,
     SIGN_WHEN_SENT,
     STRIPE_SECRET,
+    Refused,
     count_events,
     form,
     monetbil_fields,
+    refusals,
     signed_when_sent,
     stripe_event,
 )
@@ -93,25 +95,10 @@ def _cases() -> Iterator[Case]:
         405,
         ("method_not_allowed"),
     )
-    yield (
-        "signature header",
-        "POST",
-        STRIPE,
-        {**JSON_HEADERS, "stripe-signature": MARKER},
-        (good_stripe.encode()),
-        400,
-        "invalid_signature",
-    )
     stale = stripe.sign_payload(good_stripe, STRIPE_SECRET, 1_000_000 + len(MARKER))
-    yield (
-        "stale signature",
-        "POST",
-        STRIPE,
-        {**JSON_HEADERS, "stripe-signature": stale},
-        (good_stripe.encode()),
-        400,
-        "invalid_signature",
-    )
+    for name, signature in (("signature header", MARKER), ("stale signature", stale)):
+        headers = {**JSON_HEADERS, "stripe-signature": signature}
+        yield name, "POST", STRIPE, headers, good_stripe.encode(), 400, "invalid_signature"
     junk = f"{MARKER} not json"
     yield (
         "signed junk",
@@ -175,24 +162,13 @@ def _cases() -> Iterator[Case]:
     )
 
 
-@pytest.mark.parametrize(
-    ("method", "url", "headers", "content", "status", "error"),
-    [pytest.param(*case[1:], id=case[0]) for case in _cases()],
-)
+@pytest.mark.parametrize("case", refusals(_cases()))
 def test_no_refusal_body_echoes_the_request(
-    make_client: ClientFactory,
-    engine: Engine,
-    method: str,
-    url: str,
-    headers: dict[str, str],
-    content: bytes,
-    status: int,
-    error: str,
+    make_client: ClientFactory, engine: Engine, case: Refused
 ) -> None:
     client = make_client(max_body_bytes=4096)
-    headers = {**signed_when_sent(headers, content), "x-marker": MARKER, "user-agent": MARKER}
-    response = client.request(method, url, content=content, headers=headers)
-    assert (response.status_code, response.json()["error"]) == (status, error), response.text
+    signed = signed_when_sent(case.headers, case.content)
+    response = case.send(client, {**signed, "x-marker": MARKER, "user-agent": MARKER})
     _assert_clean(response.text, response.headers)
     assert count_events(engine) == 0
 

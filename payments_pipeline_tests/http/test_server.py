@@ -210,6 +210,7 @@ def test_serve_refuses_an_unreachable_database(
         (("--port", "0"), "--port"),
         (("--workers", "0"), "--workers"),
         (("--dispatch", "later"), "--dispatch"),
+        (("--dispatch", "queue"), "--dispatch"),  # no alias of `table`
     ],
 )
 def test_serve_rejects_bad_options(

@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from payments_pipeline import gate, store
+from payments_pipeline import store
 from payments_pipeline.cli import main
 from payments_pipeline.dispatch import InlineDispatcher
 from payments_pipeline.models import (
@@ -45,7 +45,7 @@ from payments_pipeline.reconcile import (
 
 from ..fakes.monetbil_check_api import FakeCheckPayment
 from ..fakes.stripe_events_api import FakeStripeEventsAPI
-from ..helpers import RecordingDispatcher, make_settings, payment_rows
+from ..helpers import RecordingDispatcher, make_settings, payment_rows, receive_and_dispatch
 
 NOW = dt.datetime(2026, 12, 7, 12, 0, 0)
 WINDOW = Window(NOW - dt.timedelta(hours=3), NOW)
@@ -90,14 +90,14 @@ def _fill(
 
 def _deliver(engine: Engine, event: dict[str, Any]) -> None:
     """`event` as the receiver takes in a delivery (and processes it inline)."""
-    gate.receive(
+    receive_and_dispatch(
         engine,
+        InlineDispatcher(engine, make_settings(engine)),
         provider=Provider.STRIPE,
         provider_event_id=event["id"],
         event_type=event["type"],
         payload=json.dumps(event, separators=(",", ":")),
         minutes=10,
-        dispatcher=InlineDispatcher(engine, make_settings(engine)),
     )
 
 

@@ -24,8 +24,8 @@ from payments_pipeline.processing import claim_batch, complete_attempts
 from payments_pipeline.providers import samples
 from payments_pipeline.worker import Worker
 
-from .helpers import ago, fetch_event, make_settings
-from .test_races import run_together
+from ..helpers import ago, fetch_event, make_settings
+from ..test_races import run_together
 
 
 def _seed_claimed(engine: Engine, n: int, *, prefix: str = "evt") -> list[int]:
@@ -141,7 +141,7 @@ def test_rows_held_by_another_transaction_are_skipped_not_waited_on(
     assert claim_batch(engine, settings=settings, limit=10)[0].event.id == held
 
 
-@pytest.mark.parametrize("backend", ["postgres"])
+@pytest.mark.parametrize("backend", ["postgres"], scope="module")  # `backend` is module-scoped here
 def test_the_batch_claim_reads_the_queue_in_index_order_even_when_every_row_is_queued(
     engine: Engine,
 ) -> None:
@@ -190,7 +190,7 @@ def test_a_spent_budget_is_buried_by_the_worker(engine: Engine, event_factory) -
     )
 
 
-@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("backend", ["sqlite"], scope="module")  # `backend` is module-scoped here
 def test_a_busy_worker_buries_spent_budgets_at_most_every_few_seconds(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -29,7 +29,6 @@ from .audit import (
 )
 from .engine import changed_one, in_transaction, is_retryable, make_engine, normalize_url
 from .events import (
-    _dispatched_since_last_attempt,
     bury_exhausted,
     claim_dispatched_batch,
     claim_events_for_processing,
@@ -111,7 +110,6 @@ __all__ = [
     "P",
     "StuckCount",
     "StuckReason",
-    "_dispatched_since_last_attempt",
     "any_stuck_condition",
     "bury_exhausted",
     "changed_one",

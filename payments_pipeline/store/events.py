@@ -424,6 +424,3 @@ def insert_events(conn: Connection, *, rows: Sequence[dict[str, Any]]) -> None:
         "updated_at": now,
     }
     conn.execute(sa.insert(webhook_events), [defaults | row for row in rows])
-
-
-# --- worker --------------------------------------------------------------------------------------

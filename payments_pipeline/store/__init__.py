@@ -11,11 +11,9 @@ format, and MariaDB needs `DATETIME(6)` to keep the microseconds.
 
 One module per table or concern: `schema` (tables, types, metadata), `engine` (engines,
 transactions, retries), `events` (the webhook events' reads, gate, processing, replay, queue),
-`stuck` (the four stuck reasons, the sweep's scan and claim, the sensor's window), `payments`,
-`audit` (sweep_runs, sweep_events), `reads` (status views). Callers use this package's names.
-
-`store.payments` is the table: the schema's names are imported after the submodules, so the table
-rebinds the name the import of the `payments` module set on this package.
+`stuck` (the four stuck reasons, the sweep's scan and claim, the sensor's window), `ledger`
+(payments and their ledger), `audit` (sweep_runs, sweep_events), `reads` (status views). Callers
+use this package's names; `store.payments` is the table.
 """
 
 from .audit import (
@@ -47,7 +45,7 @@ from .events import (
     mark_processed,
     requeue_for_replay,
 )
-from .payments import (
+from .ledger import (
     P,
     get_payment,
     insert_ledger_entry,

@@ -232,7 +232,7 @@ def count_by_status(url: str) -> dict[str, int]:
             counts = store.count_by_provider_status(conn)
     finally:
         engine.dispose()
-    return {status: n for (_, status), n in counts.items()}
+    return {key.status.value: n for key, n in counts.items()}
 
 
 def wait_processed(url: str, expected: int, limit: float) -> tuple[float | None, dict[str, int]]:

@@ -78,7 +78,7 @@ def dismiss_events(
     now = utcnow()
 
     def work(conn: Connection) -> DismissResult:
-        won = store.dismiss(conn, event_ids=wanted, expired=params.expired_condition(now), now=now)
+        won = store.dismiss(conn, event_ids=wanted, expired_at=params.cutoffs(now), now=now)
         refused = refusals(conn, wanted, won, accepts=DISMISSIBLE, verb="dismissed")
         if not won:
             return DismissResult(None, note, (), tuple(refused))

@@ -123,7 +123,7 @@ def replay_events(
 
     def work(conn: Connection) -> tuple[int | None, list[EventRef], list[Refusal]]:
         won = store.requeue_for_replay(
-            conn, event_ids=wanted, now=now, expired=params.expired_condition(now)
+            conn, event_ids=wanted, now=now, expired_at=params.cutoffs(now)
         )
         refused = refusals(conn, wanted, won)
         if not won:

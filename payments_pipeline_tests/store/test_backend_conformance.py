@@ -119,12 +119,8 @@ def test_insert_if_absent_statement_is_built_once_per_table(engine: Engine) -> N
 
 def _lost(at: dt.datetime) -> sa.ColumnElement[bool]:
     """`dispatch_lost` as the sweep claims it: received, dispatched more than 10 minutes ago."""
-    return store.stuck_condition(
-        SweepReason.DISPATCH_LOST,
-        now=at,
-        stuck_before=at - dt.timedelta(minutes=10),
-        stalled_before=at - dt.timedelta(minutes=30),
-    )
+    cutoffs = store.Cutoffs.at(at, stuck=dt.timedelta(minutes=10), stalled=dt.timedelta(minutes=30))
+    return store.STUCK_REASONS[SweepReason.DISPATCH_LOST].condition(cutoffs)
 
 
 def _claim(engine: Engine, backend: Backend, ids: list[int], at: dt.datetime) -> list[int]:

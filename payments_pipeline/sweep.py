@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, Engine
 
 from . import store
-from .config import Settings
+from .config import DEFAULTS, Settings
 from .dispatch import Dispatcher, dispatch_many
 from .errors import short_error
 from .models import (
@@ -47,10 +47,10 @@ class SweepParamError(ValueError):
 
 @dataclass(frozen=True)
 class SweepParams:
-    minutes: int = 10
+    minutes: int = DEFAULTS.stuck_requeue_minutes
     provider: str = ALL
-    max_age_days: int = 7
-    processing_timeout_minutes: int = 30
+    max_age_days: int = DEFAULTS.max_age_days
+    processing_timeout_minutes: int = DEFAULTS.processing_timeout_minutes
     batch_size: int = DEFAULT_BATCH_SIZE
 
     def __post_init__(self) -> None:

@@ -11,14 +11,14 @@ from sqlalchemy import Engine
 from payments_pipeline import gate, store
 from payments_pipeline.dismiss import DismissError, dismiss_events
 from payments_pipeline.models import EventStatus, GateOutcome, Provider, SweepOutcome
-from payments_pipeline.replay import replay_events
+from payments_pipeline.replay import ByHand, replay_events
 from payments_pipeline.status import read_backlog, read_status
 from payments_pipeline.sweep import SweepParams, run_sweep
 
 from .conftest import EventFactory
 from .helpers import RecordingDispatcher, ago, fetch_event, make_settings
 
-PARAMS = SweepParams(minutes=10, max_age_days=7)
+BY_HAND = ByHand(SweepParams(minutes=10, max_age_days=7))
 DISMISSIBLE = "only dead or expired stuck events are dismissed"
 
 
@@ -73,7 +73,7 @@ def test_dismiss_settles_dead_and_expired_events_and_refuses_the_rest_with_why(
     )
     unknown = done + 1000
     wanted = [dead, expired, stalled_old, stuck_in_window, done, old_but_not_stuck, unknown]
-    result = dismiss_events(engine, wanted, "  settled with Stripe\n(ticket 4411) ", params=PARAMS)
+    result = dismiss_events(engine, wanted, "  settled with Stripe\n(ticket 4411) ", by=BY_HAND)
 
     assert [s.event.id for s in result.dismissed] == [dead, expired, stalled_old]
     assert {s.status for s in result.dismissed} == {EventStatus.DISMISSED}
@@ -112,7 +112,7 @@ def test_dismissed_events_are_never_swept_nor_counted_as_dead_stuck_or_expired(
     before = read_status(engine, settings)
     assert before.dead_count == 1 and sum(before.expired.values()) == 2
     result = dismiss_events(
-        engine, [dead, expired, never_dispatched_old], "test events", params=PARAMS
+        engine, [dead, expired, never_dispatched_old], "test events", by=BY_HAND
     )
     assert len(result.dismissed) == 3 and not result.refused
 
@@ -150,7 +150,7 @@ def test_a_dismissal_that_refuses_every_id_writes_no_audit_row(
     engine: Engine, event_factory: EventFactory
 ) -> None:
     processed = event_factory(status=EventStatus.PROCESSED)
-    result = dismiss_events(engine, [processed, processed + 50], "typo", params=PARAMS)
+    result = dismiss_events(engine, [processed, processed + 50], "typo", by=BY_HAND)
     assert result.sweep_id is None and result.dismissed == ()
     assert [r.event_id for r in result.refused] == [processed, processed + 50]
     assert _runs(engine) == []
@@ -171,7 +171,7 @@ def test_a_blank_or_overlong_reason_is_refused_before_anything_changes(
 ) -> None:
     dead = event_factory(status=EventStatus.DEAD)
     with pytest.raises(DismissError, match=message):
-        dismiss_events(engine, [dead] if ids else [], reason, params=PARAMS)
+        dismiss_events(engine, [dead] if ids else [], reason, by=BY_HAND)
     assert fetch_event(engine, dead).status is EventStatus.DEAD
     assert _runs(engine) == []
 
@@ -188,10 +188,10 @@ def test_replay_takes_an_expired_stuck_event_named_by_id_but_not_one_inside_the_
     )
     in_window = event_factory(status=EventStatus.FAILED, attempts=1, dispatched_at=ago(hours=1))
     dismissed = event_factory(status=EventStatus.DEAD)
-    dismiss_events(engine, [dismissed], "duplicate", params=PARAMS)
+    dismiss_events(engine, [dismissed], "duplicate", by=BY_HAND)
     dispatcher = RecordingDispatcher()
     result = replay_events(
-        engine, [expired, stalled_old, in_window, dismissed], dispatcher, params=PARAMS
+        engine, [expired, stalled_old, in_window, dismissed], dispatcher, by=BY_HAND
     )
     assert [r.id for r in result.replayed] == [expired, stalled_old] == dispatcher.ids
     why = "only dead, processed or expired stuck events are replayed"
@@ -217,6 +217,6 @@ def test_a_replay_that_refuses_every_id_writes_no_audit_row(
     engine: Engine, event_factory: EventFactory
 ) -> None:
     waiting = event_factory(status=EventStatus.FAILED, dispatched_at=ago(minutes=1))
-    result = replay_events(engine, [waiting, waiting + 9], RecordingDispatcher(), params=PARAMS)
+    result = replay_events(engine, [waiting, waiting + 9], RecordingDispatcher(), by=BY_HAND)
     assert result.sweep_id is None and result.replayed == () and len(result.refused) == 2
     assert _runs(engine) == []

@@ -29,7 +29,7 @@ from payments_pipeline.processing import (
     process_events,
     start_attempt,
 )
-from payments_pipeline.replay import replay_events, select_dead
+from payments_pipeline.replay import ByHand, replay_events, select_dead
 from payments_pipeline.sweep import SweepParams, run_sweep
 
 from .conftest import EventFactory
@@ -297,7 +297,9 @@ def test_every_hand_on_opens_exactly_one_attempt(
     dead = event_factory(
         status=EventStatus.DEAD, attempts=5, dispatched_at=old, processing_started_at=ago(seconds=1)
     )
-    replayed = replay_events(engine, [dead], RecordingDispatcher(), params=SweepParams()).replayed
+    replayed = replay_events(
+        engine, [dead], RecordingDispatcher(), by=ByHand(SweepParams())
+    ).replayed
     assert [e.id for e in replayed] == [dead]
     assert start_attempt(engine, dead, settings=settings, now=old) is not None
     assert start_attempt(engine, dead, settings=settings) is None
@@ -553,7 +555,7 @@ def test_replay_of_processed_event_never_applies_twice(
     fresh_id = event_factory(Provider.STRIPE)
     dispatcher = RecordingDispatcher()
     result = replay_events(
-        engine, [event_id, dead_id, fresh_id, 999_999], dispatcher, params=SweepParams()
+        engine, [event_id, dead_id, fresh_id, 999_999], dispatcher, by=ByHand(SweepParams())
     )
     assert sorted(r.id for r in result.replayed) == sorted([event_id, dead_id])
     assert [(r.event_id, r.why) for r in result.refused] == [

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine
 
 from . import store
 from .config import DEFAULTS, Settings
-from .dispatch import Dispatcher, dispatch_many
+from .dispatch import Dispatcher, unsent_errors
 from .errors import short_error
 from .models import (
     PROVIDERS,
@@ -367,30 +367,11 @@ def dispatch_claimed(
     hundred ids a message), logging the seed's line for each; an event the dispatcher could not
     hand on is recorded (outcome `dispatch_failed`) and the row is recovered later as
     `dispatch_lost`."""
-    dispatched: list[Candidate] = []
-    failed: list[Candidate] = []
-    unsent = {
-        u.event.id: u.error for u in dispatch_many(dispatcher, [c.event for c in claim.claimed])
-    }
+    unsent = unsent_errors(dispatcher, [c.event for c in claim.claimed])
     for c in claim.claimed:
-        if c.event.id in unsent:
-            log.error(
-                "webhook event dispatch failed provider=%s provider_event_id=%s reason=%s: %s",
-                c.event.provider.value,
-                c.event.provider_event_id,
-                c.reason.value,
-                short_error(unsent[c.event.id]),
-            )
-            failed.append(c)
-            continue
-        dispatched.append(c)
-        log.info(
-            "webhook event requeued provider=%s provider_event_id=%s event_type=%s reason=%s",
-            c.event.provider.value,
-            c.event.provider_event_id,
-            c.event.event_type,
-            c.reason.value,
-        )
+        _log_hand_off(c, unsent.get(c.event.id))
+    dispatched = [c for c in claim.claimed if c.event.id not in unsent]
+    failed = [c for c in claim.claimed if c.event.id in unsent]
     if failed and scan.sweep_id is not None:
         sweep_id = scan.sweep_id
         store.in_transaction(
@@ -403,6 +384,27 @@ def dispatch_claimed(
             ),
         )
     return DispatchResult(tuple(dispatched), tuple(failed))
+
+
+def _log_hand_off(c: Candidate, error: Exception | None) -> None:
+    """The seed's line for a requeued event, or why the dispatcher could not hand it on."""
+    ref = c.event
+    if error is None:
+        log.info(
+            "webhook event requeued provider=%s provider_event_id=%s event_type=%s reason=%s",
+            ref.provider.value,
+            ref.provider_event_id,
+            ref.event_type,
+            c.reason.value,
+        )
+    else:
+        log.error(
+            "webhook event dispatch failed provider=%s provider_event_id=%s reason=%s: %s",
+            ref.provider.value,
+            ref.provider_event_id,
+            c.reason.value,
+            short_error(error),
+        )
 
 
 def close_sweep_run(

@@ -8,9 +8,10 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from payments_pipeline import store
+from payments_pipeline import gate, store
 from payments_pipeline.config import Settings
-from payments_pipeline.models import WebhookEvent, utcnow
+from payments_pipeline.dispatch import Dispatcher
+from payments_pipeline.models import Provider, WebhookEvent, utcnow
 from payments_pipeline.providers import samples
 
 
@@ -104,3 +105,41 @@ def metric_samples(text: str) -> MetricSamples:
 def metric_value(samples: MetricSamples, name: str, **labels: str) -> float:
     """One sample's value; 0 when the scrape has no such series."""
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def deliver(
+    engine: Engine,
+    provider: Provider | str,
+    key: str,
+    event_type: str,
+    payload: str,
+    *,
+    dispatcher: Dispatcher | None = None,
+    now: dt.datetime | None = None,
+) -> gate.ReceiveResult:
+    """One delivery through the gate, as the receiver makes it (a 10-minute stuck threshold)."""
+    return gate.receive(
+        engine,
+        provider=provider,
+        provider_event_id=key,
+        event_type=event_type,
+        payload=payload,
+        minutes=10,
+        dispatcher=dispatcher,
+        now=now,
+    )
+
+
+def redeliver(
+    engine: Engine, event_id: int, *, dispatcher: Dispatcher | None = None
+) -> gate.ReceiveResult:
+    """The provider delivers a stored event again (same key, type and payload)."""
+    event = fetch_event(engine, event_id)
+    return deliver(
+        engine,
+        event.provider,
+        event.provider_event_id,
+        event.event_type,
+        event.payload,
+        dispatcher=dispatcher,
+    )

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from payments_pipeline import gate, store
+from payments_pipeline import store
 from payments_pipeline.dismiss import DismissError, dismiss_events
 from payments_pipeline.models import EventStatus, GateOutcome, Provider, SweepOutcome
 from payments_pipeline.replay import ByHand, replay_events
@@ -16,7 +16,7 @@ from payments_pipeline.status import read_backlog, read_status
 from payments_pipeline.sweep import SweepParams, run_sweep
 
 from .conftest import EventFactory
-from .helpers import RecordingDispatcher, ago, fetch_event, make_settings
+from .helpers import RecordingDispatcher, ago, fetch_event, make_settings, redeliver
 
 BY_HAND = ByHand(SweepParams(minutes=10, max_age_days=7))
 DISMISSIBLE = "only dead or expired stuck events are dismissed"
@@ -53,16 +53,11 @@ def _expired(event_factory: EventFactory, provider: Provider = Provider.STRIPE) 
 
 
 def test_dismiss_settles_dead_and_expired_events_and_refuses_the_rest_with_why(
-    engine: Engine, event_factory: EventFactory
+    engine: Engine, event_factory: EventFactory, processing_event: EventFactory
 ) -> None:
     dead = event_factory(Provider.MONETBIL, status=EventStatus.DEAD, attempts=3)
     expired = _expired(event_factory)
-    stalled_old = event_factory(
-        status=EventStatus.PROCESSING,
-        attempts=1,
-        processing_started_at=ago(days=9),
-        created_at=ago(days=9),
-    )
+    stalled_old = processing_event(started=ago(days=9), created_at=ago(days=9))
     stuck_in_window = event_factory(status=EventStatus.FAILED, dispatched_at=ago(hours=2))
     done = event_factory(status=EventStatus.PROCESSED, attempts=1)
     old_but_not_stuck = event_factory(
@@ -132,16 +127,7 @@ def test_dismissed_events_are_never_swept_nor_counted_as_dead_stuck_or_expired(
     assert summary.total.scanned == 0 and dispatcher.ids == []
 
     # A late duplicate delivery of the never-dispatched one is not handed on either.
-    ref = fetch_event(engine, never_dispatched_old)
-    late = gate.receive(
-        engine,
-        provider=ref.provider,
-        provider_event_id=ref.provider_event_id,
-        event_type=ref.event_type,
-        payload=ref.payload,
-        minutes=10,
-        dispatcher=dispatcher,
-    )
+    late = redeliver(engine, never_dispatched_old, dispatcher=dispatcher)
     assert late.outcome is GateOutcome.RECEIVED and dispatcher.ids == []
     assert fetch_event(engine, never_dispatched_old).status is EventStatus.DISMISSED
 
@@ -177,15 +163,10 @@ def test_a_blank_or_overlong_reason_is_refused_before_anything_changes(
 
 
 def test_replay_takes_an_expired_stuck_event_named_by_id_but_not_one_inside_the_window(
-    engine: Engine, event_factory: EventFactory
+    engine: Engine, event_factory: EventFactory, processing_event: EventFactory
 ) -> None:
     expired = _expired(event_factory)
-    stalled_old = event_factory(
-        status=EventStatus.PROCESSING,
-        attempts=2,
-        processing_started_at=ago(days=9),
-        created_at=ago(days=9),
-    )
+    stalled_old = processing_event(started=ago(days=9), attempts=2, created_at=ago(days=9))
     in_window = event_factory(status=EventStatus.FAILED, attempts=1, dispatched_at=ago(hours=1))
     dismissed = event_factory(status=EventStatus.DEAD)
     dismiss_events(engine, [dismissed], "duplicate", by=BY_HAND)

@@ -12,22 +12,20 @@ from payments_pipeline.models import EventStatus, GateOutcome, Provider, SweepRe
 from payments_pipeline.sweep import SweepParams, run_sweep
 
 from .conftest import EventFactory
-from .helpers import RecordingDispatcher, ago, fetch_event, monetbil_payload, stripe_payload
+from .helpers import (
+    RecordingDispatcher,
+    ago,
+    deliver,
+    fetch_event,
+    monetbil_payload,
+    stripe_payload,
+)
 
 
 def _receive_twice(engine: Engine, provider: Provider, key: str, event_type: str, payload: str):
     dispatcher = RecordingDispatcher()
     results = [
-        gate.receive(
-            engine,
-            provider=provider,
-            provider_event_id=key,
-            event_type=event_type,
-            payload=payload,
-            minutes=10,
-            dispatcher=dispatcher,
-        )
-        for _ in range(2)
+        deliver(engine, provider, key, event_type, payload, dispatcher=dispatcher) for _ in range(2)
     ]
     return results, dispatcher
 
@@ -141,13 +139,8 @@ def test_gate_claim_2_needs_an_old_dispatch_and_an_ended_backoff(
             dispatched_at=dispatched_at,
             next_attempt_at=next_attempt_at,
         )
-        result = gate.receive(
-            engine,
-            provider=Provider.STRIPE,
-            provider_event_id=key,
-            event_type="payment_intent.succeeded",
-            payload=stripe_payload(key),
-            minutes=10,
+        result = deliver(
+            engine, Provider.STRIPE, key, "payment_intent.succeeded", stripe_payload(key)
         )
         assert result.outcome == GateOutcome(expected), label
         assert result.event.id == event_id, label

@@ -1,8 +1,9 @@
 """One conformance suite for every database backend (`store.backends`), run on each database the
 `engine` fixture parametrises over: the same operations, the same assertions.
 
-Every operation of the `Backend` protocol: insert-if-absent, the set-based claim (and that it
-skips rows another transaction holds), the audit insert, and the engine set-up it installs.
+Every operation of a `Backend` (`base.Basic` and its overrides): insert-if-absent, the set-based
+claim (and that it skips rows another transaction holds), the audit insert, and the engine set-up
+it installs.
 """
 
 from __future__ import annotations

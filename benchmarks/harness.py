@@ -308,8 +308,8 @@ def count_by_status(url: str) -> dict[str, int]:
     finally:
         engine.dispose()
     out: dict[str, int] = {}
-    for (_provider, status), n in counts.items():
-        out[status] = out.get(status, 0) + n
+    for key, n in counts.items():
+        out[key.status.value] = out.get(key.status.value, 0) + n
     return out
 
 

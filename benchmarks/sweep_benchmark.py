@@ -510,7 +510,7 @@ def measure_seed_loop(engine: Engine, sample: int, rng: random.Random) -> SeedLo
             now = utcnow()
             result = conn.execute(
                 sa.update(store.webhook_events)
-                .where(E.id == c.event.id, scan.condition(c.reason))
+                .where(E.id == c.event.id, store.STUCK_REASONS[c.reason].condition(scan.cutoffs))
                 .values(dispatched_at=now, updated_at=now)
             )
             won += result.rowcount

@@ -33,7 +33,7 @@ from .models import DispatchMode, EventStatus
 from .providers.currency import exponent
 from .providers.errors import PayloadError
 from .reconcile import ProviderUnavailable, ReconcileError
-from .replay import ReplayResult, replay_events
+from .replay import ByHand, ReplayResult, replay_events
 from .status import read_status
 from .sweep import SweepParamError, SweepParams, SweepSummary, run_sweep
 
@@ -282,7 +282,7 @@ def replay(settings: Settings, event_ids: Sequence[int]) -> None:
             engine,
             event_ids,
             build_dispatcher(settings.dispatch, engine, settings),
-            params=params,
+            by=ByHand(params),
         )
     finally:
         engine.dispose()
@@ -344,7 +344,7 @@ def dismiss(settings: Settings, event_ids: Sequence[int], reason: str) -> None:
         _print_dismissal(result)
         return
     try:
-        result = dismiss_events(engine, event_ids, reason, params=params)
+        result = dismiss_events(engine, event_ids, reason, by=ByHand(params))
     finally:
         engine.dispose()
     _print_dismissal(result)

@@ -18,9 +18,6 @@ from typing import TypeVar
 from .models import PROCESSING_DISPATCH_MODES, DispatchMode
 
 DEFAULT_DATABASE_FILE = "payments.sqlite3"
-MAX_AGE_DAYS = 7
-DEFAULT_CELERY_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
-DEFAULT_STRIPE_API_BASE = "https://api.stripe.com"
 # The first day of the drift's daily partitions unless PAYMENTS_RECONCILE_START_DATE says: the day
 # revision 0001 created the `payments` table. No install of the product holds a payment of its own
 # from before it, so an earlier day could only show every Stripe payment as `missing_here`. A
@@ -38,13 +35,17 @@ def default_database_url(cwd: Path | None = None) -> str:
 
 @dataclass(frozen=True)
 class Settings:
+    """Every setting, its default written once, here: `load_settings` and whatever shows or
+    bounds a setting (`SweepParams`, the receiver's header limit, the sweep checks' text) read
+    it from `DEFAULTS`."""
+
     database_url: str
     stuck_requeue_enabled: bool = True
     stuck_requeue_minutes: int = 10
     max_attempts: int = 10
     processing_timeout_minutes: int = 30
     max_backoff_minutes: int = 24 * 60
-    max_age_days: int = MAX_AGE_DAYS
+    max_age_days: int = 7
     # Several Stripe endpoint secrets may be valid at once while one is rotated.
     stripe_webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
     monetbil_service_secret: str | None = field(default=None, repr=False)
@@ -61,7 +62,7 @@ class Settings:
     dispatch: DispatchMode = DispatchMode.INLINE
     # The receiver's own override (`serve --dispatch`, which may also say `none`); None: `dispatch`.
     receiver_dispatch: DispatchMode | None = None
-    celery_broker_url: str = field(default=DEFAULT_CELERY_BROKER_URL, repr=False)
+    celery_broker_url: str = field(default="amqp://guest:guest@127.0.0.1:5672//", repr=False)
     celery_queue: str = "payments_pipeline"
     # Threads that process claimed events after the response; a bounded queue feeds them.
     dispatch_threads: int = 4
@@ -76,7 +77,7 @@ class Settings:
     # --- reconciliation (`reconcile`) ---
     # A restricted key with read access to Events, PaymentIntents and Charges; never logged.
     stripe_api_key: str | None = field(default=None, repr=False)
-    stripe_api_base: str = DEFAULT_STRIPE_API_BASE
+    stripe_api_base: str = "https://api.stripe.com"
     # The default status of the hourly reconciliation schedule (with STRIPE_API_KEY set).
     reconcile_enabled: bool = True
     # The first daily partition of `stripe_payment_drift` (UTC).
@@ -92,6 +93,11 @@ class Settings:
         """How long an attempt may stay `processing` before the sweep reclaims it; also how long
         a session may idle inside a transaction (`store.make_engine`)."""
         return dt.timedelta(minutes=self.processing_timeout_minutes)
+
+
+# The defaults of every setting (its `database_url` is none: `default_database_url()` depends on
+# the working directory).
+DEFAULTS = Settings(database_url="")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -176,34 +182,37 @@ def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the environment (or `env`, for tests) into `Settings`."""
     env = os.environ if env is None else env
+    d = DEFAULTS
     secrets = tuple(s.strip() for s in env.get("STRIPE_WEBHOOK_SECRET", "").split(",") if s.strip())
     return Settings(
         database_url=env.get("PAYMENTS_DATABASE_URL", "").strip() or default_database_url(),
-        stuck_requeue_enabled=_bool(env, "PAYMENTS_STUCK_REQUEUE_ENABLED", True),
-        stuck_requeue_minutes=_int(env, "PAYMENTS_STUCK_REQUEUE_MINUTES", 10),
-        max_attempts=_int(env, "PAYMENTS_MAX_ATTEMPTS", 10),
-        processing_timeout_minutes=_int(env, "PAYMENTS_PROCESSING_TIMEOUT_MINUTES", 30),
-        max_backoff_minutes=_int(env, "PAYMENTS_MAX_BACKOFF_MINUTES", 24 * 60),
+        stuck_requeue_enabled=_bool(env, "PAYMENTS_STUCK_REQUEUE_ENABLED", d.stuck_requeue_enabled),
+        stuck_requeue_minutes=_int(env, "PAYMENTS_STUCK_REQUEUE_MINUTES", d.stuck_requeue_minutes),
+        max_attempts=_int(env, "PAYMENTS_MAX_ATTEMPTS", d.max_attempts),
+        processing_timeout_minutes=_int(
+            env, "PAYMENTS_PROCESSING_TIMEOUT_MINUTES", d.processing_timeout_minutes
+        ),
+        max_backoff_minutes=_int(env, "PAYMENTS_MAX_BACKOFF_MINUTES", d.max_backoff_minutes),
         stripe_webhook_secrets=secrets,
         monetbil_service_secret=env.get("MONETBIL_SERVICE_SECRET") or None,
         monetbil_check_payment_url=env.get("MONETBIL_CHECK_PAYMENT_URL") or None,
         dagster_home=env.get("DAGSTER_HOME") or None,
-        max_body_bytes=_int(env, "PAYMENTS_MAX_BODY_BYTES", 256 * 1024),
-        max_header_bytes=_int(env, "PAYMENTS_MAX_HEADER_BYTES", 16 * 1024),
-        dispatch=_choice(env, "PAYMENTS_DISPATCH", PROCESSING_DISPATCH_MODES)
-        or DispatchMode.INLINE,
+        max_body_bytes=_int(env, "PAYMENTS_MAX_BODY_BYTES", d.max_body_bytes),
+        max_header_bytes=_int(env, "PAYMENTS_MAX_HEADER_BYTES", d.max_header_bytes),
+        dispatch=_choice(env, "PAYMENTS_DISPATCH", PROCESSING_DISPATCH_MODES) or d.dispatch,
         receiver_dispatch=_choice(env, "PAYMENTS_RECEIVER_DISPATCH", tuple(DispatchMode)),
-        celery_broker_url=env.get("PAYMENTS_CELERY_BROKER_URL", "").strip()
-        or DEFAULT_CELERY_BROKER_URL,
-        celery_queue=_name(env, "PAYMENTS_CELERY_QUEUE", "payments_pipeline"),
-        dispatch_threads=_int(env, "PAYMENTS_DISPATCH_THREADS", 4),
-        dispatch_coalesce_ms=_int(env, "PAYMENTS_DISPATCH_COALESCE_MS", 5, minimum=0),
-        gate_threads=_int(env, "PAYMENTS_GATE_THREADS", 4),
-        monetbil_check_payment_timeout_seconds=_int(env, "MONETBIL_CHECK_PAYMENT_TIMEOUT", 10),
-        stripe_api_key=env.get("STRIPE_API_KEY", "").strip() or None,
-        stripe_api_base=_http_url(env, "PAYMENTS_STRIPE_API_BASE", DEFAULT_STRIPE_API_BASE),
-        reconcile_enabled=_bool(env, "PAYMENTS_RECONCILE_ENABLED", True),
-        reconcile_start_date=_date(
-            env, "PAYMENTS_RECONCILE_START_DATE", DEFAULT_RECONCILE_START_DATE
+        celery_broker_url=env.get("PAYMENTS_CELERY_BROKER_URL", "").strip() or d.celery_broker_url,
+        celery_queue=_name(env, "PAYMENTS_CELERY_QUEUE", d.celery_queue),
+        dispatch_threads=_int(env, "PAYMENTS_DISPATCH_THREADS", d.dispatch_threads),
+        dispatch_coalesce_ms=_int(
+            env, "PAYMENTS_DISPATCH_COALESCE_MS", d.dispatch_coalesce_ms, minimum=0
         ),
+        gate_threads=_int(env, "PAYMENTS_GATE_THREADS", d.gate_threads),
+        monetbil_check_payment_timeout_seconds=_int(
+            env, "MONETBIL_CHECK_PAYMENT_TIMEOUT", d.monetbil_check_payment_timeout_seconds
+        ),
+        stripe_api_key=env.get("STRIPE_API_KEY", "").strip() or None,
+        stripe_api_base=_http_url(env, "PAYMENTS_STRIPE_API_BASE", d.stripe_api_base),
+        reconcile_enabled=_bool(env, "PAYMENTS_RECONCILE_ENABLED", d.reconcile_enabled),
+        reconcile_start_date=_date(env, "PAYMENTS_RECONCILE_START_DATE", d.reconcile_start_date),
     )

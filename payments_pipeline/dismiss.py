@@ -23,17 +23,13 @@ from sqlalchemy import Connection, Engine
 
 from . import store
 from .models import (
-    DISMISSED,
     NOTE_LENGTH,
     EventState,
     SweepKind,
-    SweepOutcome,
     SweepStatus,
-    SweepTrigger,
     utcnow,
 )
-from .replay import Refusal, refusals
-from .sweep import SweepParams
+from .replay import ByHand, Refusal, refusals
 
 DISMISSIBLE = "dead or expired stuck"
 
@@ -65,12 +61,9 @@ def dismiss_events(
     event_ids: Sequence[int],
     reason: str,
     *,
-    params: SweepParams,
-    trigger: SweepTrigger = SweepTrigger.CLI,
-    dagster_run_id: str | None = None,
+    by: ByHand,
 ) -> DismissResult:
-    """Mark the `dead` and expired events among `event_ids` `dismissed`, audited with `reason`;
-    `params` say what counts as expired (the sweep's thresholds and window)."""
+    """Mark the `dead` and expired events among `event_ids` `dismissed`, audited with `reason`."""
     note = clean_reason(reason)
     wanted = sorted(set(event_ids))
     if not wanted:
@@ -78,27 +71,14 @@ def dismiss_events(
     now = utcnow()
 
     def work(conn: Connection) -> DismissResult:
-        won = store.dismiss(conn, event_ids=wanted, expired=params.expired_condition(now), now=now)
+        won = store.dismiss(conn, event_ids=wanted, expired_at=by.expired_at(now), now=now)
         refused = refusals(conn, wanted, won, accepts=DISMISSIBLE, verb="dismissed")
         if not won:
             return DismissResult(None, note, (), tuple(refused))
         settled = store.get_event_states(conn, event_ids=won)
         providers = {s.event.provider.value for s in settled}
-        sweep_id = store.insert_sweep_run(
-            conn,
-            started_at=now,
-            trigger=trigger.value,
-            dagster_run_id=dagster_run_id,
-            minutes=params.minutes,
-            provider=providers.pop() if len(providers) == 1 else "all",
-            kind=SweepKind.DISMISS,
-            note=note,
-        )
-        store.insert_sweep_events(
-            conn,
-            sweep_id=sweep_id,
-            rows=[(i, DISMISSED, SweepOutcome.DISMISSED) for i in won],
-        )
+        scope = providers.pop() if len(providers) == 1 else "all"
+        sweep_id = by.audit(conn, SweepKind.DISMISS, won, now=now, provider=scope, note=note)
         # Nothing is dispatched: the audit row closes in the same transaction.
         store.finish_sweep_run(
             conn,

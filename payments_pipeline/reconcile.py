@@ -42,7 +42,7 @@ from sqlalchemy import Engine
 
 from . import gate, store
 from .config import Settings
-from .dispatch import Dispatcher, dispatch_many
+from .dispatch import Dispatcher, unsent_errors
 from .handlers import default_registry
 from .models import (
     MISSED_DELIVERY,
@@ -546,7 +546,7 @@ def _hand_on(dispatcher: Dispatcher, results: Sequence[gate.ReceiveResult]) -> l
     """Dispatch the recovered events together (`dispatch_many`), each result's outcome; a failed
     hand-off is left to the sweep (`dispatch_lost`)."""
     ours = [r.event for r in results if r.should_dispatch]
-    unsent = {u.event.id: u.error for u in dispatch_many(dispatcher, ours)}
+    unsent = unsent_errors(dispatcher, ours)
     outcomes = []
     for result in results:
         if not result.should_dispatch:
@@ -790,7 +790,7 @@ def _hand_on_recovered(dispatcher: Dispatcher, out: list[Resolution]) -> list[Re
     """Dispatch the recovered transactions' events together; each with its dispatch outcome."""
     events = [r.event for r in out if r.outcome == MonetbilOutcome.RECOVERED and r.event]
     refs = {e.id: e for e in events}
-    unsent = {u.event.id: u.error for u in dispatch_many(dispatcher, list(refs.values()))}
+    unsent = unsent_errors(dispatcher, list(refs.values()))
     for event_id, error in unsent.items():
         ref = refs[event_id]
         log.warning(

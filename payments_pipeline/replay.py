@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Engine
 from . import store
 from .dispatch import Dispatcher, dispatch_many
 from .models import (
+    DISMISSED,
     EventRef,
     EventState,
     EventStatus,
@@ -41,6 +42,11 @@ from .sweep import Counts, SweepParams, close_sweep_run
 
 REPLAY_REASON = "replay"
 REPLAYABLE = (EventStatus.DEAD, EventStatus.PROCESSED)
+# What the audit of each action by hand records per event: its reason and its outcome.
+BY_HAND: dict[SweepKind, tuple[str, SweepOutcome]] = {
+    SweepKind.REPLAY: (REPLAY_REASON, SweepOutcome.DISPATCHED),
+    SweepKind.DISMISS: (DISMISSED, SweepOutcome.DISMISSED),
+}
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,48 @@ class Refusal:
         if self.status is None:
             return "unknown event id"
         return f"it is {self.status.value}: only {self.accepts} events are {self.verb}"
+
+
+@dataclass(frozen=True)
+class ByHand:
+    """A person's action on events named by id (a replay, a dismissal): what counts as expired
+    (`params`, the sweep's thresholds and window) and what its audit row records (`minutes`, the
+    trigger, the Dagster run)."""
+
+    params: SweepParams
+    trigger: SweepTrigger = SweepTrigger.CLI
+    dagster_run_id: str | None = None
+
+    def expired_at(self, now: dt.datetime) -> store.Cutoffs:
+        return self.params.cutoffs(now)
+
+    def audit(
+        self,
+        conn: Connection,
+        kind: SweepKind,
+        taken: Sequence[int],
+        *,
+        now: dt.datetime,
+        provider: str,
+        note: str | None = None,
+    ) -> int:
+        """Open the action's `sweep_runs` row with one `sweep_events` row per event it took
+        (reason and outcome: what `kind` records, `BY_HAND`); the audit row's id."""
+        reason, outcome = BY_HAND[kind]
+        sweep_id = store.insert_sweep_run(
+            conn,
+            started_at=now,
+            trigger=self.trigger.value,
+            dagster_run_id=self.dagster_run_id,
+            minutes=self.params.minutes,
+            provider=provider,
+            kind=kind,
+            note=note,
+        )
+        store.insert_sweep_events(
+            conn, sweep_id=sweep_id, rows=[(i, reason, outcome) for i in taken]
+        )
+        return sweep_id
 
 
 @dataclass(frozen=True)
@@ -110,38 +158,22 @@ def replay_events(
     event_ids: Sequence[int],
     dispatcher: Dispatcher,
     *,
-    params: SweepParams,
-    trigger: SweepTrigger = SweepTrigger.CLI,
-    dagster_run_id: str | None = None,
+    by: ByHand,
     provider: str = "all",
 ) -> ReplayResult:
-    """Requeue the given events (one conditional UPDATE) and dispatch them, with an audit row.
-    `params` give the audit's `minutes` and what counts as expired (the sweep's thresholds and
-    window); `provider` is what the audit row records as the replay's scope."""
+    """Requeue the given events (one conditional UPDATE) and dispatch them, with an audit row;
+    `provider` is what the audit row records as the replay's scope."""
     wanted = sorted(set(event_ids))
     now = utcnow()
 
     def work(conn: Connection) -> tuple[int | None, list[EventRef], list[Refusal]]:
         won = store.requeue_for_replay(
-            conn, event_ids=wanted, now=now, expired=params.expired_condition(now)
+            conn, event_ids=wanted, now=now, expired_at=by.expired_at(now)
         )
         refused = refusals(conn, wanted, won)
         if not won:
             return None, [], refused
-        sweep_id = store.insert_sweep_run(
-            conn,
-            started_at=now,
-            trigger=trigger.value,
-            dagster_run_id=dagster_run_id,
-            minutes=params.minutes,
-            provider=provider,
-            kind=SweepKind.REPLAY,
-        )
-        store.insert_sweep_events(
-            conn,
-            sweep_id=sweep_id,
-            rows=[(i, REPLAY_REASON, SweepOutcome.DISPATCHED) for i in won],
-        )
+        sweep_id = by.audit(conn, SweepKind.REPLAY, won, now=now, provider=provider)
         return sweep_id, store.get_event_refs(conn, event_ids=won), refused
 
     sweep_id, refs, refused = store.in_transaction(engine, work)

@@ -27,14 +27,9 @@ from .models import (
     Provider,
     utcnow,
 )
+from .sweep import SweepParams
 
 DEAD_SHOWN = 20
-
-
-@dataclass(frozen=True)
-class DeadEvent:
-    event: EventRef
-    last_error: str | None
 
 
 @dataclass(frozen=True)
@@ -45,6 +40,14 @@ class DeadDetail:
 
     state: EventState
     max_attempts: int
+
+    @property
+    def event(self) -> EventRef:
+        return self.state.event
+
+    @property
+    def last_error(self) -> str | None:
+        return self.state.last_error
 
     @property
     def cause(self) -> str:
@@ -88,14 +91,14 @@ def payment_totals(conn: Connection) -> dict[str, PaymentTotals]:
         mode: PaymentTotals({s.value: 0 for s in PaymentStatus}, {}, {})
         for mode in ("live", "test")
     }
-    for live, _provider, status, currency, n, received, refunded in store.payment_totals(conn):
-        totals = modes["live" if live else "test"]
-        totals.by_status[status] = totals.by_status.get(status, 0) + n
-        key = currency.upper() if currency else "unknown"
-        if received:
-            totals.received[key] = totals.received.get(key, 0) + received
-        if refunded:
-            totals.refunded[key] = totals.refunded.get(key, 0) + refunded
+    for group in store.payment_totals(conn):
+        totals = modes["live" if group.livemode else "test"]
+        totals.by_status[group.status] = totals.by_status.get(group.status, 0) + group.count
+        key = group.currency.upper() if group.currency else "unknown"
+        if group.received:
+            totals.received[key] = totals.received.get(key, 0) + group.received
+        if group.refunded:
+            totals.refunded[key] = totals.refunded.get(key, 0) + group.refunded
     return modes
 
 
@@ -107,7 +110,7 @@ class StatusReport:
     # provider -> creation time of its oldest stuck event (any reason, any age)
     oldest_stuck: dict[str, dt.datetime]
     dead_count: int
-    dead_events: tuple[DeadEvent, ...]  # the first `DEAD_SHOWN`, by id
+    dead_events: tuple[DeadDetail, ...]  # the first `DEAD_SHOWN`, by id
     # provider -> stuck events older than the window: never requeued by a sweep
     expired: dict[str, int]
     payments: dict[str, PaymentTotals]  # "live" and "test"
@@ -144,11 +147,29 @@ class StatusReport:
         }
 
 
-def _any_stuck(settings: Settings, now: dt.datetime) -> Any:
-    return store.any_stuck_condition(
-        now=now,
-        stuck_before=now - dt.timedelta(minutes=settings.stuck_requeue_minutes),
-        stalled_before=now - settings.processing_timeout,
+@dataclass(frozen=True)
+class _EventsView:
+    """What `status` and the backlog both read: counts per provider and status (every known
+    provider, zeros included), the oldest stuck event per provider, and the expired ones."""
+
+    counts: dict[str, dict[EventStatus, int]]
+    oldest_stuck: dict[str, dt.datetime]
+    expired: dict[str, int]
+
+
+def _read_events(
+    conn: Connection, at: store.Cutoffs, statuses: Sequence[EventStatus] | None
+) -> _EventsView:
+    """Counts of `statuses` (None: all of them, a scan of the table), oldest stuck and expired
+    events: "stuck" by the sweep's thresholds (`at`), what the next sweep would pick up."""
+    found = store.count_by_provider_status(conn, statuses=statuses)
+    shown = tuple(EventStatus) if statuses is None else tuple(statuses)
+    providers = sorted({p.value for p in PROVIDERS} | {k.provider for k in found})
+    expired = store.count_expired(conn, at=at, providers=PROVIDERS)
+    return _EventsView(
+        counts={p: {s: found.get(store.StatusKey(p, s), 0) for s in shown} for p in providers},
+        oldest_stuck=store.oldest_stuck(conn, at=at),
+        expired={p.value: expired.get(p, 0) for p in PROVIDERS},
     )
 
 
@@ -157,26 +178,17 @@ def read_status(
 ) -> StatusReport:
     """Everything `status` shows, read in one connection."""
     now = now or utcnow()
-    stuck = _any_stuck(settings, now)
     with engine.connect() as conn:
-        counts = store.count_by_provider_status(conn)
-        oldest = store.oldest_created_at(conn, condition=stuck)
-        dead = store.list_event_refs(conn, status=EventStatus.DEAD, limit=DEAD_SHOWN)
-        expired = store.count_expired(
-            conn,
-            conditions=[stuck],
-            providers=PROVIDERS,
-            created_after=now - dt.timedelta(days=settings.max_age_days),
-        )
+        view = _read_events(conn, SweepParams.from_settings(settings).cutoffs(now), None)
+        dead = list_dead(conn, PROVIDERS, max_attempts=settings.max_attempts)
         payments = payment_totals(conn)
-    providers = sorted({p.value for p in PROVIDERS} | {p for p, _ in counts})
     return StatusReport(
         taken_at=now,
-        counts={p: {s: counts.get((p, s.value), 0) for s in EventStatus} for p in providers},
-        oldest_stuck=oldest,
-        dead_count=sum(counts.get((p, EventStatus.DEAD.value), 0) for p in providers),
-        dead_events=tuple(DeadEvent(ref, err) for ref, err in dead),
-        expired={p.value: expired.get(p, 0) for p in PROVIDERS},
+        counts=view.counts,
+        oldest_stuck=view.oldest_stuck,
+        dead_count=sum(row[EventStatus.DEAD] for row in view.counts.values()),
+        dead_events=dead,
+        expired=view.expired,
         payments=payments,
     )
 
@@ -248,32 +260,15 @@ def read_backlog(
     expired: each a range on a status-led index, so the cost follows the backlog, not the table),
     plus the payments table's totals when `payments` (a scan of that table: not for a tick)."""
     now = now or utcnow()
-    stuck = _any_stuck(settings, now)
-    wait, stalled = (
-        dt.timedelta(minutes=settings.stuck_requeue_minutes),
-        settings.processing_timeout,
-    )
-    since = store.stuck_since(
-        conn,
-        at=store.Cutoffs(now, now - wait, now - stalled),
-        waits={"stuck_before": wait, "stalled_before": stalled},
-        created_after=now - dt.timedelta(days=settings.max_age_days),
-    )
-    counts = store.count_open_by_provider_status(conn, statuses=OPEN_STATUSES)
-    oldest = store.oldest_created_at(conn, condition=stuck)
-    expired = store.count_expired(
-        conn,
-        conditions=[stuck],
-        providers=PROVIDERS,
-        created_after=now - dt.timedelta(days=settings.max_age_days),
-    )
-    providers = sorted({p.value for p in PROVIDERS} | {p for p, _ in counts})
+    at = SweepParams.from_settings(settings).cutoffs(now)
+    view = _read_events(conn, at, OPEN_STATUSES)
+    since = store.stuck_since(conn, at=at)
     return Backlog(
         taken_at=now,
-        counts={p: {s: counts.get((p, s.value), 0) for s in OPEN_STATUSES} for p in providers},
-        oldest_stuck=oldest,
+        counts=view.counts,
+        oldest_stuck=view.oldest_stuck,
         stuck_since=since,
-        expired={p.value: expired.get(p, 0) for p in PROVIDERS},
+        expired=view.expired,
         payments=payment_totals(conn) if payments else None,
         dead_events=list_dead(conn, PROVIDERS, max_attempts=settings.max_attempts),
     )

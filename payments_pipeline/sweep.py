@@ -20,13 +20,12 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, Engine
 
 from . import store
-from .config import Settings
-from .dispatch import Dispatcher, dispatch_many
+from .config import DEFAULTS, Settings
+from .dispatch import Dispatcher, unsent_errors
 from .errors import short_error
 from .models import (
     PROVIDERS,
     EventRef,
-    EventStatus,
     Provider,
     SweepOutcome,
     SweepReason,
@@ -48,10 +47,10 @@ class SweepParamError(ValueError):
 
 @dataclass(frozen=True)
 class SweepParams:
-    minutes: int = 10
+    minutes: int = DEFAULTS.stuck_requeue_minutes
     provider: str = ALL
-    max_age_days: int = 7
-    processing_timeout_minutes: int = 30
+    max_age_days: int = DEFAULTS.max_age_days
+    processing_timeout_minutes: int = DEFAULTS.processing_timeout_minutes
     batch_size: int = DEFAULT_BATCH_SIZE
 
     def __post_init__(self) -> None:
@@ -80,14 +79,15 @@ class SweepParams:
     def providers(self) -> tuple[Provider, ...]:
         return PROVIDERS if self.provider == ALL else (Provider(self.provider),)
 
-    def expired_condition(self, now: dt.datetime) -> Any:
-        """Stuck at `now` by one of the four reasons, but older than the window (`max_age_days`):
-        what a sweep only counts, and a person may replay or dismiss by id."""
-        return store.expired_condition(
-            now=now,
-            stuck_before=now - dt.timedelta(minutes=self.minutes),
-            stalled_before=now - dt.timedelta(minutes=self.processing_timeout_minutes),
-            created_before=now - dt.timedelta(days=self.max_age_days),
+    def cutoffs(self, now: dt.datetime) -> store.Cutoffs:
+        """What is stuck at `now` by these thresholds, and where the window starts: a stuck row
+        created before it is expired (a sweep only counts it; a person may replay or dismiss it
+        by id)."""
+        return store.Cutoffs.at(
+            now,
+            stuck=dt.timedelta(minutes=self.minutes),
+            stalled=dt.timedelta(minutes=self.processing_timeout_minutes),
+            max_age=dt.timedelta(days=self.max_age_days),
         )
 
 
@@ -96,15 +96,6 @@ class Candidate(NamedTuple):
 
     event: EventRef
     reason: SweepReason
-
-
-@dataclass(frozen=True)
-class ExpiredEvent:
-    """A stuck row older than the window: never requeued, shown so someone acts on it."""
-
-    event: EventRef
-    status: EventStatus
-    created_at: dt.datetime
 
 
 EXPIRED_SHOWN = 20  # the oldest expired events a scan lists; `expired` counts them all
@@ -121,27 +112,20 @@ class Scan:
     candidates: tuple[Candidate, ...]
     expired: dict[Provider, int]
     dry_run: bool = False
-    expired_events: tuple[ExpiredEvent, ...] = ()  # the oldest EXPIRED_SHOWN, oldest first
+    expired_events: tuple[store.ExpiredEvent, ...] = ()  # the oldest EXPIRED_SHOWN, oldest first
+
+    @property
+    def cutoffs(self) -> store.Cutoffs:
+        """What the scan and every claim of this sweep call stuck, and its window."""
+        return self.params.cutoffs(self.started_at)
 
     @property
     def stuck_before(self) -> dt.datetime:
-        return self.started_at - dt.timedelta(minutes=self.params.minutes)
-
-    @property
-    def stalled_before(self) -> dt.datetime:
-        return self.started_at - dt.timedelta(minutes=self.params.processing_timeout_minutes)
+        return self.cutoffs.stuck_before
 
     @property
     def created_after(self) -> dt.datetime:
-        return self.started_at - dt.timedelta(days=self.params.max_age_days)
-
-    def condition(self, reason: SweepReason) -> Any:
-        return store.stuck_condition(
-            reason,
-            now=self.started_at,
-            stuck_before=self.stuck_before,
-            stalled_before=self.stalled_before,
-        )
+        return self.cutoffs.window_start
 
 
 @dataclass(frozen=True)
@@ -282,21 +266,12 @@ def begin_sweep(
     try:
         with engine.connect() as conn:
             candidates = _scan(conn, shell)
-            conditions = [shell.condition(r) for r in SweepReason]
-            expired = store.count_expired(
-                conn,
-                conditions=conditions,
-                providers=params.providers,
-                created_after=shell.created_after,
-            )
+            at = shell.cutoffs
+            expired = store.count_expired(conn, at=at, providers=params.providers)
             oldest = []
             if expired:
                 oldest = store.list_expired(
-                    conn,
-                    conditions=conditions,
-                    providers=params.providers,
-                    created_after=shell.created_after,
-                    limit=EXPIRED_SHOWN,
+                    conn, at=at, providers=params.providers, limit=EXPIRED_SHOWN
                 )
     except Exception as exc:
         fail_sweep(engine, shell, exc)
@@ -308,22 +283,17 @@ def begin_sweep(
             provider.value,
             params.max_age_days,
         )
-    expired_events = tuple(ExpiredEvent(r, EventStatus(s), t) for r, s, t in oldest)
-    return Scan(sweep_id, params, trigger, started_at, candidates, expired, dry_run, expired_events)
+    return Scan(sweep_id, params, trigger, started_at, candidates, expired, dry_run, tuple(oldest))
 
 
 def _scan(conn: Connection, scan: Scan) -> tuple[Candidate, ...]:
     # The four conditions are disjoint by status (and by dispatched_at for the two `received`
     # ones), so an event is a candidate for one reason at most.
+    at = scan.cutoffs
     found = [
         Candidate(ref, reason)
         for reason in SweepReason
-        for ref in store.select_stuck(
-            conn,
-            condition=scan.condition(reason),
-            providers=scan.params.providers,
-            created_after=scan.created_after,
-        )
+        for ref in store.select_stuck(conn, reason=reason, at=at, providers=scan.params.providers)
     ]
     found.sort(key=lambda c: c.event.id)
     return tuple(found)
@@ -344,23 +314,22 @@ def claim_candidates(engine: Engine, scan: Scan) -> ClaimResult:
     by_reason: dict[SweepReason, list[Candidate]] = {}
     for c in scan.candidates:
         by_reason.setdefault(c.reason, []).append(c)
+    at = scan.cutoffs
     try:
         for reason, candidates in by_reason.items():
-            condition = scan.condition(reason)
             for batch in _batches(candidates, scan.params.batch_size):
 
                 def work(
                     conn: Connection,
                     batch: Sequence[Candidate] = batch,
                     reason: SweepReason = reason,
-                    condition: Any = condition,
                 ) -> set[int]:
                     won = set(
                         store.claim_stuck(
                             conn,
                             reason=reason,
                             event_ids=[c.event.id for c in batch],
-                            condition=condition,
+                            at=at,
                             now=utcnow(),
                         )
                     )
@@ -398,30 +367,11 @@ def dispatch_claimed(
     hundred ids a message), logging the seed's line for each; an event the dispatcher could not
     hand on is recorded (outcome `dispatch_failed`) and the row is recovered later as
     `dispatch_lost`."""
-    dispatched: list[Candidate] = []
-    failed: list[Candidate] = []
-    unsent = {
-        u.event.id: u.error for u in dispatch_many(dispatcher, [c.event for c in claim.claimed])
-    }
+    unsent = unsent_errors(dispatcher, [c.event for c in claim.claimed])
     for c in claim.claimed:
-        if c.event.id in unsent:
-            log.error(
-                "webhook event dispatch failed provider=%s provider_event_id=%s reason=%s: %s",
-                c.event.provider.value,
-                c.event.provider_event_id,
-                c.reason.value,
-                short_error(unsent[c.event.id]),
-            )
-            failed.append(c)
-            continue
-        dispatched.append(c)
-        log.info(
-            "webhook event requeued provider=%s provider_event_id=%s event_type=%s reason=%s",
-            c.event.provider.value,
-            c.event.provider_event_id,
-            c.event.event_type,
-            c.reason.value,
-        )
+        _log_hand_off(c, unsent.get(c.event.id))
+    dispatched = [c for c in claim.claimed if c.event.id not in unsent]
+    failed = [c for c in claim.claimed if c.event.id in unsent]
     if failed and scan.sweep_id is not None:
         sweep_id = scan.sweep_id
         store.in_transaction(
@@ -434,6 +384,27 @@ def dispatch_claimed(
             ),
         )
     return DispatchResult(tuple(dispatched), tuple(failed))
+
+
+def _log_hand_off(c: Candidate, error: Exception | None) -> None:
+    """The seed's line for a requeued event, or why the dispatcher could not hand it on."""
+    ref = c.event
+    if error is None:
+        log.info(
+            "webhook event requeued provider=%s provider_event_id=%s event_type=%s reason=%s",
+            ref.provider.value,
+            ref.provider_event_id,
+            ref.event_type,
+            c.reason.value,
+        )
+    else:
+        log.error(
+            "webhook event dispatch failed provider=%s provider_event_id=%s reason=%s: %s",
+            ref.provider.value,
+            ref.provider_event_id,
+            c.reason.value,
+            short_error(error),
+        )
 
 
 def close_sweep_run(

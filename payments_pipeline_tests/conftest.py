@@ -14,6 +14,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -231,5 +232,28 @@ def event_factory(engine: Engine) -> EventFactory:
                 )
             )
             return int(result.inserted_primary_key[0])
+
+    return make
+
+
+@pytest.fixture
+def processing_event(event_factory: EventFactory) -> EventFactory:
+    """Insert an event in an attempt: `processing` since `started`, `attempts` 1 unless given;
+    other columns as `event_factory` takes them. Returns its id."""
+
+    def make(
+        provider: Provider | str = Provider.STRIPE,
+        *,
+        started: dt.datetime,
+        attempts: int = 1,
+        **columns: Any,
+    ) -> int:
+        return event_factory(
+            provider,
+            status=EventStatus.PROCESSING,
+            attempts=attempts,
+            processing_started_at=started,
+            **columns,
+        )
 
     return make

@@ -13,7 +13,7 @@ from payments_pipeline import gate, store
 from payments_pipeline.config import Settings
 from payments_pipeline.dispatch import Dispatcher, TableDispatcher
 from payments_pipeline.gate import ReceiveResult
-from payments_pipeline.models import WebhookEvent, utcnow
+from payments_pipeline.models import Provider, WebhookEvent, utcnow
 from payments_pipeline.providers import samples
 
 
@@ -133,3 +133,42 @@ def receive_stripe(
     )
     assert result.should_dispatch
     return result.event.id
+
+
+def deliver(
+    engine: Engine,
+    provider: Provider | str,
+    key: str,
+    event_type: str,
+    payload: str,
+    *,
+    dispatcher: Dispatcher | None = None,
+    now: dt.datetime | None = None,
+) -> ReceiveResult:
+    """One delivery through the gate, as the receiver makes it (a 10-minute stuck threshold),
+    handed to `dispatcher` when its claim won (without one, the claim is all: `table`)."""
+    return receive_and_dispatch(
+        engine,
+        dispatcher or TableDispatcher(),
+        provider=provider,
+        provider_event_id=key,
+        event_type=event_type,
+        payload=payload,
+        minutes=10,
+        now=now,
+    )
+
+
+def redeliver(
+    engine: Engine, event_id: int, *, dispatcher: Dispatcher | None = None
+) -> ReceiveResult:
+    """The provider delivers a stored event again (same key, type and payload)."""
+    event = fetch_event(engine, event_id)
+    return deliver(
+        engine,
+        event.provider,
+        event.provider_event_id,
+        event.event_type,
+        event.payload,
+        dispatcher=dispatcher,
+    )

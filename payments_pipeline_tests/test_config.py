@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from payments_pipeline.config import ConfigError, load_settings
+from payments_pipeline.config import DEFAULTS, ConfigError, load_settings
 from payments_pipeline.models import DispatchMode
+from payments_pipeline.sweep import SweepParams
+
+
+def test_an_empty_environment_reads_as_every_default() -> None:
+    settings = load_settings({})
+    assert settings.database_url.endswith("/payments.sqlite3")
+    assert dataclasses.replace(settings, database_url="") == DEFAULTS
+    assert (DEFAULTS.stuck_requeue_minutes, DEFAULTS.max_age_days) == (10, 7)
+
+
+def test_a_sweeps_defaults_are_the_settings_defaults() -> None:
+    assert SweepParams() == SweepParams.from_settings(DEFAULTS)
 
 
 def test_receiver_thread_defaults() -> None:

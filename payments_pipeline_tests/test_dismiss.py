@@ -11,14 +11,14 @@ from sqlalchemy import Engine
 from payments_pipeline import store
 from payments_pipeline.dismiss import DismissError, dismiss_events
 from payments_pipeline.models import EventStatus, GateOutcome, Provider, SweepOutcome
-from payments_pipeline.replay import replay_events
+from payments_pipeline.replay import ByHand, replay_events
 from payments_pipeline.status import read_backlog, read_status
 from payments_pipeline.sweep import SweepParams, run_sweep
 
 from .conftest import EventFactory
-from .helpers import RecordingDispatcher, ago, fetch_event, make_settings, receive_and_dispatch
+from .helpers import RecordingDispatcher, ago, fetch_event, make_settings, redeliver
 
-PARAMS = SweepParams(minutes=10, max_age_days=7)
+BY_HAND = ByHand(SweepParams(minutes=10, max_age_days=7))
 DISMISSIBLE = "only dead or expired stuck events are dismissed"
 
 
@@ -53,16 +53,11 @@ def _expired(event_factory: EventFactory, provider: Provider = Provider.STRIPE) 
 
 
 def test_dismiss_settles_dead_and_expired_events_and_refuses_the_rest_with_why(
-    engine: Engine, event_factory: EventFactory
+    engine: Engine, event_factory: EventFactory, processing_event: EventFactory
 ) -> None:
     dead = event_factory(Provider.MONETBIL, status=EventStatus.DEAD, attempts=3)
     expired = _expired(event_factory)
-    stalled_old = event_factory(
-        status=EventStatus.PROCESSING,
-        attempts=1,
-        processing_started_at=ago(days=9),
-        created_at=ago(days=9),
-    )
+    stalled_old = processing_event(started=ago(days=9), created_at=ago(days=9))
     stuck_in_window = event_factory(status=EventStatus.FAILED, dispatched_at=ago(hours=2))
     done = event_factory(status=EventStatus.PROCESSED, attempts=1)
     old_but_not_stuck = event_factory(
@@ -73,7 +68,7 @@ def test_dismiss_settles_dead_and_expired_events_and_refuses_the_rest_with_why(
     )
     unknown = done + 1000
     wanted = [dead, expired, stalled_old, stuck_in_window, done, old_but_not_stuck, unknown]
-    result = dismiss_events(engine, wanted, "  settled with Stripe\n(ticket 4411) ", params=PARAMS)
+    result = dismiss_events(engine, wanted, "  settled with Stripe\n(ticket 4411) ", by=BY_HAND)
 
     assert [s.event.id for s in result.dismissed] == [dead, expired, stalled_old]
     assert {s.status for s in result.dismissed} == {EventStatus.DISMISSED}
@@ -112,7 +107,7 @@ def test_dismissed_events_are_never_swept_nor_counted_as_dead_stuck_or_expired(
     before = read_status(engine, settings)
     assert before.dead_count == 1 and sum(before.expired.values()) == 2
     result = dismiss_events(
-        engine, [dead, expired, never_dispatched_old], "test events", params=PARAMS
+        engine, [dead, expired, never_dispatched_old], "test events", by=BY_HAND
     )
     assert len(result.dismissed) == 3 and not result.refused
 
@@ -132,16 +127,7 @@ def test_dismissed_events_are_never_swept_nor_counted_as_dead_stuck_or_expired(
     assert summary.total.scanned == 0 and dispatcher.ids == []
 
     # A late duplicate delivery of the never-dispatched one is not handed on either.
-    ref = fetch_event(engine, never_dispatched_old)
-    late = receive_and_dispatch(
-        engine,
-        dispatcher,
-        provider=ref.provider,
-        provider_event_id=ref.provider_event_id,
-        event_type=ref.event_type,
-        payload=ref.payload,
-        minutes=10,
-    )
+    late = redeliver(engine, never_dispatched_old, dispatcher=dispatcher)
     assert late.outcome is GateOutcome.RECEIVED and dispatcher.ids == []
     assert fetch_event(engine, never_dispatched_old).status is EventStatus.DISMISSED
 
@@ -150,7 +136,7 @@ def test_a_dismissal_that_refuses_every_id_writes_no_audit_row(
     engine: Engine, event_factory: EventFactory
 ) -> None:
     processed = event_factory(status=EventStatus.PROCESSED)
-    result = dismiss_events(engine, [processed, processed + 50], "typo", params=PARAMS)
+    result = dismiss_events(engine, [processed, processed + 50], "typo", by=BY_HAND)
     assert result.sweep_id is None and result.dismissed == ()
     assert [r.event_id for r in result.refused] == [processed, processed + 50]
     assert _runs(engine) == []
@@ -171,27 +157,22 @@ def test_a_blank_or_overlong_reason_is_refused_before_anything_changes(
 ) -> None:
     dead = event_factory(status=EventStatus.DEAD)
     with pytest.raises(DismissError, match=message):
-        dismiss_events(engine, [dead] if ids else [], reason, params=PARAMS)
+        dismiss_events(engine, [dead] if ids else [], reason, by=BY_HAND)
     assert fetch_event(engine, dead).status is EventStatus.DEAD
     assert _runs(engine) == []
 
 
 def test_replay_takes_an_expired_stuck_event_named_by_id_but_not_one_inside_the_window(
-    engine: Engine, event_factory: EventFactory
+    engine: Engine, event_factory: EventFactory, processing_event: EventFactory
 ) -> None:
     expired = _expired(event_factory)
-    stalled_old = event_factory(
-        status=EventStatus.PROCESSING,
-        attempts=2,
-        processing_started_at=ago(days=9),
-        created_at=ago(days=9),
-    )
+    stalled_old = processing_event(started=ago(days=9), attempts=2, created_at=ago(days=9))
     in_window = event_factory(status=EventStatus.FAILED, attempts=1, dispatched_at=ago(hours=1))
     dismissed = event_factory(status=EventStatus.DEAD)
-    dismiss_events(engine, [dismissed], "duplicate", params=PARAMS)
+    dismiss_events(engine, [dismissed], "duplicate", by=BY_HAND)
     dispatcher = RecordingDispatcher()
     result = replay_events(
-        engine, [expired, stalled_old, in_window, dismissed], dispatcher, params=PARAMS
+        engine, [expired, stalled_old, in_window, dismissed], dispatcher, by=BY_HAND
     )
     assert [r.id for r in result.replayed] == [expired, stalled_old] == dispatcher.ids
     why = "only dead, processed or expired stuck events are replayed"
@@ -217,6 +198,6 @@ def test_a_replay_that_refuses_every_id_writes_no_audit_row(
     engine: Engine, event_factory: EventFactory
 ) -> None:
     waiting = event_factory(status=EventStatus.FAILED, dispatched_at=ago(minutes=1))
-    result = replay_events(engine, [waiting, waiting + 9], RecordingDispatcher(), params=PARAMS)
+    result = replay_events(engine, [waiting, waiting + 9], RecordingDispatcher(), by=BY_HAND)
     assert result.sweep_id is None and result.replayed == () and len(result.refused) == 2
     assert _runs(engine) == []

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from payments_pipeline import gate, store
+from payments_pipeline.config import Settings
 from payments_pipeline.handlers import HandlerContext, HandlerRegistry, default_registry
 from payments_pipeline.models import (
     EventStatus,
@@ -29,16 +30,18 @@ from payments_pipeline.processing import (
     process_events,
     start_attempt,
 )
-from payments_pipeline.replay import replay_events, select_dead
+from payments_pipeline.replay import ByHand, replay_events, select_dead
 from payments_pipeline.sweep import SweepParams, run_sweep
 
 from .conftest import EventFactory
 from .helpers import (
     RecordingDispatcher,
     ago,
+    deliver,
     fetch_event,
     make_settings,
     monetbil_payload,
+    redeliver,
     stripe_payload,
 )
 
@@ -93,31 +96,15 @@ def test_processing_applies_the_payment_once(engine: Engine, event_factory: Even
 
 def test_monetbil_success_then_duplicate(engine: Engine) -> None:
     settings = make_settings(engine)
-    results = [
-        gate.receive(
-            engine,
-            provider="monetbil",
-            provider_event_id="tx_9",
-            event_type="payment.success",
-            payload=monetbil_payload("tx_9", "1", payment_ref="order-9", amount="2500"),
-            minutes=10,
-        )
-        for _ in range(2)
-    ]
+    payload = monetbil_payload("tx_9", "1", payment_ref="order-9", amount="2500")
+    results = [deliver(engine, "monetbil", "tx_9", "payment.success", payload) for _ in range(2)]
     assert [r.should_dispatch for r in results] == [True, False]
     process_event(engine, results[0].event.id, settings=settings, registry=default_registry())
     payment = _payment(engine, Provider.MONETBIL, "order-9")
     assert (
         payment is not None and payment.status is PaymentStatus.SUCCEEDED and payment.amount == 2500
     )
-    again = gate.receive(
-        engine,
-        provider="monetbil",
-        provider_event_id="tx_9",
-        event_type="payment.success",
-        payload=monetbil_payload("tx_9"),
-        minutes=10,
-    )
+    again = deliver(engine, "monetbil", "tx_9", "payment.success", monetbil_payload("tx_9"))
     assert again.outcome.value == "already_processed"
 
 
@@ -148,15 +135,7 @@ def _redispatch_after_backoff(engine: Engine, event_id: int) -> None:
                 next_attempt_at=ago(minutes=1),
             )
         )
-    event = fetch_event(engine, event_id)
-    again = gate.receive(
-        engine,
-        provider=event.provider,
-        provider_event_id=event.provider_event_id,
-        event_type=event.event_type,
-        payload=event.payload,
-        minutes=10,
-    )
+    again = redeliver(engine, event_id)
     assert again.outcome.value == "redispatched"
 
 
@@ -254,7 +233,7 @@ def test_a_batch_attempt_stamped_before_its_dispatch_still_consumes_it(
 
 
 def test_every_hand_on_opens_exactly_one_attempt(
-    engine: Engine, event_factory: EventFactory
+    engine: Engine, event_factory: EventFactory, processing_event: EventFactory
 ) -> None:
     """Each claim that hands a waiting event on (the sweep's four reasons, the gate's claims, a
     replay) lets exactly one attempt start, whatever the clocks said; the gate's claim 1 on a row
@@ -272,12 +251,8 @@ def test_every_hand_on_opens_exactly_one_attempt(
             next_attempt_at=old,
             created_at=old,
         ),
-        SweepReason.PROCESSING_STALLED: event_factory(
-            status=EventStatus.PROCESSING,
-            attempts=1,
-            dispatched_at=old,
-            processing_started_at=old,
-            created_at=old,
+        SweepReason.PROCESSING_STALLED: processing_event(
+            started=old, dispatched_at=old, created_at=old
         ),
     }
     summary = run_sweep(engine, SweepParams(minutes=10), RecordingDispatcher())
@@ -297,7 +272,9 @@ def test_every_hand_on_opens_exactly_one_attempt(
     dead = event_factory(
         status=EventStatus.DEAD, attempts=5, dispatched_at=old, processing_started_at=ago(seconds=1)
     )
-    replayed = replay_events(engine, [dead], RecordingDispatcher(), params=SweepParams()).replayed
+    replayed = replay_events(
+        engine, [dead], RecordingDispatcher(), by=ByHand(SweepParams())
+    ).replayed
     assert [e.id for e in replayed] == [dead]
     assert start_attempt(engine, dead, settings=settings, now=old) is not None
     assert start_attempt(engine, dead, settings=settings) is None
@@ -346,7 +323,7 @@ def test_worker_crashes_exhaust_the_budget(engine: Engine, event_factory: EventF
 
 
 def test_a_message_of_ids_starts_the_attempts_awaiting_and_commits_them_together(
-    engine: Engine, event_factory: EventFactory
+    engine: Engine, event_factory: EventFactory, processing_event: EventFactory
 ) -> None:
     """`process_events` (a Celery message's ids): one claim takes the ids that await an attempt;
     the others are `not_claimed`, and one whose budget is spent is buried `dead`, as one event's
@@ -355,13 +332,7 @@ def test_a_message_of_ids_starts_the_attempts_awaiting_and_commits_them_together
     waiting = [event_factory(Provider.STRIPE, dispatched_at=ago(seconds=1)) for _ in range(3)]
     monetbil = event_factory(Provider.MONETBIL, dispatched_at=ago(seconds=1))
     done = event_factory(Provider.STRIPE, status=EventStatus.PROCESSED, attempts=1)
-    held = event_factory(
-        Provider.STRIPE,
-        status=EventStatus.PROCESSING,
-        attempts=1,
-        dispatched_at=ago(seconds=2),
-        processing_started_at=ago(seconds=1),
-    )
+    held = processing_event(Provider.STRIPE, started=ago(seconds=1), dispatched_at=ago(seconds=2))
     spent = event_factory(Provider.STRIPE, attempts=2, dispatched_at=ago(seconds=1))
     registry = default_registry()
 
@@ -469,28 +440,32 @@ def test_a_stale_attempt_that_fails_is_stale_and_says_so(
     assert "idle-in-transaction timeout" in caplog.text
 
 
+def _deliver_and_process(
+    engine: Engine, settings: Settings, *deliveries: tuple[str, str, str]
+) -> list[ProcessOutcome]:
+    """Deliver each Stripe (key, event type, payload) and process it at once, in this order."""
+    outcomes = []
+    for key, event_type, payload in deliveries:
+        event_id = deliver(engine, "stripe", key, event_type, payload).event.id
+        outcomes.append(
+            process_event(engine, event_id, settings=settings, registry=default_registry())
+        )
+    return outcomes
+
+
 def test_out_of_order_refund_before_success_ends_refunded(engine: Engine) -> None:
     settings = make_settings(engine)
     refund = stripe_payload("evt_r", "charge.refunded", reference="pi_o", created=1_700_000_100)
     success = stripe_payload(
         "evt_ok", "payment_intent.succeeded", reference="pi_o", created=1_700_000_000
     )
-    for key, etype, body in (
+    outcomes = _deliver_and_process(
+        engine,
+        settings,
         ("evt_r", "charge.refunded", refund),
         ("evt_ok", "payment_intent.succeeded", success),
-    ):
-        r = gate.receive(
-            engine,
-            provider="stripe",
-            provider_event_id=key,
-            event_type=etype,
-            payload=body,
-            minutes=10,
-        )
-        assert (
-            process_event(engine, r.event.id, settings=settings, registry=default_registry())
-            is ProcessOutcome.PROCESSED
-        )
+    )
+    assert outcomes == [ProcessOutcome.PROCESSED, ProcessOutcome.PROCESSED]
     payment = _payment(engine, Provider.STRIPE, "pi_o")
     assert payment is not None and payment.status is PaymentStatus.REFUNDED
     assert _ledger_count(engine) == 1  # the late success had nothing left to do
@@ -504,19 +479,12 @@ def test_older_failure_never_overwrites_newer_success(engine: Engine) -> None:
     older_fail = stripe_payload(
         "evt_1", "payment_intent.payment_failed", reference="pi_f", created=1_700_000_100
     )
-    for key, etype, body in (
+    _deliver_and_process(
+        engine,
+        settings,
         ("evt_2", "payment_intent.succeeded", newer_ok),
         ("evt_1", "payment_intent.payment_failed", older_fail),
-    ):
-        r = gate.receive(
-            engine,
-            provider="stripe",
-            provider_event_id=key,
-            event_type=etype,
-            payload=body,
-            minutes=10,
-        )
-        process_event(engine, r.event.id, settings=settings, registry=default_registry())
+    )
     payment = _payment(engine, Provider.STRIPE, "pi_f")
     assert payment is not None and payment.status is PaymentStatus.SUCCEEDED
 
@@ -553,7 +521,7 @@ def test_replay_of_processed_event_never_applies_twice(
     fresh_id = event_factory(Provider.STRIPE)
     dispatcher = RecordingDispatcher()
     result = replay_events(
-        engine, [event_id, dead_id, fresh_id, 999_999], dispatcher, params=SweepParams()
+        engine, [event_id, dead_id, fresh_id, 999_999], dispatcher, by=ByHand(SweepParams())
     )
     assert sorted(r.id for r in result.replayed) == sorted([event_id, dead_id])
     assert [(r.event_id, r.why) for r in result.refused] == [
@@ -640,5 +608,7 @@ def test_claims_commit_without_a_flush_and_effects_with_one(
     assert sum(map(unflushed, transactions)) == 4  # one, two messages, one batch
     assert sum(map(writes_effects, transactions)) == 3  # one, the first message, the batch
     assert not any(unflushed(tx) and writes_effects(tx) for tx in transactions)
-    assert all(tx[0] == "SET LOCAL synchronous_commit = off" for tx in transactions if unflushed(tx))
+    assert all(
+        tx[0] == "SET LOCAL synchronous_commit = off" for tx in transactions if unflushed(tx)
+    )
     assert _ledger_count(engine) == 4

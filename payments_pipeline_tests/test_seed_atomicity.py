@@ -15,9 +15,9 @@ from .conftest import EventFactory
 from .helpers import (
     RecordingDispatcher,
     ago,
+    deliver,
     fetch_event,
     monetbil_payload,
-    receive_and_dispatch,
     stripe_payload,
 )
 
@@ -25,16 +25,7 @@ from .helpers import (
 def _receive_twice(engine: Engine, provider: Provider, key: str, event_type: str, payload: str):
     dispatcher = RecordingDispatcher()
     results = [
-        receive_and_dispatch(
-            engine,
-            dispatcher,
-            provider=provider,
-            provider_event_id=key,
-            event_type=event_type,
-            payload=payload,
-            minutes=10,
-        )
-        for _ in range(2)
+        deliver(engine, provider, key, event_type, payload, dispatcher=dispatcher) for _ in range(2)
     ]
     return results, dispatcher
 
@@ -148,13 +139,8 @@ def test_gate_claim_2_needs_an_old_dispatch_and_an_ended_backoff(
             dispatched_at=dispatched_at,
             next_attempt_at=next_attempt_at,
         )
-        result = gate.receive(
-            engine,
-            provider=Provider.STRIPE,
-            provider_event_id=key,
-            event_type="payment_intent.succeeded",
-            payload=stripe_payload(key),
-            minutes=10,
+        result = deliver(
+            engine, Provider.STRIPE, key, "payment_intent.succeeded", stripe_payload(key)
         )
         assert result.outcome == GateOutcome(expected), label
         assert result.event.id == event_id, label

@@ -11,7 +11,7 @@ from payments_pipeline.models import PROVIDERS, EventStatus, Provider
 from payments_pipeline.providers import samples
 
 from .conftest import EventFactory
-from .helpers import ago, make_settings, receive_and_dispatch
+from .helpers import ago, deliver, make_settings
 
 
 def test_report_counts_stuck_dead_and_expired(
@@ -61,15 +61,7 @@ def test_live_and_test_mode_payments_are_reported_apart(engine: Engine, settings
     ]
     for provider, key, payload in deliveries:
         event_type = "payment.success" if provider == "monetbil" else "payment_intent.succeeded"
-        receive_and_dispatch(
-            engine,
-            dispatcher,
-            provider=provider,
-            provider_event_id=key,
-            event_type=event_type,
-            payload=payload,
-            minutes=10,
-        )
+        deliver(engine, provider, key, event_type, payload, dispatcher=dispatcher)
     report = status.read_status(engine, settings).as_json()["payments"]
     assert report["live"]["count"] == 1 and report["live"]["by_status"]["succeeded"] == 1
     assert report["test"]["count"] == 2 and report["test"]["by_status"]["succeeded"] == 2

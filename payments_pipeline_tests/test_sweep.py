@@ -33,22 +33,12 @@ def test_dispatch_lost_is_requeued_after_minutes(
 
 
 def test_processing_stalled_goes_back_to_received(
-    engine: Engine, event_factory: EventFactory
+    engine: Engine, processing_event: EventFactory
 ) -> None:
-    stalled = event_factory(
-        Provider.MONETBIL,
-        status=EventStatus.PROCESSING,
-        attempts=1,
-        dispatched_at=ago(hours=1),
-        processing_started_at=ago(minutes=31),
+    stalled = processing_event(
+        Provider.MONETBIL, started=ago(minutes=31), dispatched_at=ago(hours=1)
     )
-    busy = event_factory(
-        Provider.MONETBIL,
-        status=EventStatus.PROCESSING,
-        attempts=1,
-        dispatched_at=ago(minutes=5),
-        processing_started_at=ago(minutes=5),
-    )
+    busy = processing_event(Provider.MONETBIL, started=ago(minutes=5), dispatched_at=ago(minutes=5))
     summary, dispatcher = _sweep(engine, processing_timeout_minutes=30)
     assert dispatcher.ids == [stalled]
     assert summary.events[0].reason is SweepReason.PROCESSING_STALLED

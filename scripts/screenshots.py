@@ -66,7 +66,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from payments_pipeline import store
 from payments_pipeline.cli import main as payments_pipeline
 from payments_pipeline.config import DEFAULT_RECONCILE_START_DATE
-from payments_pipeline.models import EventStatus, utcnow
+from payments_pipeline.models import PROVIDERS, EventStatus, utcnow
 from payments_pipeline.providers.samples import monetbil_notification, stripe_event
 from payments_pipeline_tests.drift.support import receiving
 from payments_pipeline_tests.fakes._stripe_api import FakeStripeAPI
@@ -240,10 +240,12 @@ def add_dead_events(database_url: str, count: int) -> list[int]:
     try:
         store.in_transaction(engine, lambda conn: store.insert_events(conn, rows=rows))
         with engine.connect() as conn:
-            found = store.list_event_refs(conn, status=EventStatus.DEAD, limit=count + 10)
+            found = store.list_event_states(
+                conn, status=EventStatus.DEAD, providers=PROVIDERS, limit=count + 10
+            )
     finally:
         engine.dispose()
-    return [ref.id for ref, _ in found]
+    return [state.event.id for state in found]
 
 
 def launch_job(port: int, job: str, config: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
+from ..config import DEFAULTS
 from ..models import Provider, SweepOutcome
 from ..sweep import SweepSummary
 from .metadata import unplotted
@@ -22,7 +23,8 @@ CHECK_SPECS = [
     dg.AssetCheckSpec(
         "no_expired_stuck_events",
         asset=SUMMARY,
-        description="Error: stuck events older than the 7-day window, never requeued.",
+        description=f"Error: stuck events older than the {DEFAULTS.max_age_days}-day window, "
+        "never requeued.",
     ),
     dg.AssetCheckSpec(
         "no_dead_events",

@@ -20,6 +20,7 @@ import dagster as dg
 
 from ..config import load_settings
 from ..dismiss import DismissError, DismissResult, clean_reason, dismiss_events
+from ..replay import ByHand
 from ..sweep import SweepParams
 from .resources import PaymentsDatabase
 from .sweep_config import refuse
@@ -63,9 +64,11 @@ def _dismiss_events(
         payments_db.engine,
         config["event_ids"],
         config["reason"],
-        params=SweepParams.from_settings(load_settings()),
-        trigger=trigger_from_tags(context.run.tags),
-        dagster_run_id=context.run.run_id,
+        by=ByHand(
+            SweepParams.from_settings(load_settings()),
+            trigger_from_tags(context.run.tags),
+            context.run.run_id,
+        ),
     )
     context.log.info(
         f"dismissal ({_audit(result)}): {len(result.dismissed)} dismissed, "

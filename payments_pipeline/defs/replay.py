@@ -30,7 +30,7 @@ import dagster as dg
 from ..config import load_settings
 from ..dispatch import build_dispatcher
 from ..models import DispatchMode, EventRef, ProcessOutcome
-from ..replay import DeadSelection, Refusal, ReplayResult, replay_events, select_dead
+from ..replay import ByHand, DeadSelection, Refusal, ReplayResult, replay_events, select_dead
 from ..sweep import SweepParams
 from .resources import PaymentsDatabase
 from .sweep_config import PROVIDER_ENUM, at_least_one, refuse
@@ -145,9 +145,11 @@ def replay_events_op(
         engine,
         wanted,
         dispatcher,
-        params=SweepParams.from_settings(settings),
-        trigger=trigger_from_tags(context.run.tags),
-        dagster_run_id=context.run.run_id,
+        by=ByHand(
+            SweepParams.from_settings(settings),
+            trigger_from_tags(context.run.tags),
+            context.run.run_id,
+        ),
         provider=provider,
     )
     outcomes = getattr(dispatcher, "outcomes", None)  # inline only: it processed them

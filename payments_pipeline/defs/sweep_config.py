@@ -14,7 +14,7 @@ from typing import Any, Literal, NoReturn, get_args
 import dagster as dg
 
 from ..config import Settings
-from ..sweep import SweepParams
+from ..sweep import ALL, SweepParams
 
 ProviderChoice = Literal["all", "stripe", "monetbil"]
 
@@ -24,7 +24,7 @@ class SweepSettings:
     """What the `sweep` resource hands the scan: the run-level parameters, already validated."""
 
     minutes: int
-    provider: str = "all"
+    provider: str = ALL
 
     def params(self, settings: Settings) -> SweepParams:
         """The core's parameters, with the deployment's window and timeouts."""
@@ -89,7 +89,7 @@ def sweep_resource(default_minutes: int) -> dg.ResourceDefinition:
             ),
             "provider": dg.Field(
                 PROVIDER_ENUM,
-                default_value="all",
+                default_value=ALL,
                 description="all, stripe or monetbil.",
             ),
         },

@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from ..config import Settings
 from ..models import DispatchMode
-from .base import BatchDispatcher, Dispatcher, Unsent, dispatch_many
+from .base import BatchDispatcher, Dispatcher, Unsent, dispatch_many, unsent_errors
 from .inline import InlineDispatcher
 from .none import NullDispatcher
 from .table import TableDispatcher
@@ -28,6 +28,7 @@ __all__ = [
     "Unsent",
     "build_dispatcher",
     "dispatch_many",
+    "unsent_errors",
 ]
 
 

@@ -49,6 +49,11 @@ def dispatch_many(dispatcher: Dispatcher, events: Sequence[EventRef]) -> list[Un
     return one_by_one(dispatcher, events)
 
 
+def unsent_errors(dispatcher: Dispatcher, events: Sequence[EventRef]) -> dict[int, Exception]:
+    """`dispatch_many`, keyed by event id: why each event that could not be handed on was not."""
+    return {u.event.id: u.error for u in dispatch_many(dispatcher, events)}
+
+
 def one_by_one(dispatcher: Dispatcher, events: Sequence[EventRef]) -> list[Unsent]:
     """`dispatch` each event, collecting the failures (a dispatcher with nothing better)."""
     unsent: list[Unsent] = []

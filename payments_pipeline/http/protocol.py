@@ -41,11 +41,11 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from ..config import DEFAULTS
 from .errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_HEADER_BYTES = 16 * 1024
 # A refused connection is closed this long after the answer, so the client can read it first.
 LINGER_SECONDS = 1.0
 STATUS_LINE = b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
@@ -79,7 +79,7 @@ class HeaderLimitedHttpToolsProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self.max_header_bytes = config.h11_max_incomplete_event_size or DEFAULT_MAX_HEADER_BYTES
+        self.max_header_bytes = config.h11_max_incomplete_event_size or DEFAULTS.max_header_bytes
         self._phase = _Phase.IDLE
         self._counted = 0  # target + names + values handed over by the parser so far
         self._raw = 0  # bytes received for a head that was still incomplete after them

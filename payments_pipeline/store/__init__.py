@@ -11,11 +11,9 @@ format, and MariaDB needs `DATETIME(6)` to keep the microseconds.
 
 One module per table or concern: `schema` (tables, types, metadata), `engine` (engines,
 transactions, retries), `events` (the webhook events' reads, gate, processing, replay, queue),
-`stuck` (the four stuck reasons, the sweep's scan and claim, the sensor's window), `payments`,
-`audit` (sweep_runs, sweep_events), `reads` (status views). Callers use this package's names.
-
-`store.payments` is the table: the schema's names are imported after the submodules, so the table
-rebinds the name the import of the `payments` module set on this package.
+`stuck` (the four stuck reasons, the sweep's scan and claim, the sensor's window), `ledger`
+(payments and their ledger), `audit` (sweep_runs, sweep_events), `reads` (status views). Callers
+use this package's names; `store.payments` is the table.
 """
 
 from .audit import (
@@ -29,7 +27,6 @@ from .audit import (
 )
 from .engine import changed_one, in_transaction, is_retryable, make_engine, normalize_url
 from .events import (
-    _dispatched_since_last_attempt,
     bury_exhausted,
     claim_dispatched_batch,
     claim_events_for_processing,
@@ -48,8 +45,9 @@ from .events import (
     mark_processed,
     requeue_for_replay,
 )
-from .payments import (
+from .ledger import (
     P,
+    PaymentGroup,
     get_payment,
     insert_ledger_entry,
     insert_payment_if_absent,
@@ -60,15 +58,13 @@ from .payments import (
     update_payment_if_unchanged,
 )
 from .reads import (
+    StatusKey,
     count_by_provider_status,
     count_dead_events,
-    count_open_by_provider_status,
     dead_since,
     event_statuses,
     get_event_states,
-    list_event_refs,
     list_event_states,
-    oldest_created_at,
     ping,
 )
 from .schema import (
@@ -87,16 +83,15 @@ from .schema import (
 from .stuck import (
     STUCK_REASONS,
     Cutoffs,
+    ExpiredEvent,
     StuckCount,
     StuckReason,
-    any_stuck_condition,
     claim_stuck,
     count_expired,
     count_newly_stuck,
-    expired_condition,
     list_expired,
+    oldest_stuck,
     select_stuck,
-    stuck_condition,
     stuck_since,
 )
 
@@ -108,11 +103,12 @@ __all__ = [
     "TS",
     "Cutoffs",
     "E",
+    "ExpiredEvent",
     "P",
+    "PaymentGroup",
+    "StatusKey",
     "StuckCount",
     "StuckReason",
-    "_dispatched_since_last_attempt",
-    "any_stuck_condition",
     "bury_exhausted",
     "changed_one",
     "claim_dispatched_batch",
@@ -125,11 +121,9 @@ __all__ = [
     "count_dead_events",
     "count_expired",
     "count_newly_stuck",
-    "count_open_by_provider_status",
     "dead_since",
     "dismiss",
     "event_statuses",
-    "expired_condition",
     "fail_running_sweep_of_dagster_run",
     "finish_sweep_run",
     "first_reconciled_start",
@@ -148,7 +142,6 @@ __all__ = [
     "is_retryable",
     "known_provider_event_ids",
     "ledger_has_event",
-    "list_event_refs",
     "list_event_states",
     "list_expired",
     "list_payments",
@@ -158,7 +151,7 @@ __all__ = [
     "mark_processed",
     "metadata",
     "normalize_url",
-    "oldest_created_at",
+    "oldest_stuck",
     "payment_ledger",
     "payment_totals",
     "payments",
@@ -168,7 +161,6 @@ __all__ = [
     "requeue_for_replay",
     "select_stuck",
     "set_sweep_event_outcome",
-    "stuck_condition",
     "stuck_since",
     "sweep_events",
     "sweep_runs",

@@ -21,7 +21,7 @@ from ._rows import PROVIDERS, REF_COLUMNS, event_from_row, ref_from_row
 from .backends import backend_for
 from .engine import changed_one
 from .schema import E, webhook_events
-from .stuck import OPENS_AN_ATTEMPT, STUCK_REASONS, Cutoffs
+from .stuck import OPENS_AN_ATTEMPT, STUCK_REASONS, Cutoffs, expired
 
 
 def get_event(conn: Connection, *, event_id: int) -> WebhookEvent | None:
@@ -365,16 +365,16 @@ def requeue_for_replay(
     *,
     event_ids: Sequence[int],
     now: dt.datetime,
-    expired: ColumnElement[bool] | None = None,
+    expired_at: Cutoffs | None = None,
 ) -> list[int]:
-    """Send `dead`/`processed` events (and those matching `expired`: stuck events older than the
-    sweeps' window, named by id) round again: a fresh retry budget, dispatched now. A stalled
+    """Send `dead`/`processed` events (and those expired at `expired_at`: stuck events older than
+    the sweeps' window, named by id) round again: a fresh retry budget, dispatched now. A stalled
     `processing` row goes back to `received`, so its stale worker's fenced commit finds it gone."""
     if not event_ids:
         return []
     cond: ColumnElement[bool] = E.status.in_((EventStatus.DEAD.value, EventStatus.PROCESSED.value))
-    if expired is not None:
-        cond = sa.or_(cond, expired)
+    if expired_at is not None:
+        cond = sa.or_(cond, expired(expired_at))
     values = {
         "status": EventStatus.RECEIVED.value,
         "attempts_base": E.attempts,
@@ -388,15 +388,15 @@ def requeue_for_replay(
 
 
 def dismiss(
-    conn: Connection, *, event_ids: Sequence[int], expired: ColumnElement[bool], now: dt.datetime
+    conn: Connection, *, event_ids: Sequence[int], expired_at: Cutoffs, now: dt.datetime
 ) -> list[int]:
-    """Settle by hand the `dead` events and those matching `expired` among `event_ids`: status
+    """Settle by hand the `dead` events and those expired at `expired_at` among `event_ids`: status
     `dismissed` (no effect, never swept), in one conditional UPDATE; the ids it changed. A row
     that moved meanwhile (a sweep, a replay, a worker) no longer matches and is left alone; a
     stalled worker's fenced commit finds its attempt gone. `last_error` stays: why it failed."""
     if not event_ids:
         return []
-    cond = sa.or_(E.status == EventStatus.DEAD.value, expired)
+    cond = sa.or_(E.status == EventStatus.DEAD.value, expired(expired_at))
     values = {
         "status": EventStatus.DISMISSED.value,
         "next_attempt_at": None,
@@ -424,6 +424,3 @@ def insert_events(conn: Connection, *, rows: Sequence[dict[str, Any]]) -> None:
         "updated_at": now,
     }
     conn.execute(sa.insert(webhook_events), [defaults | row for row in rows])
-
-
-# --- worker --------------------------------------------------------------------------------------

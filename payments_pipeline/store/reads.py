@@ -1,16 +1,16 @@
-"""Read-only views of the events table: status counts, the oldest stuck, dead events, ping."""
+"""Read-only views of the events table: status counts, event states, dead events, ping."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import ColumnElement, Connection, func
+from sqlalchemy import Connection, func
 
 from ..models import (
-    EventRef,
     EventState,
     EventStatus,
     Provider,
@@ -21,47 +21,25 @@ from .schema import E
 # --- status --------------------------------------------------------------------------------------
 
 
-def count_open_by_provider_status(
-    conn: Connection, *, statuses: Sequence[EventStatus]
-) -> dict[tuple[str, str], int]:
-    """Counts of the rows in `statuses` (those not yet done) per provider and status: one range
-    per status on the status-led indexes, so the cost follows the backlog, not the history of
-    `processed` rows (a full count of which is a scan of the table)."""
-    rows = conn.execute(
-        sa.select(E.provider, E.status, func.count())
-        .where(E.status.in_([s.value for s in statuses]))
-        .group_by(E.provider, E.status)
-    )
-    return {(p, s): int(n) for p, s, n in rows}
+@dataclass(frozen=True, slots=True)
+class StatusKey:
+    """A count's key: one provider (as stored: a row may name one this code does not know) and
+    one status."""
+
+    provider: str
+    status: EventStatus
 
 
-def count_by_provider_status(conn: Connection) -> dict[tuple[str, str], int]:
-    rows = conn.execute(
-        sa.select(E.provider, E.status, func.count()).group_by(E.provider, E.status)
-    )
-    return {(p, s): int(n) for p, s, n in rows}
-
-
-def oldest_created_at(
-    conn: Connection, *, condition: ColumnElement[bool]
-) -> dict[str, dt.datetime]:
-    """Per provider, the creation time of the oldest row matching `condition`."""
-    rows = conn.execute(
-        sa.select(E.provider, func.min(E.created_at)).where(condition).group_by(E.provider)
-    )
-    return {p: t for p, t in rows if t is not None}
-
-
-def list_event_refs(
-    conn: Connection, *, status: EventStatus, limit: int
-) -> list[tuple[EventRef, str | None]]:
-    rows = conn.execute(
-        sa.select(*REF_COLUMNS, E.last_error)
-        .where(E.status == status.value)
-        .order_by(E.id)
-        .limit(limit)
-    )
-    return [(ref_from_row(r), r.last_error) for r in rows]
+def count_by_provider_status(
+    conn: Connection, *, statuses: Sequence[EventStatus] | None = None
+) -> dict[StatusKey, int]:
+    """Rows per provider and status: every row, or those in `statuses`. Given the statuses not
+    yet done, it is one range per status on the status-led indexes, so the cost follows the
+    backlog, not the history of `processed` rows (a full count of which is a scan of the table)."""
+    query = sa.select(E.provider, E.status, func.count()).group_by(E.provider, E.status)
+    if statuses is not None:
+        query = query.where(E.status.in_([s.value for s in statuses]))
+    return {StatusKey(p, EventStatus(s)): int(n) for p, s, n in conn.execute(query)}
 
 
 _STATE_COLUMNS = (*REF_COLUMNS, E.status, E.attempts, E.attempts_base, E.last_error, E.updated_at)

@@ -27,18 +27,40 @@ from .schema import E
 class Cutoffs:
     """One look at the table: `now`, and the moments before which each wait is over (values, or
     bound parameters for a statement built once). `fresh_before` is None where an event never
-    dispatched counts as stuck at once (the sweep); the sensor gives it a grace."""
+    dispatched counts as stuck at once (the sweep); the sensor gives it a grace.
+    `created_after` starts the sweeps' window: a stuck row created before it is expired (counted,
+    never swept); the reads that split stuck rows by the window need it."""
 
     now: Any
     stuck_before: Any
     stalled_before: Any
     fresh_before: Any = None
+    created_after: Any = None
 
     @classmethod
     def at(
-        cls, now: Any, *, stuck: dt.timedelta, stalled: dt.timedelta, fresh: dt.timedelta
+        cls,
+        now: Any,
+        *,
+        stuck: dt.timedelta,
+        stalled: dt.timedelta,
+        fresh: dt.timedelta | None = None,
+        max_age: dt.timedelta | None = None,
     ) -> Cutoffs:
-        return cls(now, now - stuck, now - stalled, now - fresh)
+        return cls(
+            now,
+            now - stuck,
+            now - stalled,
+            None if fresh is None else now - fresh,
+            None if max_age is None else now - max_age,
+        )
+
+    @property
+    def window_start(self) -> Any:
+        """`created_after`, which the reads split by the window cannot do without."""
+        if self.created_after is None:
+            raise ValueError("these cutoffs have no window (created_after)")
+        return self.created_after
 
 
 @dataclass(frozen=True, eq=False)  # columns compare into SQL, not into a bool
@@ -127,38 +149,15 @@ STUCK_REASONS: dict[SweepReason, StuckReason] = {
 assert set(STUCK_REASONS) == set(SweepReason)
 
 
-def stuck_condition(
-    reason: SweepReason,
-    *,
-    now: dt.datetime,
-    stuck_before: dt.datetime,
-    stalled_before: dt.datetime,
-) -> ColumnElement[bool]:
-    """The WHERE clause of one sweep reason; the claim repeats it verbatim."""
-    if reason not in STUCK_REASONS:
-        raise ValueError(f"unknown sweep reason {reason!r}")
-    return STUCK_REASONS[reason].condition(Cutoffs(now, stuck_before, stalled_before))
-
-
-def any_stuck_condition(
-    *, now: dt.datetime, stuck_before: dt.datetime, stalled_before: dt.datetime
-) -> ColumnElement[bool]:
-    """Stuck for any reason, as the sweep sees it (the status report's oldest stuck event)."""
-    at = Cutoffs(now, stuck_before, stalled_before)
+def any_stuck(at: Cutoffs) -> ColumnElement[bool]:
+    """Stuck for any reason at `at`, whatever its age."""
     return sa.or_(*(STUCK_REASONS[r].condition(at) for r in SweepReason))
 
 
-def expired_condition(
-    *,
-    now: dt.datetime,
-    stuck_before: dt.datetime,
-    stalled_before: dt.datetime,
-    created_before: dt.datetime,
-) -> ColumnElement[bool]:
+def expired(at: Cutoffs) -> ColumnElement[bool]:
     """Stuck for any reason but created before the sweeps' window: what no sweep touches, and what
     only a person settles (a replay or a dismissal by id)."""
-    stuck = any_stuck_condition(now=now, stuck_before=stuck_before, stalled_before=stalled_before)
-    return sa.and_(stuck, E.created_at < created_before)
+    return sa.and_(any_stuck(at), E.created_at < at.window_start)
 
 
 # --- webhook events: the sweep -------------------------------------------------------------------
@@ -179,66 +178,56 @@ def _claim_values(reason: SweepReason, now: dt.datetime) -> dict[str, Any]:
 
 
 def select_stuck(
-    conn: Connection,
-    *,
-    condition: ColumnElement[bool],
-    providers: Sequence[Provider],
-    created_after: dt.datetime,
+    conn: Connection, *, reason: SweepReason, at: Cutoffs, providers: Sequence[Provider]
 ) -> list[EventRef]:
-    """Candidates of one reason inside the age window, in id order (the scan)."""
+    """Candidates of one reason inside the sweeps' window, in id order (the scan)."""
     rows = conn.execute(
         sa.select(*REF_COLUMNS)
         .where(
-            condition,
+            STUCK_REASONS[reason].condition(at),
             E.provider.in_([p.value for p in providers]),
-            E.created_at >= created_after,
+            E.created_at >= at.window_start,
         )
         .order_by(E.id)
     )
-    # Plain tuples and a dict lookup: a sweep may scan 100,000 rows, and attribute access on
+    # Positional rows and a dict lookup: a sweep may scan 100,000 rows, and attribute access on
     # Row plus Provider(...) per row was most of the scan's time (cProfile).
     return [EventRef(i, PROVIDERS[p], key, t) for i, p, key, t in rows]
 
 
 def count_expired(
-    conn: Connection,
-    *,
-    conditions: Sequence[ColumnElement[bool]],
-    providers: Sequence[Provider],
-    created_after: dt.datetime,
+    conn: Connection, *, at: Cutoffs, providers: Sequence[Provider]
 ) -> dict[Provider, int]:
     """Stuck rows older than the window, per provider: never touched, always counted."""
     rows = conn.execute(
         sa.select(E.provider, func.count())
-        .where(
-            sa.or_(*conditions),
-            E.provider.in_([p.value for p in providers]),
-            E.created_at < created_after,
-        )
+        .where(expired(at), E.provider.in_([p.value for p in providers]))
         .group_by(E.provider)
     )
     return {Provider(p): int(n) for p, n in rows}
 
 
-def stuck_since(
-    conn: Connection,
-    *,
-    at: Cutoffs,
-    waits: dict[str, dt.timedelta],
-    created_after: dt.datetime,
-) -> dict[str, dt.datetime]:
-    """Per provider, the earliest moment one of its events still stuck at `at`, created after
-    `created_after` (inside the sweeps' window: what a sweep takes), became stuck.
+def oldest_stuck(conn: Connection, *, at: Cutoffs) -> dict[str, dt.datetime]:
+    """Per provider, the creation time of its oldest event stuck at `at` (any reason, any age)."""
+    rows = conn.execute(
+        sa.select(E.provider, func.min(E.created_at)).where(any_stuck(at)).group_by(E.provider)
+    )
+    return {p: t for p, t in rows if t is not None}
 
-    For each reason, the least value of its clock among the stuck rows, plus the wait (`waits`,
-    keyed like `Cutoffs`: `stuck_before` -> the minutes, ...; a wait not given is none); a
-    failed event becomes stuck when its backoff ends, so `next_attempt_at` is its clock when set.
+
+def stuck_since(conn: Connection, *, at: Cutoffs) -> dict[str, dt.datetime]:
+    """Per provider, the earliest moment one of its events still stuck at `at`, inside the
+    sweeps' window (`at.created_after`: what a sweep takes), became stuck.
+
+    For each reason, the least value of its clock among the stuck rows, plus its wait (from its
+    cutoff to `at.now`; none where the cutoff is None); a failed event becomes stuck when its
+    backoff ends, so `next_attempt_at` is its clock when set.
     One aggregate per reason and clock, each a range on a status-led index, in one round trip
     (UNION ALL).
     """
     parts: list[tuple[ColumnElement[bool], Any, dt.timedelta]] = []
     for r in STUCK_REASONS.values():
-        condition = sa.and_(r.condition(at), E.created_at >= created_after)
+        condition = sa.and_(r.condition(at), E.created_at >= at.window_start)
         if r.after_backoff:
             parts.append(
                 (sa.and_(condition, E.next_attempt_at.is_not(None)), E.next_attempt_at, _NO_WAIT)
@@ -247,7 +236,8 @@ def stuck_since(
         if r.null_is_old:
             parts.append((sa.and_(condition, r.clock.is_(None)), E.created_at, _NO_WAIT))
             condition = sa.and_(condition, r.clock.is_not(None))
-        parts.append((condition, r.clock, waits.get(r.waits_for, _NO_WAIT)))
+        before = getattr(at, r.waits_for)
+        parts.append((condition, r.clock, _NO_WAIT if before is None else at.now - before))
     query = sa.union_all(
         *(
             sa.select(sa.literal(i).label("part"), E.provider, func.min(clock).label("least"))
@@ -269,34 +259,38 @@ def stuck_since(
 _NO_WAIT = dt.timedelta(0)
 
 
+@dataclass(frozen=True, slots=True)
+class ExpiredEvent:
+    """A stuck row older than the window: never requeued, shown so someone acts on it."""
+
+    event: EventRef
+    status: EventStatus
+    created_at: dt.datetime
+
+
 def list_expired(
-    conn: Connection,
-    *,
-    conditions: Sequence[ColumnElement[bool]],
-    providers: Sequence[Provider],
-    created_after: dt.datetime,
-    limit: int,
-) -> list[tuple[EventRef, str, dt.datetime]]:
-    """The oldest `limit` stuck rows older than the window (ref, status, created_at), oldest
-    first: what an operator must act on by hand.
+    conn: Connection, *, at: Cutoffs, providers: Sequence[Provider], limit: int
+) -> list[ExpiredEvent]:
+    """The oldest `limit` stuck rows older than the window, oldest first: what an operator must
+    act on by hand.
 
     One query per reason, each a range on its status-led index, merged here: one `ORDER BY
     created_at` over the OR of the reasons could walk the `created_at` index through every old
     `processed` row before it met a stuck one."""
-    found: list[tuple[EventRef, str, dt.datetime]] = []
-    for condition in conditions:
+    found: list[ExpiredEvent] = []
+    for reason in SweepReason:
         rows = conn.execute(
             sa.select(*REF_COLUMNS, E.status, E.created_at)
             .where(
-                condition,
+                STUCK_REASONS[reason].condition(at),
                 E.provider.in_([p.value for p in providers]),
-                E.created_at < created_after,
+                E.created_at < at.window_start,
             )
             .order_by(E.created_at, E.id)
             .limit(limit)
         )
-        found += [(ref_from_row(r), r.status, r.created_at) for r in rows]
-    found.sort(key=lambda row: (row[2], row[0].id))
+        found += [ExpiredEvent(ref_from_row(r), EventStatus(r.status), r.created_at) for r in rows]
+    found.sort(key=lambda e: (e.created_at, e.event.id))
     return found[:limit]
 
 
@@ -305,16 +299,18 @@ def claim_stuck(
     *,
     reason: SweepReason,
     event_ids: Sequence[int],
-    condition: Any,
+    at: Cutoffs,
     now: dt.datetime,
 ) -> list[int]:
     """Claim a batch of candidates of one reason in one statement; returns the ids this call won.
 
     Rows locked by a concurrent claim are skipped (SKIP LOCKED), never waited on: the other sweep
-    owns them. A row whose state moved since the scan no longer matches the repeated condition.
+    owns them. A row whose state moved since the scan (at the same `at`) no longer matches the
+    repeated condition.
     """
     if not event_ids:
         return []
+    condition = STUCK_REASONS[reason].condition(at)
     return backend_for(conn).update_ids_returning(
         conn, event_ids, condition, _claim_values(reason, now)
     )

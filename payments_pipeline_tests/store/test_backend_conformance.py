@@ -1,8 +1,9 @@
 """One conformance suite for every database backend (`store.backends`), run on each database the
 `engine` fixture parametrises over: the same operations, the same assertions.
 
-Every operation of the `Backend` protocol: insert-if-absent, the set-based claim (and that it
-skips rows another transaction holds), the audit insert, and the engine set-up it installs.
+Every operation of a `Backend` (`base.Basic` and its overrides): insert-if-absent, the set-based
+claim (and that it skips rows another transaction holds), the audit insert, and the engine set-up
+it installs.
 """
 
 from __future__ import annotations
@@ -119,12 +120,8 @@ def test_insert_if_absent_statement_is_built_once_per_table(engine: Engine) -> N
 
 def _lost(at: dt.datetime) -> sa.ColumnElement[bool]:
     """`dispatch_lost` as the sweep claims it: received, dispatched more than 10 minutes ago."""
-    return store.stuck_condition(
-        SweepReason.DISPATCH_LOST,
-        now=at,
-        stuck_before=at - dt.timedelta(minutes=10),
-        stalled_before=at - dt.timedelta(minutes=30),
-    )
+    cutoffs = store.Cutoffs.at(at, stuck=dt.timedelta(minutes=10), stalled=dt.timedelta(minutes=30))
+    return store.STUCK_REASONS[SweepReason.DISPATCH_LOST].condition(cutoffs)
 
 
 def _claim(engine: Engine, backend: Backend, ids: list[int], at: dt.datetime) -> list[int]:

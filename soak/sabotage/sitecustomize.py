@@ -37,5 +37,5 @@ elif _MODE == "dispatch":
     from payments_pipeline import store as _store
     from payments_pipeline.store import events as _events
 
-    # Patched where the processing claim looks it up (`store` only re-exports it).
+    # Patched where the processing claim looks it up (its module: `store` does not export it).
     _events._dispatched_since_last_attempt = lambda: _store.E.dispatched_at.is_not(None)

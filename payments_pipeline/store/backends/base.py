@@ -30,7 +30,7 @@ class Basic:
     # --- engine set-up ---
 
     def engine_options(self, kwargs: dict[str, Any]) -> None:
-        pass
+        """Set this database's defaults in the `create_engine` keyword arguments."""
 
     def configure(
         self,
@@ -39,23 +39,20 @@ class Basic:
         idle_in_transaction_timeout: dt.timedelta | None,
         serial: bool = False,
     ) -> None:
-        """`idle_in_transaction_timeout`: the server ends a session left idle inside a transaction
-        that long, rolling it back (`make_engine`); set on each new connection where the server
-        has such a setting (`idle_timeout_statement`). `serial`: no parallel query plans, where
-        the server makes them (`serial_statement`)."""
-        if idle_in_transaction_timeout is None and not serial:
-            return
+        """Install the connection set-up on a new engine: `session_statements` on each new
+        connection, and `begin_statement` to open each transaction.
+
+        `idle_in_transaction_timeout`: the server ends a session left idle inside a transaction
+        that long, rolling it back (`make_engine`); set where the server has such a setting
+        (`idle_timeout_statement`). `serial`: no parallel query plans, where the server makes
+        them (`serial_statement`)."""
         seconds = None
         if idle_in_transaction_timeout is not None:
             seconds = max(1, int(idle_in_transaction_timeout.total_seconds()))
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-            statements = [
-                seconds is not None and self.idle_timeout_statement(dbapi_connection, seconds),
-                serial and self.serial_statement(),
-            ]
-            statements = [sql for sql in statements if sql]
+            statements = self.session_statements(dbapi_connection, engine.url, seconds, serial)
             if not statements:
                 return
             cursor = dbapi_connection.cursor()
@@ -63,6 +60,29 @@ class Basic:
                 cursor.execute(sql)
             cursor.close()
             dbapi_connection.commit()  # end the transaction the driver may have opened for the SET
+
+        begin = self.begin_statement()
+        if begin is not None:
+
+            @event.listens_for(engine, "begin")
+            def _on_begin(conn: Connection) -> None:
+                conn.exec_driver_sql(begin)
+
+    def session_statements(
+        self, dbapi_connection: Any, url: sa.URL, idle_seconds: int | None, serial: bool
+    ) -> list[str]:
+        """What a new connection runs first: the idle-transaction timeout and the serial plans
+        where asked for and where the server has them."""
+        statements: list[str | None] = []
+        if idle_seconds is not None:
+            statements.append(self.idle_timeout_statement(dbapi_connection, idle_seconds))
+        if serial:
+            statements.append(self.serial_statement())
+        return [sql for sql in statements if sql]
+
+    def begin_statement(self) -> str | None:
+        """What opens a transaction in place of the driver's own BEGIN; None: the driver's."""
+        return None
 
     def idle_timeout_statement(self, dbapi_connection: Any, seconds: int) -> str | None:
         """The session setting that ends idle transactions after `seconds`; None: there is none."""
@@ -81,11 +101,14 @@ class Basic:
     # --- insert-if-absent ---
 
     def insert_if_absent_statement(self, table: sa.Table) -> Any:
+        """The INSERT `insert_if_absent` runs, built once per table (values go in at execution)."""
         return _on_conflict_do_nothing(type(self).dialect_insert, table)
 
     def insert_if_absent(
         self, conn: Connection, table: sa.Table, values: dict[str, Any]
     ) -> int | None:
+        """INSERT unless a unique key already exists; the new id, or None (never read, then
+        insert)."""
         return conn.execute(self.insert_if_absent_statement(table), values).scalar()
 
     # --- the set-based claim ---
@@ -93,6 +116,8 @@ class Basic:
     def update_ids_returning(
         self, conn: Connection, ids: Ids, where: Where, values: Values
     ) -> list[int]:
+        """UPDATE the events among `ids` that still match `where` and that no concurrent
+        transaction holds; the ids updated, sorted. The set-based claim."""
         result = conn.execute(
             sa.update(webhook_events)
             .where(self.claimable(ids, where), where)
@@ -143,14 +168,14 @@ class Basic:
 
     def batch_claimable(self, where: Where, limit: int) -> Where:
         """Which rows the batch claim's UPDATE may take: the first `limit` that match."""
-        first = sa.select(E.id).where(where).order_by(E.dispatched_at).limit(limit)
-        return E.id.in_(first.scalar_subquery())
+        return E.id.in_(first_matching(where, limit).scalar_subquery())
 
     # --- the audit ---
 
     def insert_sweep_events(
         self, conn: Connection, *, sweep_id: int, rows: Sequence[tuple[int, str, SweepOutcome]]
     ) -> None:
+        """Write the audit rows (event id, reason, outcome) of one sweep, one statement a batch."""
         # PyMySQL folds an executemany INSERT into multi-row VALUES; SQLite runs it in-process.
         conn.execute(
             sa.insert(sweep_events),
@@ -159,6 +184,12 @@ class Basic:
                 for i, r, o in rows
             ],
         )
+
+
+def first_matching(where: Where, limit: int) -> sa.Select[tuple[int]]:
+    """The ids of the first `limit` rows matching `where`, oldest `dispatched_at` first (the
+    batch claims' pick)."""
+    return sa.select(E.id).where(where).order_by(E.dispatched_at).limit(limit)
 
 
 @functools.cache

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from ..schema import E, webhook_events
-from .base import Basic, Ids, Values, Where
+from .base import Basic, Ids, Values, Where, first_matching
 
 DUPLICATE_KEY = 1062  # ER_DUP_ENTRY
 
@@ -89,13 +89,7 @@ class MySQL(Basic):
         table); InnoDB may then hold, for a moment, rows it filters out, so a concurrent worker
         can take fewer rows than it asked for: they stay dispatched for its next poll, never
         lost and never taken twice."""
-        lock = (
-            sa.select(E.id)
-            .where(where)
-            .order_by(E.dispatched_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
+        lock = first_matching(where, limit).with_for_update(skip_locked=True)
         locked = list(conn.execute(lock).scalars())
         if not locked:
             return []

@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql
 
 from ...models import SweepOutcome
 from ..schema import E, sweep_events
-from .base import Basic, Ids, Where
+from .base import Basic, Ids, Where, first_matching
 
 
 def _ids_array(name: str, ids: Sequence[int]) -> Any:
@@ -62,10 +62,7 @@ class PostgreSQL(Basic):
         primary-key probe each: joined to the CTE instead, the planner hashed the whole table
         whenever it judged it small (a sequential scan per poll)."""
         picked = (
-            sa.select(E.id)
-            .where(where)
-            .order_by(E.dispatched_at)
-            .limit(limit)
+            first_matching(where, limit)
             .with_for_update(skip_locked=True)
             .cte("picked")
             .prefix_with("MATERIALIZED")

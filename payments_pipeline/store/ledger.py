@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from ..models import Payment, PaymentFacts, PaymentStatus, Provider
-from ._rows import payment_from_row
+from ._rows import from_row, payment_from_row
 from .backends import backend_for
 from .engine import changed_one
 from .schema import payment_ledger, payments
@@ -102,21 +103,38 @@ def update_payment_if_unchanged(
     )
 
 
-def payment_totals(conn: Connection) -> list[tuple[bool, str, str, str | None, int, int, int]]:
-    """Per (livemode, provider, status, currency): how many payments, the sum received and the
-    sum refunded (the read side's live/test-mode split). One grouped scan of `payments`."""
+@dataclass(frozen=True, slots=True)
+class PaymentGroup:
+    """The payments of one (livemode, provider, status, currency): how many, the sum received and
+    the sum refunded (minor units). Provider and status as stored."""
+
+    livemode: bool
+    provider: str
+    status: str
+    currency: str | None
+    count: int
+    received: int
+    refunded: int
+
+
+def payment_totals(conn: Connection) -> list[PaymentGroup]:
+    """Every (livemode, provider, status, currency) group of payments (the read side's
+    live/test-mode split). One grouped scan of `payments`."""
     rows = conn.execute(
         sa.select(
             P.livemode,
             P.provider,
             P.status,
             P.currency,
-            sa.func.count(),
-            sa.func.coalesce(sa.func.sum(P.amount_received), 0),
-            sa.func.coalesce(sa.func.sum(P.amount_refunded), 0),
+            sa.func.count().label("count"),
+            sa.func.coalesce(sa.func.sum(P.amount_received), 0).label("received"),
+            sa.func.coalesce(sa.func.sum(P.amount_refunded), 0).label("refunded"),
         ).group_by(P.livemode, P.provider, P.status, P.currency)
     )
-    return [(bool(m), p, s, c, int(n), int(r), int(f)) for m, p, s, c, n, r, f in rows]
+    return [
+        from_row(PaymentGroup, r, livemode=bool, count=int, received=int, refunded=int)
+        for r in rows
+    ]
 
 
 def insert_ledger_entry(

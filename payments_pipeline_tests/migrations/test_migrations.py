@@ -15,8 +15,8 @@ from payments_pipeline import migrations, store
 from payments_pipeline.models import PaymentStatus, Provider
 from payments_pipeline.providers import samples
 
-from .conftest import EventFactory
-from .helpers import fetch_event
+from ..conftest import EventFactory
+from ..helpers import fetch_event
 
 
 def test_head_matches_the_table_definitions(engine: Engine) -> None:

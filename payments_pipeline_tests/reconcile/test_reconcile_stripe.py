@@ -1,7 +1,9 @@
 """`reconcile_stripe` and `payments-pipeline reconcile stripe|monetbil` against our fake Stripe
 Events API (and the fake checkPayment): paging, what is known and what is recovered, the audit,
-types, dry runs, the API's faults, and every error path of the command (one `error:` line, the
-exit code, nothing written, the key never shown)."""
+types, dry runs, the API's faults, and the command's own error paths (one `error:` line, the exit
+code, nothing written, the key never shown); a missing or refused key, an API that does not
+answer or answers 500, for this command and `drift stripe`, are in
+`providers/test_stripe_api.py`."""
 
 from __future__ import annotations
 
@@ -650,71 +652,6 @@ def test_cli_bad_window_or_types_exit_2_before_asking(
     result = run_cli(capsys, "reconcile", "stripe", *argv)
     result.assert_one_error(2, message, stripe_events_api.api_key)
     assert stripe_events_api.requests == 0
-    _nothing_written(stripe_events_env)
-
-
-@pytest.mark.parametrize("backend", ["sqlite"])
-def test_cli_without_a_key_exits_2(
-    stripe_events_env: Engine,
-    stripe_events_api: FakeStripeEventsAPI,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("STRIPE_API_KEY", "  ")
-    result = run_cli(capsys, "reconcile", "stripe", *WINDOW_ARGS)
-    result.assert_one_error(2, "error: STRIPE_API_KEY is not set", "sk_")
-    assert stripe_events_api.requests == 0
-    _nothing_written(stripe_events_env)
-
-
-@pytest.mark.parametrize("backend", ["sqlite"])
-def test_cli_refused_key_exits_1_without_showing_it(
-    stripe_events_env: Engine,
-    stripe_events_api: FakeStripeEventsAPI,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    _fill(stripe_events_api, 3)
-    wrong = "sk_test_wrong_key_0000000000001234"
-    monkeypatch.setenv("STRIPE_API_KEY", wrong)
-    result = run_cli(capsys, "--log-level", "debug", "reconcile", "stripe", *WINDOW_ARGS)
-    result.assert_one_error(
-        1, "error: Stripe's API refused STRIPE_API_KEY at http://127.0.0.1:", wrong
-    )
-    assert stripe_events_api.statuses == Counter({401: 1})
-    _nothing_written(stripe_events_env)
-
-
-@pytest.mark.parametrize("backend", ["sqlite"])
-def test_cli_unreachable_api_exits_1(
-    stripe_events_env: Engine,
-    stripe_events_api: FakeStripeEventsAPI,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    sdk_retries: list[int],
-) -> None:
-    url = closed_port_url()
-    monkeypatch.setenv("PAYMENTS_STRIPE_API_BASE", url)
-    result = run_cli(capsys, "reconcile", "stripe", *WINDOW_ARGS)
-    unreachable = f"error: Stripe's API is unreachable at {url} (no answer after 3 retries)"
-    result.assert_one_error(1, unreachable, stripe_events_api.api_key)
-    assert sdk_retries == [1, 2, 3]
-    _nothing_written(stripe_events_env)
-
-
-@pytest.mark.parametrize("backend", ["sqlite"])
-def test_cli_500_after_the_retries_exits_1(
-    stripe_events_env: Engine,
-    stripe_events_api: FakeStripeEventsAPI,
-    capsys: pytest.CaptureFixture[str],
-    sdk_retries: list[int],
-) -> None:
-    _fill(stripe_events_api, 3)
-    stripe_events_api.fail_always(500)
-    result = run_cli(capsys, "reconcile", "stripe", *WINDOW_ARGS, "--json")
-    answered = f"answered HTTP 500 at {stripe_events_api.url} after 3 retries"
-    result.assert_one_error(1, f"error: Stripe's API {answered}", stripe_events_api.api_key)
-    assert stripe_events_api.statuses == Counter({500: 4})
     _nothing_written(stripe_events_env)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from payments_pipeline.models import Provider
 
 from ..fakes.monetbil_check_api import FakeCheckPayment
 from ..fakes.stripe_events_api import FakeStripeEventsAPI
-from .conftest import sweep_rows
+from .conftest import add_run, sweep_rows
 
 STRIPE_JOB = "reconcile_stripe_events"
 MONETBIL_JOB = "reconcile_monetbil_payments"
@@ -323,21 +322,8 @@ def _add_reconcile_run(
     instance: dg.DagsterInstance, status: dg.DagsterRunStatus, value: str = "stripe"
 ) -> str:
     """A run of the Stripe job in `status`, carrying the job's tags, as the daemon leaves it."""
-    from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteRepositoryOrigin
-
-    repository = RemoteRepositoryOrigin(
-        RegisteredCodeLocationOrigin("payments_pipeline"), "__repository__"
-    )
-    run_id = str(uuid.uuid4())
-    instance.add_run(
-        dg.DagsterRun(
-            job_name=STRIPE_JOB,
-            run_id=run_id,
-            status=status,
-            tags={RECONCILE_TAG: value},
-            remote_job_origin=repository.get_job_origin(STRIPE_JOB),
-        )
-    )
+    run_id = add_run(instance, status, STRIPE_JOB)
+    instance.add_run_tags(run_id, {RECONCILE_TAG: value})
     return run_id
 
 

@@ -26,8 +26,9 @@ from payments_pipeline.models import EventStatus, Provider, utcnow
 
 from .helpers import make_settings, monetbil_payload, stripe_payload
 
-# The fakes of the providers' APIs as fixtures, for every folder.
-pytest_plugins = ("payments_pipeline_tests.fakes.fixtures",)
+# The fakes of the providers' APIs, and the environment the doors read, as fixtures for every
+# folder.
+pytest_plugins = ("payments_pipeline_tests.fakes.fixtures", "payments_pipeline_tests.doors")
 
 BACKENDS = ("sqlite", "postgres", "mysql")
 SERVER_ENV = {"postgres": "PAYMENTS_TEST_POSTGRES_URL", "mysql": "PAYMENTS_TEST_MYSQL_URL"}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -74,53 +75,34 @@ Row = tuple[PaymentStatus, int | None, int | None, int, str | None, bool]
 Scenario = Callable[[str], tuple[list[Delivery], dict[str, Row]]]
 
 
+def paid(key: str, pi: str, amount: int, *, created: int) -> Delivery:
+    """`payment_intent.succeeded` for the whole `amount`."""
+    fields: dict[str, Any] = {"reference": pi, "amount": amount, "amount_received": amount}
+    return stripe(key, "payment_intent.succeeded", created=created, **fields)
+
+
+def refunded(key: str, pi: str, amount_refunded: int, *, created: int) -> Delivery:
+    """`charge.refunded` on a 1500 charge of `pi`, refunded in full or in part so far."""
+    fields: dict[str, Any] = {"reference": pi, "amount_captured": 1500}
+    fields |= {"amount_refunded": amount_refunded, "refunded": amount_refunded == 1500}
+    return stripe(key, "charge.refunded", created=created, **fields)
+
+
 def partial_refund(s: str) -> tuple[list[Delivery], dict[str, Row]]:
     pi = f"pi_partial{s}"
     return [
-        stripe(
-            f"evt_pi{s}", "payment_intent.succeeded", created=T, reference=pi, amount_received=1500
-        ),
-        stripe(
-            f"evt_re{s}",
-            "charge.refunded",
-            created=T + 10,
-            reference=pi,
-            amount_captured=1500,
-            amount_refunded=500,
-            refunded=False,
-        ),
+        paid(f"evt_pi{s}", pi, 1500, created=T),
+        refunded(f"evt_re{s}", pi, 500, created=T + 10),
     ], {pi: (P.PARTIALLY_REFUNDED, 1500, 1500, 500, "usd", False)}
 
 
 def refunded_in_two_steps(s: str) -> tuple[list[Delivery], dict[str, Row]]:
     pi = f"pi_two{s}"
-    events, _ = partial_refund(s)
-    events = [
-        stripe(e.key, e.event_type, created=T, reference=pi, amount_received=1500)
-        if e.event_type == "payment_intent.succeeded"
-        else stripe(
-            e.key,
-            e.event_type,
-            created=T + 10,
-            reference=pi,
-            amount_captured=1500,
-            amount_refunded=500,
-            refunded=False,
-        )
-        for e in events
-    ]
-    events.append(
-        stripe(
-            f"evt_re2{s}",
-            "charge.refunded",
-            created=T + 20,
-            reference=pi,
-            amount_captured=1500,
-            amount_refunded=1500,
-            refunded=True,
-        )
-    )
-    return events, {pi: (P.REFUNDED, 1500, 1500, 1500, "usd", False)}
+    return [
+        paid(f"evt_pi{s}", pi, 1500, created=T),
+        refunded(f"evt_re{s}", pi, 500, created=T + 10),
+        refunded(f"evt_re2{s}", pi, 1500, created=T + 20),
+    ], {pi: (P.REFUNDED, 1500, 1500, 1500, "usd", False)}
 
 
 def manual_capture(s: str) -> tuple[list[Delivery], dict[str, Row]]:
@@ -150,14 +132,7 @@ def subscription_checkout(s: str) -> tuple[list[Delivery], dict[str, Row]]:
             payment_intent=None,
             amount=990,
         ),
-        stripe(
-            f"evt_inv{s}",
-            "payment_intent.succeeded",
-            created=T + 5,
-            reference=pi,
-            amount=990,
-            amount_received=990,
-        ),
+        paid(f"evt_inv{s}", pi, 990, created=T + 5),
     ], {pi: (P.SUCCEEDED, 990, 990, 0, "usd", False)}
 
 
@@ -187,20 +162,14 @@ def payment_mode_checkout(s: str) -> tuple[list[Delivery], dict[str, Row]]:
             mode="payment",
             amount=990,
         ),
-        stripe(
-            f"evt_pis{s}",
-            "payment_intent.succeeded",
-            created=T + 1,
-            reference=pi,
-            amount=990,
-            amount_received=990,
-        ),
+        paid(f"evt_pis{s}", pi, 990, created=T + 1),
     ], {pi: (P.SUCCEEDED, 990, 990, 0, "usd", False)}
 
 
 def legacy_charge(s: str) -> tuple[list[Delivery], dict[str, Row]]:
     ch = f"ch_legacy{s}"
-    common = {"object_id": ch, "payment_intent": None, "amount": 900, "amount_captured": 900}
+    common: dict[str, Any] = {"object_id": ch, "payment_intent": None, "amount": 900}
+    common["amount_captured"] = 900
     return [
         stripe(f"evt_chs{s}", "charge.succeeded", created=T, **common),
         stripe(

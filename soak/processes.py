@@ -70,24 +70,25 @@ class Child:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def _signal(self, sig: signal.Signals) -> None:
+        """`sig` to this process only; one that has exited already is left alone."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, sig)
+
     def kill(self) -> None:
         """SIGKILL this process only (chaos): no cleanup, no flush, mid-whatever it was doing."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
+        self._signal(signal.SIGKILL)
 
     def pause(self) -> None:
         """SIGSTOP: frozen mid-whatever, its connections and locks held, until `resume()`."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGSTOP)
+        self._signal(signal.SIGSTOP)
 
     def resume(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGCONT)
+        self._signal(signal.SIGCONT)
 
     def terminate(self) -> None:
         """SIGTERM without waiting (a worker finishes its current event, then exits)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGTERM)
+        self._signal(signal.SIGTERM)
 
     def stop(self, grace: float = 15.0) -> int | None:
         """SIGTERM the process group, wait up to `grace`, then SIGKILL it; close the log files."""

@@ -32,22 +32,7 @@ from .conftest import url_of
 ROOT = Path(__file__).resolve().parents[2]
 PARTITION = "2026-12-05"
 T0, _ = day_bounds(dt.date(2026, 12, 5))
-_ENV = ("STRIPE_API_KEY", "PAYMENTS_STRIPE_API_BASE", "PAYMENTS_RECONCILE_START_DATE")
-
-
-@pytest.fixture(autouse=True)
-def _no_stripe_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in _ENV:
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def stripe_env(
-    db_env: Engine, stripe_payments_api: FakeStripePaymentsAPI, monkeypatch: pytest.MonkeyPatch
-) -> Engine:
-    monkeypatch.setenv("STRIPE_API_KEY", stripe_payments_api.api_key)
-    monkeypatch.setenv("PAYMENTS_STRIPE_API_BASE", stripe_payments_api.url)
-    return db_env
+pytestmark = pytest.mark.usefixtures("clean_door_env")
 
 
 def _materialize(
@@ -101,13 +86,13 @@ def _drifting_day(api: FakeStripePaymentsAPI, receiver: Receiver) -> list[str]:
 
 
 def test_a_drifting_day_reports_what_to_do_and_the_check_fails_with_error(
-    stripe_env: Engine,
+    stripe_payments_env: Engine,
     stripe_payments_api: FakeStripePaymentsAPI,
     receiver: Receiver,
     instance: dg.DagsterInstance,
 ) -> None:
     drifted = _drifting_day(stripe_payments_api, receiver)
-    result = _materialize(stripe_env, instance)
+    result = _materialize(stripe_payments_env, instance)
     assert result.success  # a red check is the finding, not a failed run
 
     metadata = _metadata(result)
@@ -196,7 +181,7 @@ def test_a_drifting_day_reports_what_to_do_and_the_check_fails_with_error(
 
 
 def test_a_day_that_matches_passes_the_check(
-    stripe_env: Engine,
+    stripe_payments_env: Engine,
     stripe_payments_api: FakeStripePaymentsAPI,
     receiver: Receiver,
     instance: dg.DagsterInstance,
@@ -206,7 +191,7 @@ def test_a_day_that_matches_passes_the_check(
         pi = api.add_payment_intent(created=T0 + i, amount=100 + i)
         receiver.deliver_of(api, pi, "payment_intent.succeeded")
     api.add_payment_intent(created=T0 + 9, amount=5, status="requires_payment_method")
-    result = _materialize(stripe_env, instance)
+    result = _materialize(stripe_payments_env, instance)
     assert result.success
     metadata = _metadata(result)
     values = _values(metadata)
@@ -225,7 +210,7 @@ def test_a_day_that_matches_passes_the_check(
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_a_failed_day_fails_alone(
-    stripe_env: Engine,
+    stripe_payments_env: Engine,
     stripe_payments_api: FakeStripePaymentsAPI,
     receiver: Receiver,
     persistent_instance: dg.DagsterInstance,
@@ -237,11 +222,11 @@ def test_a_failed_day_fails_alone(
         pi = api.add_payment_intent(created=start + 60, amount=100 * day)
         receiver.deliver_of(api, pi, "payment_intent.succeeded")
 
-    before = _materialize(stripe_env, persistent_instance, "2026-12-04")
+    before = _materialize(stripe_payments_env, persistent_instance, "2026-12-04")
     api.fail_always(500)
-    failed = _materialize(stripe_env, persistent_instance, "2026-12-05")
+    failed = _materialize(stripe_payments_env, persistent_instance, "2026-12-05")
     api.clear_faults()
-    after = _materialize(stripe_env, persistent_instance, "2026-12-06")
+    after = _materialize(stripe_payments_env, persistent_instance, "2026-12-06")
 
     assert before.success and after.success and not failed.success
     assert failed.dagster_run.status is dg.DagsterRunStatus.FAILURE
@@ -273,14 +258,14 @@ def test_without_a_key_the_partition_fails_saying_so(
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_a_refused_key_fails_the_partition_in_one_sentence_naming_no_key(
-    stripe_env: Engine,
+    stripe_payments_env: Engine,
     stripe_payments_api: FakeStripePaymentsAPI,
     instance: dg.DagsterInstance,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     wrong = "sk_test_wrong_drift_asset_key_0000042"
     monkeypatch.setenv("STRIPE_API_KEY", wrong)
-    result = _materialize(stripe_env, instance)
+    result = _materialize(stripe_payments_env, instance)
     assert not result.success
     assert _failure(result).user_failure_data.description == (
         f"Stripe's API refused STRIPE_API_KEY at {stripe_payments_api.url} (HTTP 401): "

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,34 +27,13 @@ from payments_pipeline.models import Provider
 
 from ..fakes.monetbil_check_api import FakeCheckPayment
 from ..fakes.stripe_events_api import FakeStripeEventsAPI
-from .conftest import sweep_rows
+from .conftest import add_run, sweep_rows
 
 STRIPE_JOB = "reconcile_stripe_events"
 MONETBIL_JOB = "reconcile_monetbil_payments"
 ASSET = "recovered_webhook_events"
 ROOT = Path(__file__).resolve().parents[2]
-_ENV = (
-    "STRIPE_API_KEY",
-    "PAYMENTS_STRIPE_API_BASE",
-    "PAYMENTS_RECONCILE_ENABLED",
-    "MONETBIL_CHECK_PAYMENT_URL",
-    "PAYMENTS_DISPATCH",
-)
-
-
-@pytest.fixture(autouse=True)
-def _no_reconcile_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in _ENV:
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def stripe_env(
-    db_env: Engine, stripe_events_api: FakeStripeEventsAPI, monkeypatch: pytest.MonkeyPatch
-) -> Engine:
-    monkeypatch.setenv("STRIPE_API_KEY", stripe_events_api.api_key)
-    monkeypatch.setenv("PAYMENTS_STRIPE_API_BASE", stripe_events_api.url)
-    return db_env
+pytestmark = pytest.mark.usefixtures("clean_door_env")
 
 
 def _now() -> int:
@@ -114,20 +92,20 @@ def _event_ids(engine: Engine) -> set[str]:
 
 
 def test_the_job_recovers_reports_and_warns_then_passes_on_a_second_run(
-    stripe_env: Engine, stripe_events_api: FakeStripeEventsAPI, instance: dg.DagsterInstance
+    stripe_events_env: Engine, stripe_events_api: FakeStripeEventsAPI, instance: dg.DagsterInstance
 ) -> None:
     now = _now()
     added = [
         stripe_events_api.add_event(created=now - 3600 - i, delivered=False) for i in range(120)
     ]
-    _received(stripe_env, added[0])
+    _received(stripe_events_env, added[0])
     result = _run(instance)
     assert result.success
 
     metadata = _materialization(result)
     assert next(iter(metadata)) == "report"
     values = _values(metadata)
-    (row,) = sweep_rows(stripe_env)
+    (row,) = sweep_rows(stripe_events_env)
     window = f"{values['window_start']} .. {values['window_end']}"
     assert values["window_start"] == row.window_start.isoformat(timespec="seconds") + "Z"
     assert values["window_end"] == row.window_end.isoformat(timespec="seconds") + "Z"
@@ -170,17 +148,17 @@ def test_the_job_recovers_reports_and_warns_then_passes_on_a_second_run(
     second = _check(again)
     assert second.passed and second.severity is dg.AssetCheckSeverity.WARN
     assert second.description.startswith("every event created in ")
-    assert len(sweep_rows(stripe_env)) == 2
+    assert len(sweep_rows(stripe_events_env)) == 2
 
 
 def test_the_audit_row_names_the_run_and_its_trigger(
-    stripe_env: Engine, stripe_events_api: FakeStripeEventsAPI, instance: dg.DagsterInstance
+    stripe_events_env: Engine, stripe_events_api: FakeStripeEventsAPI, instance: dg.DagsterInstance
 ) -> None:
     stripe_events_api.add_event(created=_now() - 60, delivered=False)
     launched = _run(instance)
     by_api = _run(instance, tags={"payments_pipeline/trigger": "api"})
     assert launched.success and by_api.success
-    first, second = sweep_rows(stripe_env)
+    first, second = sweep_rows(stripe_events_env)
     assert (first.trigger, first.dagster_run_id, first.kind, first.provider, first.status) == (
         "ui",
         launched.run_id,
@@ -193,24 +171,24 @@ def test_the_audit_row_names_the_run_and_its_trigger(
 
 
 def test_the_launchpad_overrides_the_window(
-    stripe_env: Engine, stripe_events_api: FakeStripeEventsAPI, instance: dg.DagsterInstance
+    stripe_events_env: Engine, stripe_events_api: FakeStripeEventsAPI, instance: dg.DagsterInstance
 ) -> None:
     now = _now()
     inside = stripe_events_api.add_event(created=now - 3600, delivered=False)
     stripe_events_api.add_event(created=now - 3 * 3600, delivered=False)
     result = _run(instance, run_config={"ops": {ASSET: {"config": {"hours": 2}}}})
     assert result.success
-    (row,) = sweep_rows(stripe_env)
+    (row,) = sweep_rows(stripe_events_env)
     assert row.window_end - row.window_start == dt.timedelta(hours=2)
     values = _values(_materialization(result))
     assert (values["listed"], values["recovered"]) == (1, 1)
-    assert _event_ids(stripe_env) == {inside["id"]}
+    assert _event_ids(stripe_events_env) == {inside["id"]}
     (query,) = stripe_events_api.queries
     assert int(query["created[lte]"]) - int(query["created[gte]"]) == 7200
 
 
 def test_the_launchpad_since_until_and_types(
-    stripe_env: Engine, stripe_events_api: FakeStripeEventsAPI, instance: dg.DagsterInstance
+    stripe_events_env: Engine, stripe_events_api: FakeStripeEventsAPI, instance: dg.DagsterInstance
 ) -> None:
     failed = stripe_events_api.add_event(
         "payment_intent.payment_failed", created=1_796_640_000 + 60, delivered=False
@@ -229,7 +207,7 @@ def test_the_launchpad_since_until_and_types(
         "2026-12-07T12:00:00Z",
     )
     assert (values["listed"], values["recovered"], values["other_types"]) == (1, 1, 1)
-    assert _event_ids(stripe_env) == {failed["id"]}
+    assert _event_ids(stripe_events_env) == {failed["id"]}
 
 
 @pytest.mark.parametrize(
@@ -242,7 +220,7 @@ def test_the_launchpad_since_until_and_types(
     ],
 )
 def test_a_bad_launchpad_window_fails_the_run_before_asking(
-    stripe_env: Engine,
+    stripe_events_env: Engine,
     stripe_events_api: FakeStripeEventsAPI,
     instance: dg.DagsterInstance,
     config: dict[str, Any],
@@ -252,11 +230,11 @@ def test_a_bad_launchpad_window_fails_the_run_before_asking(
     assert not result.success
     assert message in _failure(result).user_failure_data.description
     assert stripe_events_api.requests == 0
-    assert sweep_rows(stripe_env) == []
+    assert sweep_rows(stripe_events_env) == []
 
 
 def test_a_refused_key_fails_the_run_in_one_sentence_that_names_no_key(
-    stripe_env: Engine,
+    stripe_events_env: Engine,
     stripe_events_api: FakeStripeEventsAPI,
     instance: dg.DagsterInstance,
     monkeypatch: pytest.MonkeyPatch,
@@ -277,7 +255,7 @@ def test_a_refused_key_fails_the_run_in_one_sentence_that_names_no_key(
     assert "refused STRIPE_API_KEY" in log  # the log does hold the failure...
     assert wrong not in log  # ...but never the key
     assert stripe_events_api.api_key not in log
-    assert sweep_rows(stripe_env) == [] and _event_ids(stripe_env) == set()
+    assert sweep_rows(stripe_events_env) == [] and _event_ids(stripe_events_env) == set()
 
 
 def test_without_a_key_the_run_fails_saying_so(
@@ -292,7 +270,7 @@ def test_without_a_key_the_run_fails_saying_so(
 
 
 def test_the_key_is_in_no_log_nor_metadata_of_a_successful_run(
-    stripe_env: Engine, stripe_events_api: FakeStripeEventsAPI, instance: dg.DagsterInstance
+    stripe_events_env: Engine, stripe_events_api: FakeStripeEventsAPI, instance: dg.DagsterInstance
 ) -> None:
     stripe_events_api.add_event(created=_now() - 60, delivered=False)
     result = _run(instance)
@@ -344,26 +322,13 @@ def _add_reconcile_run(
     instance: dg.DagsterInstance, status: dg.DagsterRunStatus, value: str = "stripe"
 ) -> str:
     """A run of the Stripe job in `status`, carrying the job's tags, as the daemon leaves it."""
-    from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteRepositoryOrigin
-
-    repository = RemoteRepositoryOrigin(
-        RegisteredCodeLocationOrigin("payments_pipeline"), "__repository__"
-    )
-    run_id = str(uuid.uuid4())
-    instance.add_run(
-        dg.DagsterRun(
-            job_name=STRIPE_JOB,
-            run_id=run_id,
-            status=status,
-            tags={RECONCILE_TAG: value},
-            remote_job_origin=repository.get_job_origin(STRIPE_JOB),
-        )
-    )
+    run_id = add_run(instance, status, STRIPE_JOB)
+    instance.add_run_tags(run_id, {RECONCILE_TAG: value})
     return run_id
 
 
 def test_a_tick_requests_a_run_and_the_run_is_audited_as_scheduled(
-    stripe_env: Engine,
+    stripe_events_env: Engine,
     stripe_events_api: FakeStripeEventsAPI,
     persistent_instance: dg.DagsterInstance,
 ) -> None:
@@ -374,7 +339,7 @@ def test_a_tick_requests_a_run_and_the_run_is_audited_as_scheduled(
     stripe_events_api.add_event(created=_now() - 60, delivered=False)
     result = _run(persistent_instance, run_config=dict(request.run_config), tags=dict(request.tags))
     assert result.success
-    (row,) = sweep_rows(stripe_env)
+    (row,) = sweep_rows(stripe_events_env)
     assert (row.trigger, row.dagster_run_id) == ("schedule", result.run_id)
 
 

@@ -1,23 +1,19 @@
 """`payments-pipeline drift stripe --date D [--json]` against our fake Stripe PaymentIntents and
 Charges API, our rows made by signed webhooks through the receiver: the JSON lists every
-difference (not only the 50 the text shows), the text, and every error path (one `error:` line on
-stderr, the exit code, no traceback, never the key)."""
+difference (not only the 50 the text shows), the text, a bad date, and the installed command's
+debug logs (never the key). The Stripe API's faults, for this command and `reconcile stripe`,
+are in `providers/test_stripe_api.py`."""
 
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine
 
-from payments_pipeline.cli import main
-
+from ..doors import run_cli, run_installed, stripe_env_of
 from ..fakes.stripe_payments_api import FakeStripePaymentsAPI
 from .support import T0, Receiver
 
@@ -30,57 +26,7 @@ ADVICE = (
     "30 days. What still differs afterwards is a handler or a change made at Stripe without "
     "an event."
 )
-_ENV = (
-    "DAGSTER_HOME",
-    "PAYMENTS_DATABASE_URL",
-    "STRIPE_API_KEY",
-    "PAYMENTS_STRIPE_API_BASE",
-    "PAYMENTS_DISPATCH",
-    "PAYMENTS_RECONCILE_START_DATE",
-)
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in _ENV:
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def drift_env(
-    engine: Engine, stripe_payments_api: FakeStripePaymentsAPI, monkeypatch: pytest.MonkeyPatch
-) -> Engine:
-    monkeypatch.setenv("PAYMENTS_DATABASE_URL", engine.url.render_as_string(hide_password=False))
-    monkeypatch.setenv("STRIPE_API_KEY", stripe_payments_api.api_key)
-    monkeypatch.setenv("PAYMENTS_STRIPE_API_BASE", stripe_payments_api.url)
-    return engine
-
-
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _error_lines(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.startswith("error:")]
-
-
-def _assert_one_error(
-    code: int, out: str, err: str, expected_code: int, message: str, key: str
-) -> None:
-    assert code == expected_code, err
-    assert len(_error_lines(err)) == 1, err
-    assert message in _error_lines(err)[0], err
-    assert "Traceback" not in err and out == ""
-    assert key not in out and key not in err
-
-
-def _closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+pytestmark = pytest.mark.usefixtures("clean_door_env")
 
 
 def _day_with_62_differences(
@@ -99,13 +45,13 @@ def _day_with_62_differences(
 
 
 def test_json_lists_every_difference_not_only_50(
-    drift_env: Engine,
+    stripe_payments_env: Engine,
     stripe_payments_api: FakeStripePaymentsAPI,
     receiver: Receiver,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     lost, refunded = _day_with_62_differences(stripe_payments_api, receiver)
-    code, out, err = _run(capsys, "drift", "stripe", *DATE, "--json")
+    code, out, err = run_cli(capsys, "drift", "stripe", *DATE, "--json")
     assert code == 0, err
     expected = [
         {"reference": pi["id"], "kind": "missing_here", "ours": "", "stripe": "succeeded"}
@@ -130,13 +76,13 @@ def test_json_lists_every_difference_not_only_50(
 
 
 def test_the_text_shows_50_differences_and_what_to_do(
-    drift_env: Engine,
+    stripe_payments_env: Engine,
     stripe_payments_api: FakeStripePaymentsAPI,
     receiver: Receiver,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     _day_with_62_differences(stripe_payments_api, receiver)
-    code, out, err = _run(capsys, "drift", "stripe", *DATE)
+    code, out, err = run_cli(capsys, "drift", "stripe", *DATE)
     assert code == 0, err
     lines = out.splitlines()
     assert lines[:3] == [
@@ -154,21 +100,21 @@ def test_the_text_shows_50_differences_and_what_to_do(
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_the_text_of_a_day_that_matches(
-    drift_env: Engine,
+    stripe_payments_env: Engine,
     stripe_payments_api: FakeStripePaymentsAPI,
     receiver: Receiver,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     pi = stripe_payments_api.add_payment_intent(created=T0 + 5, amount=300)
     receiver.deliver_of(stripe_payments_api, pi, "payment_intent.succeeded")
-    code, out, err = _run(capsys, "drift", "stripe", "--date", " 2026-12-05 ")
+    code, out, err = run_cli(capsys, "drift", "stripe", "--date", " 2026-12-05 ")
     assert code == 0, err
     assert out.splitlines() == [
         "Drift on 2026-12-05 (UTC): 1 Stripe payments compared with ours "
         "(0 still in flight at Stripe, not compared)",
         "No difference: our payments say what Stripe says.",
     ]
-    code, out, _ = _run(capsys, "drift", "stripe", *DATE, "--json")
+    code, out, _ = run_cli(capsys, "drift", "stripe", *DATE, "--json")
     assert json.loads(out)["differences"] == [] and json.loads(out)["by_kind"] == {}
 
 
@@ -190,134 +136,34 @@ def test_the_text_of_a_day_that_matches(
     ],
 )
 def test_a_bad_date_exits_2_before_asking(
-    drift_env: Engine,
+    stripe_payments_env: Engine,
     stripe_payments_api: FakeStripePaymentsAPI,
     capsys: pytest.CaptureFixture[str],
     argv: list[str],
     message: str,
 ) -> None:
     stripe_payments_api.add_payment_intent(created=T0, amount=1)
-    code, out, err = _run(capsys, "drift", "stripe", *argv, "--json")
-    _assert_one_error(code, out, err, 2, message, stripe_payments_api.api_key)
+    result = run_cli(capsys, "drift", "stripe", *argv, "--json")
+    result.assert_one_error(2, message, stripe_payments_api.api_key)
     assert stripe_payments_api.requests == 0
-
-
-@pytest.mark.parametrize("backend", ["sqlite"])
-@pytest.mark.parametrize("value", [None, "  "])
-def test_without_a_key_exits_2(
-    drift_env: Engine,
-    stripe_payments_api: FakeStripePaymentsAPI,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    value: str | None,
-) -> None:
-    if value is None:
-        monkeypatch.delenv("STRIPE_API_KEY")
-    else:
-        monkeypatch.setenv("STRIPE_API_KEY", value)
-    code, out, err = _run(capsys, "drift", "stripe", *DATE)
-    _assert_one_error(code, out, err, 2, "error: STRIPE_API_KEY is not set", "sk_")
-    assert stripe_payments_api.requests == 0
-
-
-@pytest.mark.parametrize("backend", ["sqlite"])
-def test_a_refused_key_exits_1_without_showing_it(
-    drift_env: Engine,
-    stripe_payments_api: FakeStripePaymentsAPI,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    wrong = "sk_test_wrong_drift_cli_key_00004321"
-    monkeypatch.setenv("STRIPE_API_KEY", wrong)
-    code, out, err = _run(capsys, "--log-level", "debug", "drift", "stripe", *DATE, "--json")
-    _assert_one_error(
-        code,
-        out,
-        err,
-        1,
-        f"error: Stripe's API refused STRIPE_API_KEY at {stripe_payments_api.url} (HTTP 401): "
-        "check the key",
-        wrong,
-    )
-    assert stripe_payments_api.statuses == Counter({401: 1})
-
-
-@pytest.mark.parametrize("backend", ["sqlite"])
-def test_an_unreachable_api_exits_1(
-    drift_env: Engine,
-    stripe_payments_api: FakeStripePaymentsAPI,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    sdk_retries: list[int],
-) -> None:
-    url = _closed_port_url()
-    monkeypatch.setenv("PAYMENTS_STRIPE_API_BASE", url)
-    code, out, err = _run(capsys, "drift", "stripe", *DATE)
-    _assert_one_error(
-        code,
-        out,
-        err,
-        1,
-        f"error: Stripe's API is unreachable at {url} (no answer after 3 retries)",
-        stripe_payments_api.api_key,
-    )
-    assert sdk_retries == [1, 2, 3]
-
-
-@pytest.mark.parametrize("backend", ["sqlite"])
-def test_a_500_after_the_retries_exits_1(
-    drift_env: Engine,
-    stripe_payments_api: FakeStripePaymentsAPI,
-    capsys: pytest.CaptureFixture[str],
-    sdk_retries: list[int],
-) -> None:
-    stripe_payments_api.fail_always(500)
-    code, out, err = _run(capsys, "drift", "stripe", *DATE, "--json")
-    _assert_one_error(
-        code,
-        out,
-        err,
-        1,
-        f"error: Stripe's API answered HTTP 500 at {stripe_payments_api.url} after 3 retries",
-        stripe_payments_api.api_key,
-    )
-    assert stripe_payments_api.statuses == Counter({500: 4})
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_the_installed_command_with_debug_logs_never_shows_the_key(
-    drift_env: Engine, stripe_payments_api: FakeStripePaymentsAPI, tmp_path: Path
+    stripe_payments_env: Engine, stripe_payments_api: FakeStripePaymentsAPI, tmp_path: Path
 ) -> None:
     """The installed entry point, where the debug logs really go to stderr."""
     stripe_payments_api.add_payment_intent(created=T0 + 1, amount=100)
-    exe = Path(sys.executable).with_name("payments-pipeline")
     key = stripe_payments_api.api_key
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "PAYMENTS_DATABASE_URL": drift_env.url.render_as_string(hide_password=False),
-        "STRIPE_API_KEY": key,
-        "PAYMENTS_STRIPE_API_BASE": stripe_payments_api.url,
-    }
+    env = stripe_env_of(stripe_payments_env, api_key=key, api_base=stripe_payments_api.url)
+    argv = ("--log-level", "debug", "drift", "stripe", *DATE, "--json")
 
-    def run(**extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(exe), "--log-level", "debug", "drift", "stripe", *DATE, "--json"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=tmp_path,
-            env=env | extra,
-            check=False,
-        )
-
-    ok = run()
-    assert ok.returncode == 0, ok.stderr
-    assert json.loads(ok.stdout)["by_kind"] == {"missing_here": 1}
-    assert "/v1/payment_intents" in ok.stderr  # the debug lines did reach stderr
-    assert key not in ok.stdout and key not in ok.stderr
+    ok = run_installed(*argv, env=env, cwd=tmp_path)
+    assert ok.code == 0, ok.err
+    assert json.loads(ok.out)["by_kind"] == {"missing_here": 1}
+    assert "/v1/payment_intents" in ok.err  # the debug lines did reach stderr
+    assert key not in ok.out and key not in ok.err
 
     wrong = "sk_test_another_wrong_drift_key_777"
-    refused = run(STRIPE_API_KEY=wrong)
-    assert refused.returncode == 1 and refused.stdout == ""
-    assert len(_error_lines(refused.stderr)) == 1 and "Traceback" not in refused.stderr
-    assert wrong not in refused.stderr
+    refused = run_installed(*argv, env=env | {"STRIPE_API_KEY": wrong}, cwd=tmp_path)
+    refused.assert_one_error(1, "error: Stripe's API refused STRIPE_API_KEY", wrong)

@@ -7,6 +7,7 @@ ends (or fails) leaves no server and no socket behind.
 
 from __future__ import annotations
 
+import abc
 import json
 import sys
 import threading
@@ -58,7 +59,24 @@ class _Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-class ServerThread:
+class Running(abc.ABC):
+    """Started on entering `with`, stopped on leaving it, whatever the block raised."""
+
+    @abc.abstractmethod
+    def start(self) -> None: ...
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class ServerThread(Running):
     """`ThreadingHTTPServer(("127.0.0.1", 0), handler)` served from a thread while entered."""
 
     def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
@@ -86,9 +104,14 @@ class ServerThread:
             self._thread = None
         self.server.server_close()
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+class Served(Running):
+    """A fake whose HTTP server (`_server`) runs while it is entered."""
+
+    _server: ServerThread
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop(self) -> None:
+        self._server.stop()

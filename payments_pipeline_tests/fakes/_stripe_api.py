@@ -19,11 +19,11 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from . import stripe_event_shapes
-from ._http import QuietHandler, ServerThread
+from ._http import QuietHandler, Served, ServerThread
 
 _WINDOW = ("gt", "gte", "lt", "lte")
 _ERRORS: dict[int, tuple[str, str | None, str]] = {
@@ -231,7 +231,7 @@ class SortedByCreated:
         return range(lo, hi) if backwards else range(hi - 1, lo - 1, -1)
 
 
-class FakeStripeAPI:
+class FakeStripeAPI(Served):
     """A fake Stripe API served while entered; a subclass answers `route` for an authenticated
     request (raising `ApiError` for a 4xx) and names its list endpoints in `list_paths`."""
 
@@ -333,10 +333,3 @@ class FakeStripeAPI:
             return 200, self.route(handler.command, path, params), {}
         except ApiError as error:
             return error.status, error.document(), {}
-
-    def __enter__(self) -> Self:
-        self._server.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.stop()

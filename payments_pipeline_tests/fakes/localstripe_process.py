@@ -51,10 +51,12 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import requests
 import stripe
+
+from ._http import Running
 
 API_KEY = "sk_test_12345"
 SUCCEEDING_CARD = "4242424242424242"
@@ -62,7 +64,7 @@ DECLINED_CARD = "4000000000000341"  # attaches, but every charge on it is declin
 MODULE = "payments_pipeline_tests.fakes.localstripe_server"
 
 
-class LocalStripe:
+class LocalStripe(Running):
     """One localstripe process; use as a context manager or call start()/stop()."""
 
     def __init__(self, log: Path | None = None, *, max_seconds: float = 900.0) -> None:
@@ -137,13 +139,6 @@ class LocalStripe:
                 process.wait(timeout=5)
         if process.stdout is not None:
             process.stdout.close()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # --- helpers ---------------------------------------------------------------------------------
 

@@ -20,16 +20,16 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs
 
-from ._http import QuietHandler, ServerThread
+from ._http import QuietHandler, Served, ServerThread
 
 PATH = "/payment/v1/checkPayment"
 NOT_FOUND = {"message": "payment not found"}
 
 
-class FakeCheckPayment:
+class FakeCheckPayment(Served):
     def __init__(self) -> None:
         self.answer: tuple[int, bytes] | None = None
         self.delay = 0.0
@@ -94,10 +94,3 @@ class FakeCheckPayment:
             transaction = self.transactions.get(payment_id)
         document = NOT_FOUND if transaction is None else {"transaction": transaction}
         return 200, json.dumps(document).encode()
-
-    def __enter__(self) -> Self:
-        self._server.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.stop()

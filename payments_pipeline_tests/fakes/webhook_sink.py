@@ -13,9 +13,8 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Self
 
-from ._http import QuietHandler, ServerThread
+from ._http import QuietHandler, Served, ServerThread
 
 
 @dataclass(frozen=True)
@@ -25,7 +24,7 @@ class Delivery:
     body: bytes
 
 
-class WebhookSink:
+class WebhookSink(Served):
     def __init__(self, path: str = "/webhooks/stripe", status: int = 200) -> None:
         self.path = path
         self.status = status
@@ -56,10 +55,3 @@ class WebhookSink:
                 assert left > 0, f"{len(self.deliveries)} of {count} deliveries after {timeout}s"
                 self._changed.wait(left)
             return list(self.deliveries[:count])
-
-    def __enter__(self) -> Self:
-        self._server.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.stop()

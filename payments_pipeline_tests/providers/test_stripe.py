@@ -284,16 +284,21 @@ def test_payment_intent_events(event_type: str, status: PaymentStatus) -> None:
     assert update.occurred_at.tzinfo is None
 
 
-def test_charge_refunded_uses_the_payment_intent_or_the_charge() -> None:
-    body = event(
+def refund(captured: int, refunded: int) -> str:
+    """`charge.refunded` for a charge of PaymentIntent pi_1, `refunded` of `captured` so far."""
+    return event(
         "charge.refunded",
         id="ch_1",
         payment_intent="pi_1",
-        amount=700,
-        amount_captured=700,
-        amount_refunded=700,
-        refunded=True,
+        amount=captured,
+        amount_captured=captured,
+        amount_refunded=refunded,
+        refunded=refunded == captured,
     )
+
+
+def test_charge_refunded_uses_the_payment_intent_or_the_charge() -> None:
+    body = refund(700, 700)
     update = stripe.payment_update("charge.refunded", body)
     assert update is not None
     assert (update.reference, update.status) == ("pi_1", PaymentStatus.REFUNDED)
@@ -310,15 +315,7 @@ def test_charge_refunded_uses_the_payment_intent_or_the_charge() -> None:
 
 
 def test_partial_refund_is_partially_refunded() -> None:
-    body = event(
-        "charge.refunded",
-        id="ch_1",
-        payment_intent="pi_1",
-        amount=1500,
-        amount_captured=1500,
-        amount_refunded=500,
-        refunded=False,
-    )
+    body = refund(1500, 500)
     update = stripe.payment_update("charge.refunded", body)
     assert update is not None
     assert (update.status, update.amount_received, update.amount_refunded) == (

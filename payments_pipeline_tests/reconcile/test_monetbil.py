@@ -52,6 +52,13 @@ def _events(engine: Engine) -> list[tuple[str, str, str, str]]:
         return [tuple(r) for r in rows]  # type: ignore[misc]
 
 
+def _nothing_written(engine: Engine) -> None:
+    """No audit row, no event: what a dry run or a failed ask leaves."""
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(store.sweep_runs)).scalar() == 0
+    assert _events(engine) == []
+
+
 def test_final_statuses_become_their_notifications_and_apply_once(
     engine: Engine, monetbil_check_api: FakeCheckPayment
 ) -> None:
@@ -136,9 +143,7 @@ def test_dry_run_asks_and_writes_nothing(
     assert result.sweep_id is None
     assert result.resolutions[0].outcome == MonetbilOutcome.WOULD_RECOVER
     assert result.resolutions[0].provider_event_id == "tx_1:1"
-    with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(store.sweep_runs)).scalar() == 0
-    assert _events(engine) == []
+    _nothing_written(engine)
 
 
 def test_an_unreachable_monetbil_check_api_writes_nothing(
@@ -148,9 +153,7 @@ def test_an_unreachable_monetbil_check_api_writes_nothing(
     monetbil_check_api.answer = (503, b"busy")
     with pytest.raises(ProviderUnavailable, match="checkPayment answered HTTP 503"):
         _run(engine, monetbil_check_api, ["tx_1", "tx_2"])
-    with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(store.sweep_runs)).scalar() == 0
-    assert _events(engine) == []
+    _nothing_written(engine)
 
 
 def test_bad_transaction_ids_are_refused(

@@ -1,7 +1,9 @@
 """`reconcile_stripe` and `payments-pipeline reconcile stripe|monetbil` against our fake Stripe
 Events API (and the fake checkPayment): paging, what is known and what is recovered, the audit,
-types, dry runs, the API's faults, and every error path of the command (one `error:` line, the
-exit code, nothing written, the key never shown)."""
+types, dry runs, the API's faults, and the command's own error paths (one `error:` line, the exit
+code, nothing written, the key never shown); a missing or refused key, an API that does not
+answer or answers 500, for this command and `drift stripe`, are in
+`providers/test_stripe_api.py`."""
 
 from __future__ import annotations
 
@@ -9,9 +11,6 @@ import datetime as dt
 import json
 import logging
 import re
-import socket
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +22,6 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from payments_pipeline import store
-from payments_pipeline.cli import main
 from payments_pipeline.dispatch import InlineDispatcher
 from payments_pipeline.models import (
     MISSED_DELIVERY,
@@ -43,6 +41,7 @@ from payments_pipeline.reconcile import (
     stripe_window,
 )
 
+from ..doors import closed_port_url, run_cli, run_installed, stripe_env_of, url_of
 from ..fakes.monetbil_check_api import FakeCheckPayment
 from ..fakes.stripe_events_api import FakeStripeEventsAPI
 from ..helpers import RecordingDispatcher, make_settings, payment_rows, receive_and_dispatch
@@ -50,20 +49,7 @@ from ..helpers import RecordingDispatcher, make_settings, payment_rows, receive_
 NOW = dt.datetime(2026, 12, 7, 12, 0, 0)
 WINDOW = Window(NOW - dt.timedelta(hours=3), NOW)
 T0 = WINDOW.created_gte  # events are created from here, every 30 s: 250 of them fit in 3 hours
-_ENV = (
-    "DAGSTER_HOME",
-    "STRIPE_API_KEY",
-    "PAYMENTS_STRIPE_API_BASE",
-    "MONETBIL_CHECK_PAYMENT_URL",
-    "PAYMENTS_DISPATCH",
-    "PAYMENTS_RECONCILE_ENABLED",
-)
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in _ENV:
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("clean_door_env")
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -506,51 +492,26 @@ def test_a_bad_window_is_refused_before_anything_is_asked(
 # --- the command ---------------------------------------------------------------------------------
 
 
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _error_lines(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.startswith("error:")]
-
-
 def _iso(moment: dt.datetime) -> str:
     return moment.isoformat(timespec="seconds") + "Z"
-
-
-def _closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture
-def stripe_env(
-    engine: Engine, stripe_events_api: FakeStripeEventsAPI, monkeypatch: pytest.MonkeyPatch
-) -> Engine:
-    monkeypatch.setenv("PAYMENTS_DATABASE_URL", engine.url.render_as_string(hide_password=False))
-    monkeypatch.setenv("STRIPE_API_KEY", stripe_events_api.api_key)
-    monkeypatch.setenv("PAYMENTS_STRIPE_API_BASE", stripe_events_api.url)
-    return engine
 
 
 WINDOW_ARGS = ("--since", "2026-12-07T09:00:00Z", "--until", "2026-12-07T12:00:00Z")
 
 
 def test_cli_json_prints_the_documented_shape(
-    stripe_env: Engine, stripe_events_api: FakeStripeEventsAPI, capsys: pytest.CaptureFixture[str]
+    stripe_events_env: Engine,
+    stripe_events_api: FakeStripeEventsAPI,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     listed = _fill(stripe_events_api, 110)
-    _deliver(stripe_env, listed[5])
+    _deliver(stripe_events_env, listed[5])
     stripe_events_api.add_event("customer.created", created=T0 + 1, delivered=False)
-    code, out, err = _run(capsys, "reconcile", "stripe", *WINDOW_ARGS, "--json")
+    code, out, err = run_cli(capsys, "reconcile", "stripe", *WINDOW_ARGS, "--json")
     assert code == 0, err
     doc = json.loads(out)
-    (run,) = _sweep_runs(stripe_env)
-    rows = _events(stripe_env)
+    (run,) = _sweep_runs(stripe_events_env)
+    rows = _events(stripe_events_env)
     missed = [e for e in listed if e is not listed[5]]
     assert doc == {
         "sweep_id": run.id,
@@ -579,37 +540,41 @@ def test_cli_json_prints_the_documented_shape(
 
 
 def test_cli_default_window_follows_on_from_the_last_run(
-    stripe_env: Engine, stripe_events_api: FakeStripeEventsAPI, capsys: pytest.CaptureFixture[str]
+    stripe_events_env: Engine,
+    stripe_events_api: FakeStripeEventsAPI,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     now = int((dt.datetime.now(dt.UTC) - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)).total_seconds())
     old = stripe_events_api.add_event(created=now - 71 * 3600, delivered=False)
     too_old = stripe_events_api.add_event(created=now - 73 * 3600, delivered=False)
-    code, out, _ = _run(capsys, "reconcile", "stripe", "--json")
+    code, out, _ = run_cli(capsys, "reconcile", "stripe", "--json")
     assert code == 0
     first = json.loads(out)
     since = dt.datetime.fromisoformat(first["since"])
     until = dt.datetime.fromisoformat(first["until"])
     assert until - since == dt.timedelta(hours=72)
     assert [e["provider_event_id"] for e in first["events"]] == [old["id"]]
-    assert too_old["id"] not in _events(stripe_env)
-    code, out, _ = _run(capsys, "reconcile", "stripe", "--json")
+    assert too_old["id"] not in _events(stripe_events_env)
+    code, out, _ = run_cli(capsys, "reconcile", "stripe", "--json")
     second = json.loads(out)
     assert dt.datetime.fromisoformat(second["since"]) == until - dt.timedelta(minutes=10)
     assert second["recovered"] == 0
 
 
 def test_cli_dry_run_json_and_human_output(
-    stripe_env: Engine, stripe_events_api: FakeStripeEventsAPI, capsys: pytest.CaptureFixture[str]
+    stripe_events_env: Engine,
+    stripe_events_api: FakeStripeEventsAPI,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     listed = _fill(stripe_events_api, 5)
-    code, out, _ = _run(capsys, "reconcile", "stripe", *WINDOW_ARGS, "--dry-run", "--json")
+    code, out, _ = run_cli(capsys, "reconcile", "stripe", *WINDOW_ARGS, "--dry-run", "--json")
     assert code == 0
     doc = json.loads(out)
     assert (doc["sweep_id"], doc["dry_run"], doc["recovered"]) == (None, True, 5)
     assert [e["outcome"] for e in doc["events"]] == ["would_dispatch"] * 5
-    _nothing_written(stripe_env)
+    _nothing_written(stripe_events_env)
 
-    code, out, _ = _run(capsys, "reconcile", "stripe", *WINDOW_ARGS, "--dry-run")
+    code, out, _ = run_cli(capsys, "reconcile", "stripe", *WINDOW_ARGS, "--dry-run")
     assert code == 0
     first, last = listed[-1], listed[0]
     assert out.splitlines() == [
@@ -627,17 +592,19 @@ def test_cli_dry_run_json_and_human_output(
         "Run again without --dry-run to take them in.",
     ]
     assert first["created"] == T0
-    _nothing_written(stripe_env)
+    _nothing_written(stripe_events_env)
 
 
 def test_cli_human_output_names_the_run_and_what_to_check(
-    stripe_env: Engine, stripe_events_api: FakeStripeEventsAPI, capsys: pytest.CaptureFixture[str]
+    stripe_events_env: Engine,
+    stripe_events_api: FakeStripeEventsAPI,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     listed = _fill(stripe_events_api, 3)
-    _deliver(stripe_env, listed[0])
-    code, out, _ = _run(capsys, "reconcile", "stripe", *WINDOW_ARGS)
+    _deliver(stripe_events_env, listed[0])
+    code, out, _ = run_cli(capsys, "reconcile", "stripe", *WINDOW_ARGS)
     assert code == 0
-    (run,) = _sweep_runs(stripe_env)
+    (run,) = _sweep_runs(stripe_events_env)
     lines = out.splitlines()
     assert lines[0] == (
         f"Reconciliation #{run.id}: stripe events created 2026-12-07T09:00:00Z .. "
@@ -646,22 +613,12 @@ def test_cli_human_output_names_the_run_and_what_to_check(
     assert "Total: 1 page, 3 listed, 1 known, 2 recovered" in lines
     assert lines[-2].startswith("2 events never reached the receiver, created between ")
     assert lines[-1].startswith("Check the webhook endpoint in Stripe's dashboard")
-    code, out, _ = _run(capsys, "reconcile", "stripe", *WINDOW_ARGS)
+    code, out, _ = run_cli(capsys, "reconcile", "stripe", *WINDOW_ARGS)
     assert code == 0
     assert out.splitlines()[-2:] == [
         "Total: 1 page, 3 listed, 3 known, 0 recovered",
         "Every listed event had reached us: nothing was missed.",
     ]
-
-
-def _assert_one_error(
-    code: int, out: str, err: str, expected_code: int, message: str, key: str
-) -> None:
-    assert code == expected_code, err
-    assert len(_error_lines(err)) == 1, err
-    assert message in _error_lines(err)[0], err
-    assert "Traceback" not in err and out == ""
-    assert key not in out and key not in err
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
@@ -685,99 +642,22 @@ def _assert_one_error(
     ],
 )
 def test_cli_bad_window_or_types_exit_2_before_asking(
-    stripe_env: Engine,
+    stripe_events_env: Engine,
     stripe_events_api: FakeStripeEventsAPI,
     capsys: pytest.CaptureFixture[str],
     argv: list[str],
     message: str,
 ) -> None:
     _fill(stripe_events_api, 3)
-    code, out, err = _run(capsys, "reconcile", "stripe", *argv)
-    _assert_one_error(code, out, err, 2, message, stripe_events_api.api_key)
+    result = run_cli(capsys, "reconcile", "stripe", *argv)
+    result.assert_one_error(2, message, stripe_events_api.api_key)
     assert stripe_events_api.requests == 0
-    _nothing_written(stripe_env)
-
-
-@pytest.mark.parametrize("backend", ["sqlite"])
-def test_cli_without_a_key_exits_2(
-    stripe_env: Engine,
-    stripe_events_api: FakeStripeEventsAPI,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("STRIPE_API_KEY", "  ")
-    code, out, err = _run(capsys, "reconcile", "stripe", *WINDOW_ARGS)
-    _assert_one_error(code, out, err, 2, "error: STRIPE_API_KEY is not set", "sk_")
-    assert stripe_events_api.requests == 0
-    _nothing_written(stripe_env)
-
-
-@pytest.mark.parametrize("backend", ["sqlite"])
-def test_cli_refused_key_exits_1_without_showing_it(
-    stripe_env: Engine,
-    stripe_events_api: FakeStripeEventsAPI,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    _fill(stripe_events_api, 3)
-    wrong = "sk_test_wrong_key_0000000000001234"
-    monkeypatch.setenv("STRIPE_API_KEY", wrong)
-    code, out, err = _run(capsys, "--log-level", "debug", "reconcile", "stripe", *WINDOW_ARGS)
-    _assert_one_error(
-        code, out, err, 1, "error: Stripe's API refused STRIPE_API_KEY at http://127.0.0.1:", wrong
-    )
-    assert stripe_events_api.statuses == Counter({401: 1})
-    _nothing_written(stripe_env)
-
-
-@pytest.mark.parametrize("backend", ["sqlite"])
-def test_cli_unreachable_api_exits_1(
-    stripe_env: Engine,
-    stripe_events_api: FakeStripeEventsAPI,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    sdk_retries: list[int],
-) -> None:
-    url = _closed_port_url()
-    monkeypatch.setenv("PAYMENTS_STRIPE_API_BASE", url)
-    code, out, err = _run(capsys, "reconcile", "stripe", *WINDOW_ARGS)
-    _assert_one_error(
-        code,
-        out,
-        err,
-        1,
-        f"error: Stripe's API is unreachable at {url} (no answer after 3 retries)",
-        stripe_events_api.api_key,
-    )
-    assert sdk_retries == [1, 2, 3]
-    _nothing_written(stripe_env)
-
-
-@pytest.mark.parametrize("backend", ["sqlite"])
-def test_cli_500_after_the_retries_exits_1(
-    stripe_env: Engine,
-    stripe_events_api: FakeStripeEventsAPI,
-    capsys: pytest.CaptureFixture[str],
-    sdk_retries: list[int],
-) -> None:
-    _fill(stripe_events_api, 3)
-    stripe_events_api.fail_always(500)
-    code, out, err = _run(capsys, "reconcile", "stripe", *WINDOW_ARGS, "--json")
-    _assert_one_error(
-        code,
-        out,
-        err,
-        1,
-        f"error: Stripe's API answered HTTP 500 at {stripe_events_api.url} after 3 retries",
-        stripe_events_api.api_key,
-    )
-    assert stripe_events_api.statuses == Counter({500: 4})
-    _nothing_written(stripe_env)
+    _nothing_written(stripe_events_env)
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_cli_debug_logs_never_show_the_key(
-    stripe_env: Engine,
+    stripe_events_env: Engine,
     stripe_events_api: FakeStripeEventsAPI,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
@@ -785,7 +665,7 @@ def test_cli_debug_logs_never_show_the_key(
     """In process the log records go to pytest's handler, not stderr: read them there."""
     _fill(stripe_events_api, 3)
     caplog.set_level(logging.DEBUG)
-    code, out, err = _run(capsys, "--log-level", "debug", "reconcile", "stripe", *WINDOW_ARGS)
+    code, out, err = run_cli(capsys, "--log-level", "debug", "reconcile", "stripe", *WINDOW_ARGS)
     assert code == 0
     key = stripe_events_api.api_key
     assert "/v1/events" in caplog.text  # the SDK's and urllib3's debug lines were captured
@@ -795,45 +675,23 @@ def test_cli_debug_logs_never_show_the_key(
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_installed_command_with_debug_logs_never_shows_the_key(
-    stripe_env: Engine, stripe_events_api: FakeStripeEventsAPI, tmp_path: Path
+    stripe_events_env: Engine, stripe_events_api: FakeStripeEventsAPI, tmp_path: Path
 ) -> None:
     """The installed entry point, where the debug logs really go to stderr."""
     _fill(stripe_events_api, 3)
-    exe = Path(sys.executable).with_name("payments-pipeline")
     key = stripe_events_api.api_key
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "PAYMENTS_DATABASE_URL": stripe_env.url.render_as_string(hide_password=False),
-        "STRIPE_API_KEY": key,
-        "PAYMENTS_STRIPE_API_BASE": stripe_events_api.url,
-    }
-    ok = subprocess.run(
-        [str(exe), "--log-level", "debug", "reconcile", "stripe", *WINDOW_ARGS, "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-        env=env,
-        check=False,
-    )
-    assert ok.returncode == 0, ok.stderr
-    assert json.loads(ok.stdout)["recovered"] == 3
-    assert "GET /v1/events" in ok.stderr  # debug lines did reach stderr
-    assert key not in ok.stdout and key not in ok.stderr
+    env = stripe_env_of(stripe_events_env, api_key=key, api_base=stripe_events_api.url)
+    argv = ("--log-level", "debug", "reconcile", "stripe", *WINDOW_ARGS)
+
+    ok = run_installed(*argv, "--json", env=env, cwd=tmp_path)
+    assert ok.code == 0, ok.err
+    assert json.loads(ok.out)["recovered"] == 3
+    assert "GET /v1/events" in ok.err  # debug lines did reach stderr
+    assert key not in ok.out and key not in ok.err
 
     wrong = "sk_test_another_wrong_key_99999999"
-    refused = subprocess.run(
-        [str(exe), "--log-level", "debug", "reconcile", "stripe", *WINDOW_ARGS],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-        env=env | {"STRIPE_API_KEY": wrong},
-        check=False,
-    )
-    assert refused.returncode == 1
-    assert len(_error_lines(refused.stderr)) == 1 and "Traceback" not in refused.stderr
-    assert wrong not in refused.stdout and wrong not in refused.stderr
+    refused = run_installed(*argv, env=env | {"STRIPE_API_KEY": wrong}, cwd=tmp_path)
+    refused.assert_one_error(1, "error: Stripe's API refused STRIPE_API_KEY", wrong)
 
 
 # --- reconcile monetbil --------------------------------------------------------------------------
@@ -843,7 +701,7 @@ def test_installed_command_with_debug_logs_never_shows_the_key(
 def monetbil_env(
     engine: Engine, monetbil_check_api: FakeCheckPayment, monkeypatch: pytest.MonkeyPatch
 ) -> Engine:
-    monkeypatch.setenv("PAYMENTS_DATABASE_URL", engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("PAYMENTS_DATABASE_URL", url_of(engine))
     monkeypatch.setenv("MONETBIL_CHECK_PAYMENT_URL", monetbil_check_api.url)
     return engine
 
@@ -853,7 +711,7 @@ def test_cli_monetbil_json(
 ) -> None:
     monetbil_check_api.add("tx_paid", 1, payment_ref="order-1", amount=500)
     monetbil_check_api.add("tx_pending", 3, payment_ref="order-2", amount=500)
-    code, out, err = _run(
+    code, out, err = run_cli(
         capsys, "reconcile", "monetbil", "tx_paid", "tx_pending", "tx_unknown", "--json"
     )
     assert code == 0, err
@@ -905,7 +763,7 @@ def test_cli_monetbil_json(
         "cli",
         "succeeded",
     )
-    code, out, _ = _run(capsys, "reconcile", "monetbil", "tx_paid", "--json")
+    code, out, _ = run_cli(capsys, "reconcile", "monetbil", "tx_paid", "--json")
     assert code == 0 and json.loads(out)["known"] == 1
 
 
@@ -917,8 +775,8 @@ def test_cli_monetbil_without_the_url_exits_2(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("MONETBIL_CHECK_PAYMENT_URL")
-    code, out, err = _run(capsys, "reconcile", "monetbil", "tx_1")
-    _assert_one_error(code, out, err, 2, "error: MONETBIL_CHECK_PAYMENT_URL is not set", "\0")
+    result = run_cli(capsys, "reconcile", "monetbil", "tx_1")
+    result.assert_one_error(2, "error: MONETBIL_CHECK_PAYMENT_URL is not set", "\0")
     assert monetbil_check_api.requests == 0
     _nothing_written(monetbil_env)
 
@@ -927,10 +785,8 @@ def test_cli_monetbil_without_the_url_exits_2(
 def test_cli_monetbil_unreachable_exits_1(
     monetbil_env: Engine, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MONETBIL_CHECK_PAYMENT_URL", _closed_port_url() + "/checkPayment")
-    code, out, err = _run(capsys, "reconcile", "monetbil", "tx_1", "tx_2", "--json")
-    _assert_one_error(
-        code, out, err, 1, "error: checkPayment unreachable: ConnectionRefusedError", "\0"
-    )
-    assert "(asking about tx_1)" in err
+    monkeypatch.setenv("MONETBIL_CHECK_PAYMENT_URL", closed_port_url() + "/checkPayment")
+    result = run_cli(capsys, "reconcile", "monetbil", "tx_1", "tx_2", "--json")
+    result.assert_one_error(1, "error: checkPayment unreachable: ConnectionRefusedError", "\0")
+    assert "(asking about tx_1)" in result.err
     _nothing_written(monetbil_env)

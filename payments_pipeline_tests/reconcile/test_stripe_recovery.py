@@ -23,10 +23,10 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from payments_pipeline import store
-from payments_pipeline.cli import main
 from payments_pipeline.models import MISSED_DELIVERY, PaymentStatus, SweepKind
 from payments_pipeline.status import read_status
 
+from ..doors import point_at_stripe, run_cli
 from ..fakes.localstripe_process import API_KEY, LocalStripe
 from ..fakes.stripe_events_api import FakeStripeEventsAPI
 from ..helpers import make_settings, payment_rows
@@ -64,13 +64,12 @@ def _reconcile(
     *args: str,
     api_key: str = API_KEY,
 ) -> dict[str, Any]:
-    monkeypatch.setenv("PAYMENTS_DATABASE_URL", engine.url.render_as_string(hide_password=False))
-    monkeypatch.setenv("STRIPE_API_KEY", api_key)
-    monkeypatch.setenv("PAYMENTS_STRIPE_API_BASE", api_base)
+    point_at_stripe(monkeypatch, engine, api_key=api_key, api_base=api_base)
     monkeypatch.delenv("PAYMENTS_DISPATCH", raising=False)
     capsys.readouterr()
-    code = main(["--log-level", "warning", "reconcile", "stripe", "--json", *args])
-    out, err = capsys.readouterr()
+    code, out, err = run_cli(
+        capsys, "--log-level", "warning", "reconcile", "stripe", "--json", *args
+    )
     assert code == 0, err
     return dict(json.loads(out))
 

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine
 
 from payments_pipeline import store
 
-from .conftest import EventFactory
+from ..conftest import EventFactory
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres", "mysql"], indirect=True)
 

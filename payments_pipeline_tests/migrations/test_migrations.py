@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -15,8 +16,32 @@ from payments_pipeline import migrations, store
 from payments_pipeline.models import PaymentStatus, Provider
 from payments_pipeline.providers import samples
 
-from .conftest import EventFactory
-from .helpers import fetch_event
+from ..conftest import EventFactory
+from ..helpers import fetch_event
+
+# The columns the upgrade tests write, as every revision so far has had them.
+EVENT_COLUMNS = "provider provider_event_id event_type status payload created_at updated_at"
+RUN_COLUMNS = "id started_at trigger minutes provider status"
+
+
+def _old_table(name: str, columns: str) -> sa.TableClause:
+    """`name` as an older revision had it, reduced to `columns` (space-separated): the tests write
+    the rows an older release wrote, never through today's `store.metadata`."""
+    return sa.table(name, *(sa.column(c) for c in columns.split()))
+
+
+def _old_event(at: dt.datetime, **values: Any) -> dict[str, Any]:
+    """A `webhook_events` row as an older release wrote it: a processed Stripe event unless
+    `values` say otherwise (the upgrades read only what each test sets)."""
+    return {
+        "provider": "stripe",
+        "event_type": "x",
+        "status": "processed",
+        "payload": "{}",
+        "created_at": at,
+        "updated_at": at,
+        **values,
+    }
 
 
 def test_head_matches_the_table_definitions(engine: Engine) -> None:
@@ -44,15 +69,10 @@ def test_0002_upgrades_existing_payments_in_place(
     """Rows written by 0001's code get what was received, refunded and whether it was real."""
     eng = engine_at_revision("0001")
     now = dt.datetime(2026, 11, 30, 12, 0, 0)
-    events = sa.table(
-        "webhook_events",
-        *(sa.column(c) for c in ("id", "provider", "provider_event_id", "event_type", "status")),
-        *(sa.column(c) for c in ("payload", "created_at", "updated_at")),
-    )
-    payments = sa.table(
+    events = _old_table("webhook_events", f"id {EVENT_COLUMNS}")
+    payments = _old_table(
         "payments",
-        *(sa.column(c) for c in ("provider", "reference", "status", "amount", "currency")),
-        *(sa.column(c) for c in ("last_event_id", "created_at", "updated_at")),
+        "provider reference status amount currency last_event_id created_at updated_at",
     )
     stripe_test = samples.stripe_event("evt_t", reference="pi_t", livemode=False)
     stripe_live = samples.stripe_event("evt_l", reference="pi_l", livemode=True)
@@ -64,14 +84,9 @@ def test_0002_upgrades_existing_payments_in_place(
         ):
             conn.execute(
                 events.insert().values(
-                    id=i,
-                    provider=provider,
-                    provider_event_id=f"e{i}",
-                    event_type="x",
-                    status="processed",
-                    payload=payload,
-                    created_at=now,
-                    updated_at=now,
+                    _old_event(
+                        now, id=i, provider=provider, provider_event_id=f"e{i}", payload=payload
+                    )
                 )
             )
         rows = [
@@ -131,27 +146,18 @@ def test_0003_gives_the_queue_of_the_old_rule_its_new_form(
         "dead": ("dead", later, t0),
         "new": ("received", t0, None),
     }
-    events = sa.table(
+    events = _old_table(
         "webhook_events",
-        *(sa.column(c) for c in ("provider", "provider_event_id", "event_type", "status")),
-        *(sa.column(c) for c in ("payload", "attempts", "attempts_base", "created_at")),
-        *(sa.column(c) for c in ("updated_at", "dispatched_at", "processing_started_at")),
+        f"{EVENT_COLUMNS} attempts attempts_base dispatched_at processing_started_at",
     )
     with eng.begin() as conn:
         for key, (status, dispatched, started) in rows.items():
             conn.execute(
                 events.insert().values(
-                    provider="stripe",
-                    provider_event_id=key,
-                    event_type="x",
-                    status=status,
-                    payload="{}",
-                    attempts=1,
-                    attempts_base=0,
-                    created_at=t0,
-                    updated_at=t0,
-                    dispatched_at=dispatched,
-                    processing_started_at=started,
+                    _old_event(
+                        t0, provider_event_id=key, status=status, attempts=1, attempts_base=0
+                    )
+                    | {"dispatched_at": dispatched, "processing_started_at": started}
                 )
             )
     migrations.upgrade(eng, "0003")
@@ -181,33 +187,11 @@ def test_0004_says_how_events_came_and_what_each_audit_row_was(
     (told apart by their `replay` audit rows); no row has a window."""
     eng = engine_at_revision("0003")
     t0 = dt.datetime(2026, 12, 1, 12, 0, 0)
-    events = sa.table(
-        "webhook_events",
-        *(sa.column(c) for c in ("provider", "provider_event_id", "event_type", "status")),
-        *(sa.column(c) for c in ("payload", "created_at", "updated_at")),
-    )
-    runs = sa.table(
-        "sweep_runs",
-        *(sa.column(c) for c in ("id", "started_at", "trigger", "minutes", "provider", "status")),
-    )
-    audited = sa.table(
-        "sweep_events",
-        *(sa.column(c) for c in ("sweep_id", "event_id")),
-        sa.column("reason"),
-        sa.column("outcome"),
-    )
+    events = _old_table("webhook_events", EVENT_COLUMNS)
+    runs = _old_table("sweep_runs", RUN_COLUMNS)
+    audited = _old_table("sweep_events", "sweep_id event_id reason outcome")
     with eng.begin() as conn:
-        conn.execute(
-            events.insert().values(
-                provider="stripe",
-                provider_event_id="evt_old",
-                event_type="x",
-                status="processed",
-                payload="{}",
-                created_at=t0,
-                updated_at=t0,
-            )
-        )
+        conn.execute(events.insert().values(_old_event(t0, provider_event_id="evt_old")))
         for run_id in (1, 2, 3):
             conn.execute(
                 runs.insert().values(
@@ -257,10 +241,7 @@ def test_0005_keeps_a_note_per_audit_row_and_a_downgrade_makes_dismissed_events_
     turns dismissed events into `dead`, the nearest status the older code knows."""
     eng = engine_at_revision("0004")
     t0 = dt.datetime(2026, 12, 7, 12, 0, 0)
-    runs = sa.table(
-        "sweep_runs",
-        *(sa.column(c) for c in ("id", "started_at", "trigger", "minutes", "provider", "status")),
-    )
+    runs = _old_table("sweep_runs", RUN_COLUMNS)
     with eng.begin() as conn:
         conn.execute(
             runs.insert().values(

@@ -840,7 +840,7 @@ def run_latency(
     broker: Broker | None,
     run: str,
 ) -> Latency:
-    workers = 2
+    workers = args.latency_workers
     layout = (
         f"serve --workers 2 --dispatch celery; 1 worker --concurrency {workers}"
         if engine.celery
@@ -1346,6 +1346,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--latency-rate", type=float, default=500.0, help="deliveries/s offered")
     p.add_argument("--latency-seconds", type=float, default=20.0, help="measured seconds")
     p.add_argument("--latency-warmup", type=float, default=3.0, help="seconds offered first")
+    p.add_argument(
+        "--latency-workers",
+        type=int,
+        default=2,
+        help="the latency run's workers (celery: one worker's --concurrency; table: processes)",
+    )
     p.add_argument("--max-connections", type=int, default=256, help="generator's connection cap")
     p.add_argument(
         "--backlog", type=int, nargs="?", const=TARGET_BACKLOG_EVENTS, default=None,

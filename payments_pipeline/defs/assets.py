@@ -130,7 +130,7 @@ def dispatched_webhook_events(
                 f"on this step's stderr); they come back as dispatch_lost after "
                 f"{scan.params.minutes} minutes"
             )
-        outcomes = getattr(dispatcher, "outcomes", None)  # inline only: it processed them
+        outcomes = dispatcher.outcomes()
         metadata = md.dispatch_metadata(scan, dispatch, settings.dispatch, outcomes)
     handed = HandedOn(settings.dispatch, outcomes)
     return dg.MaterializeResult(value=(scan, claim, dispatch, handed), metadata=metadata)

@@ -150,7 +150,7 @@ def replay_events_op(
         dagster_run_id=context.run.run_id,
         provider=provider,
     )
-    outcomes = getattr(dispatcher, "outcomes", None)  # inline only: it processed them
+    outcomes = dispatcher.outcomes()
     audit = f"sweep #{result.sweep_id}" if result.sweep_id is not None else "no audit row"
     context.log.info(
         f"replay ({audit}, {scope}): {len(result.replayed)} replayed via "

@@ -24,6 +24,9 @@ class TableDispatcher:
     def dispatch_many(self, events: Sequence[EventRef]) -> list[Unsent]:
         return []
 
+    def outcomes(self) -> None:
+        return None  # nothing processed here
+
 
 # The name the worker module used before the engines had a package of their own.
 QueueDispatcher = TableDispatcher

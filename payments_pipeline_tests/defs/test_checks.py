@@ -64,10 +64,13 @@ class _RefusingDispatcher:
     """A dispatcher whose queue is down: every hand-off raises."""
 
     def __init__(self, *args: object) -> None:
-        self.outcomes: dict[object, int] = {}
+        pass
 
     def dispatch(self, event: EventRef) -> None:
         raise ConnectionError("queue unreachable")
+
+    def outcomes(self) -> None:
+        return None
 
 
 def test_a_claim_that_was_not_dispatched_fails_with_error(

@@ -136,6 +136,11 @@ def _choice(env: Mapping[str, str], name: str, choices: Sequence[E]) -> E | None
     return value
 
 
+def dispatch_mode(raw: str, name: str = "PAYMENTS_DISPATCH") -> DispatchMode:
+    """`raw` as an engine a sweep, a replay or `name` may name; empty: `inline`."""
+    return _choice({name: raw}, name, PROCESSING_DISPATCH_MODES) or DispatchMode.INLINE
+
+
 QUEUE_NAME_RULE = "letters, digits, '.', '_' or '-'"
 
 
@@ -190,8 +195,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dagster_home=env.get("DAGSTER_HOME") or None,
         max_body_bytes=_int(env, "PAYMENTS_MAX_BODY_BYTES", 256 * 1024),
         max_header_bytes=_int(env, "PAYMENTS_MAX_HEADER_BYTES", 16 * 1024),
-        dispatch=_choice(env, "PAYMENTS_DISPATCH", PROCESSING_DISPATCH_MODES)
-        or DispatchMode.INLINE,
+        dispatch=dispatch_mode(env.get("PAYMENTS_DISPATCH", "")),
         receiver_dispatch=_choice(env, "PAYMENTS_RECEIVER_DISPATCH", tuple(DispatchMode)),
         celery_broker_url=env.get("PAYMENTS_CELERY_BROKER_URL", "").strip()
         or DEFAULT_CELERY_BROKER_URL,

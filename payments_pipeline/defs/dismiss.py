@@ -18,7 +18,7 @@ from typing import Any
 
 import dagster as dg
 
-from ..config import load_settings
+from ..config import Settings
 from ..dismiss import DismissError, DismissResult, clean_reason, dismiss_events
 from ..sweep import SweepParams
 from .resources import PaymentsDatabase
@@ -55,7 +55,9 @@ def dismiss_run_config(*, event_ids: list[int], reason: str) -> dict[str, Any]:
 
 @dg.op(config_schema=_SCHEMA, out=dg.Out(io_manager_key="sweep_io_manager"))
 def _dismiss_events(
-    context: dg.OpExecutionContext, payments_db: PaymentsDatabase
+    context: dg.OpExecutionContext,
+    payments_db: PaymentsDatabase,
+    settings: dg.ResourceParam[Settings],
 ) -> dg.Output[DismissResult]:
     """Marks the named dead or expired events `dismissed`, audited with the reason."""
     config = context.op_config
@@ -63,7 +65,7 @@ def _dismiss_events(
         payments_db.engine,
         config["event_ids"],
         config["reason"],
-        params=SweepParams.from_settings(load_settings()),
+        params=SweepParams.from_settings(settings),
         trigger=trigger_from_tags(context.run.tags),
         dagster_run_id=context.run.run_id,
     )

@@ -23,7 +23,6 @@ import dagster as dg
 from pydantic import Field
 
 from ..config import Settings, load_settings
-from ..dispatch import build_dispatcher
 from ..models import SweepOutcome
 from ..providers.monetbil_check import check_payment
 from ..providers.stripe_api import StripeApi, StripeApiError, StripeEvents
@@ -41,7 +40,7 @@ from ..reconcile import (
     stripe_window,
 )
 from .jobs import ACTIVE_STATUSES, describe_run
-from .resources import PaymentsDatabase
+from .resources import PaymentsDatabase, PaymentsDispatcher
 from .tables import table
 from .tags import RECONCILE_TAG, tag_found, trigger_from_tags
 
@@ -93,9 +92,12 @@ def failure(exc: Exception) -> dg.Failure:
     "ones that never reached the receiver are taken in through the gate and processed.",
 )
 def recovered_webhook_events(
-    context: dg.AssetExecutionContext, config: StripeWindow, payments_db: PaymentsDatabase
+    context: dg.AssetExecutionContext,
+    config: StripeWindow,
+    payments_db: PaymentsDatabase,
+    settings: dg.ResourceParam[Settings],
+    dispatcher: PaymentsDispatcher,
 ) -> dg.MaterializeResult:
-    settings = load_settings()
     engine = payments_db.engine
     try:
         key = stripe_key(settings)
@@ -109,7 +111,7 @@ def recovered_webhook_events(
             result = reconcile_stripe(
                 engine,
                 StripeEvents(api),
-                build_dispatcher(settings.dispatch, engine, settings),
+                dispatcher.build(engine, settings),
                 window=window,
                 minutes=settings.stuck_requeue_minutes,
                 types=parse_types(config.types),
@@ -325,9 +327,13 @@ reconcile_schedule = build_reconcile_schedule(load_settings())
     },
     out=dg.Out(dg.Nothing),
 )
-def reconcile_monetbil_op(context: dg.OpExecutionContext, payments_db: PaymentsDatabase) -> None:
+def reconcile_monetbil_op(
+    context: dg.OpExecutionContext,
+    payments_db: PaymentsDatabase,
+    settings: dg.ResourceParam[Settings],
+    dispatcher: PaymentsDispatcher,
+) -> None:
     """Asks checkPayment about each transaction; takes in the final statuses we lack."""
-    settings = load_settings()
     url = settings.monetbil_check_payment_url
     engine = payments_db.engine
     timeout = settings.monetbil_check_payment_timeout_seconds
@@ -339,7 +345,7 @@ def reconcile_monetbil_op(context: dg.OpExecutionContext, payments_db: PaymentsD
         result = reconcile_monetbil(
             engine,
             lambda tx: check_payment(url, tx, timeout=timeout),
-            build_dispatcher(settings.dispatch, engine, settings),
+            dispatcher.build(engine, settings),
             context.op_config["transaction_ids"],
             minutes=settings.stuck_requeue_minutes,
             trigger=trigger_from_tags(context.run.tags),

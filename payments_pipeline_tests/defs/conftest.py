@@ -1,10 +1,11 @@
-"""Fixtures for the Dagster code location: instances, a database URL in the environment, and one
-helper that runs the job in process the way every door does (run config, tags)."""
+"""Fixtures for the Dagster code location: instances, a database URL in the environment, a sweep
+step made to fail, a dispatcher resource that fails, and one helper that runs the job in process
+the way every door does (run config, tags)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,15 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from payments_pipeline import store
+from payments_pipeline.config import Settings
 from payments_pipeline.definitions import defs
+from payments_pipeline.defs import assets
 from payments_pipeline.defs.launch import prepare_demo_home
-from payments_pipeline.defs.resources import sweep_run_config
+from payments_pipeline.defs.resources import PaymentsDispatcher, sweep_run_config
+from payments_pipeline.dispatch import Dispatcher
+from payments_pipeline.models import EventRef, Provider
+
+from ..conftest import EventFactory
 
 # Environment the code location reads; each test starts from the documented defaults.
 _ENV = (
@@ -83,15 +90,60 @@ def execute_sweep(
     minutes: int = 10,
     tags: dict[str, str] | None = None,
     run_config: dict[str, object] | None = None,
+    resources: dict[str, object] | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """One run of `requeue_stuck_webhooks`, as a launch with a run-config override would do."""
+    """One run of `requeue_stuck_webhooks`, as a launch with a run-config override would do;
+    `resources` replace the code location's (a fake dispatcher)."""
     job = defs.resolve_job_def("requeue_stuck_webhooks")
     return job.execute_in_process(
         run_config=run_config or sweep_run_config(minutes=minutes, provider=provider),
         instance=instance,
         tags=tags,
+        resources=resources,
         raise_on_error=False,
     )
+
+
+BreakStep = Callable[[str, str], None]
+
+
+@pytest.fixture
+def break_sweep_step(event_factory: EventFactory, monkeypatch: pytest.MonkeyPatch) -> BreakStep:
+    """`break_sweep_step(core_call, message)`: one stuck event to sweep, and the core function
+    the sweep's assets call as `core_call` (`claim_candidates`, `finish_sweep`, ...) raising
+    `RuntimeError(message)`: the step that calls it fails."""
+
+    def breaking(core_call: str, message: str) -> None:
+        def broken(*_args: object, **_kwargs: object) -> None:
+            raise RuntimeError(message)
+
+        event_factory(Provider.STRIPE)
+        monkeypatch.setattr(assets, core_call, broken)
+
+    return breaking
+
+
+class _Unreachable:
+    """A core dispatcher whose broker is down: every hand-off raises."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+    def dispatch(self, event: EventRef) -> None:
+        raise ConnectionError(self.error)
+
+    def outcomes(self) -> None:
+        return None
+
+
+class UnreachableDispatcher(PaymentsDispatcher):
+    """The `dispatcher` resource of a deployment whose broker is down: each hand-off fails (the
+    claims stay; a later sweep finds them as `dispatch_lost`)."""
+
+    error: str = "broker unreachable"
+
+    def build(self, engine: Engine, settings: Settings) -> Dispatcher:
+        return _Unreachable(self.error)
 
 
 def sensor_tick(engine: Engine, instance: dg.DagsterInstance, cursor: str | None) -> Any:

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from payments_pipeline import store
 from payments_pipeline.definitions import defs
 from payments_pipeline.defs.replay import parse_since, replay_run_config
+from payments_pipeline.defs.resources import PaymentsDispatcher
 from payments_pipeline.models import EventStatus, Provider
 
 from ..conftest import EventFactory
@@ -143,11 +144,10 @@ def test_replay_through_the_table_engine_leaves_the_events_to_the_workers(
     db_env: Engine,
     event_factory: EventFactory,
     instance: dg.DagsterInstance,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("PAYMENTS_DISPATCH", "table")
     dead = event_factory(Provider.STRIPE, status=EventStatus.DEAD, attempts=5)
-    result = _replay(instance, replay_run_config(event_ids=[dead]))
+    table = PaymentsDispatcher(mode="table")
+    result = _replay(instance, replay_run_config(event_ids=[dead]), resources={"dispatcher": table})
     assert result.success
     event = fetch_event(db_env, dead)
     assert event.status is EventStatus.RECEIVED and event.processing_started_at is None

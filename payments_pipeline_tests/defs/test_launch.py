@@ -11,12 +11,11 @@ import pytest
 from sqlalchemy import Engine
 
 from payments_pipeline.cli import main
-from payments_pipeline.defs import assets
 from payments_pipeline.models import EventStatus, Provider
 
 from ..conftest import EventFactory
 from ..helpers import fetch_event
-from .conftest import add_run, sweep_rows
+from .conftest import BreakStep, add_run, sweep_rows
 
 sqlite_only = pytest.mark.parametrize("backend", ["sqlite"])
 
@@ -146,16 +145,10 @@ def test_the_demo_sweeps_through_dagster_on_its_own_home(
 def test_a_failed_run_is_one_error_line_naming_the_cause(
     home_env: Path,
     db_env: Engine,
-    event_factory: EventFactory,
+    break_sweep_step: BreakStep,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    event_factory(Provider.STRIPE)
-
-    def broken_claim(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("lock wait timeout")
-
-    monkeypatch.setattr(assets, "claim_candidates", broken_claim)
+    break_sweep_step("claim_candidates", "lock wait timeout")
     code, out, err = _run(capsys, "requeue-stuck-webhooks", "--json")
     assert code == 1 and out == ""
     errors = [line for line in err.splitlines() if line.startswith("error:")]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -511,14 +510,14 @@ def demo(settings: Settings, directory: Path, as_json: bool) -> None:
     demo_settings = Settings(database_url=database_url, max_attempts=settings.max_attempts)
     try:
         home = prepare_demo_home(directory)
-        # A first look processes what it claims, in this process, whatever the shell exports:
-        # the run's dispatch step reads PAYMENTS_DISPATCH from the environment.
-        os.environ["PAYMENTS_DISPATCH"] = DispatchMode.INLINE.value
+        # A first look processes what it claims, in this process, whatever PAYMENTS_DISPATCH
+        # the shell exports: the run's `dispatcher` resource is told so in its run config.
         summary = run_sweep_job(
             home,
             database_url=database_url,
             params=SweepParams.from_settings(demo_settings),
             log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+            dispatch=DispatchMode.INLINE,
         )
     except LaunchError as exc:
         raise CliError(str(exc)) from None

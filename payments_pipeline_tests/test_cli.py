@@ -4,6 +4,7 @@ change)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -251,11 +252,22 @@ def test_demo_runs_a_sweep_from_the_installed_command(tmp_path: Path) -> None:
         text=True,
         timeout=120,
         cwd=tmp_path,
+        # The demo processes what it claims whatever the shell exports.
+        env={**os.environ, "PAYMENTS_DISPATCH": "table"},
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["total"] == {"scanned": 8, "dispatched": 8, "skipped": 0, "expired": 2}
+    demo_db = store.make_engine(f"sqlite:///{tmp_path / 'd' / 'payments.sqlite3'}")
+    with demo_db.connect() as conn:
+        status = store.webhook_events.c.status
+        counts: dict[str, int] = dict(
+            conn.execute(sa.select(status, sa.func.count()).group_by(status)).all()
+        )
+    demo_db.dispose()
+    # the 8 dispatched and the 2 already done; the fresh and the expired ones stay untouched
+    assert counts == {"processed": 10, "received": 4}
     assert {e["reason"] for e in doc["events"]} == {
         "dispatched_at_null",
         "dispatch_lost",

@@ -30,6 +30,7 @@ from .. import store
 from ..config import load_settings
 from ..definitions import defs
 from ..dismiss import DismissResult
+from ..models import DispatchMode
 from ..replay import ReplayResult
 from ..sweep import SweepParams, SweepSummary
 from . import dismiss, replay
@@ -71,8 +72,12 @@ def ui_command(dagster_home: Path, database_url: str) -> str:
     )
 
 
-def _run_config(params: SweepParams, database_url: str, log_level: str) -> dict[str, Any]:
+def _run_config(
+    params: SweepParams, database_url: str, log_level: str, dispatch: DispatchMode | None
+) -> dict[str, Any]:
     config = sweep_run_config(minutes=params.minutes, provider=params.provider)
+    if dispatch is not None:
+        config.setdefault("resources", {})["dispatcher"] = {"config": {"mode": dispatch.value}}
     return _with_database_and_loggers(config, database_url, log_level)
 
 
@@ -94,13 +99,19 @@ def _with_database_and_loggers(
 
 
 def run_sweep_job(
-    dagster_home: Path, *, database_url: str, params: SweepParams, log_level: str = "info"
+    dagster_home: Path,
+    *,
+    database_url: str,
+    params: SweepParams,
+    log_level: str = "info",
+    dispatch: DispatchMode | None = None,
 ) -> SweepSummary:
-    """One sweep as a run of `requeue_stuck_webhooks` on the instance at `dagster_home`."""
+    """One sweep as a run of `requeue_stuck_webhooks` on the instance at `dagster_home`, handing
+    its claims on through `dispatch` (None: the `dispatcher` resource's, PAYMENTS_DISPATCH)."""
     if not dagster_home.is_dir():
         raise LaunchError(f"DAGSTER_HOME={dagster_home} is not a directory")
     job = defs.resolve_job_def(JOB_NAME)
-    run_config = _run_config(params, database_url, log_level)
+    run_config = _run_config(params, database_url, log_level, dispatch)
     with dg.DagsterInstance.from_config(str(dagster_home.resolve())) as instance:
         # Hold pooled connections to the instance's storage for this run, as the webserver does:
         # dagster-postgres otherwise opens one per statement, ~110 a run (~0.5 s; a no-op on

@@ -137,8 +137,10 @@ def _choice(env: Mapping[str, str], name: str, choices: Sequence[E]) -> E | None
 
 
 def dispatch_mode(raw: str, name: str = "PAYMENTS_DISPATCH") -> DispatchMode:
-    """`raw` as an engine a sweep, a replay or `name` may name; empty: `inline`."""
-    return _choice({name: raw}, name, PROCESSING_DISPATCH_MODES) or DispatchMode.INLINE
+    """`raw` as an engine a sweep, a replay or `name` may name, checked as `load_settings`
+    checks PAYMENTS_DISPATCH (the Dagster resource's mode, resolved where the run executes);
+    empty: the default engine."""
+    return _choice({name: raw}, name, PROCESSING_DISPATCH_MODES) or Settings.dispatch
 
 
 QUEUE_NAME_RULE = "letters, digits, '.', '_' or '-'"
@@ -195,7 +197,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dagster_home=env.get("DAGSTER_HOME") or None,
         max_body_bytes=_int(env, "PAYMENTS_MAX_BODY_BYTES", 256 * 1024),
         max_header_bytes=_int(env, "PAYMENTS_MAX_HEADER_BYTES", 16 * 1024),
-        dispatch=dispatch_mode(env.get("PAYMENTS_DISPATCH", "")),
+        dispatch=_choice(env, "PAYMENTS_DISPATCH", PROCESSING_DISPATCH_MODES)
+        or DispatchMode.INLINE,
         receiver_dispatch=_choice(env, "PAYMENTS_RECEIVER_DISPATCH", tuple(DispatchMode)),
         celery_broker_url=env.get("PAYMENTS_CELERY_BROKER_URL", "").strip()
         or DEFAULT_CELERY_BROKER_URL,

@@ -11,11 +11,11 @@ import datetime as dt
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import sqlalchemy as sa
@@ -37,6 +37,7 @@ from .status import read_status
 from .sweep import SweepParamError, SweepParams, SweepSummary, run_sweep
 
 log = logging.getLogger("payments_pipeline")
+_Result = TypeVar("_Result")
 
 
 class CliError(Exception):
@@ -154,18 +155,11 @@ def requeue_stuck_webhooks(
     engine = open_database(settings)
     if settings.dagster_home and not (dry_run or no_dagster):
         engine.dispose()
-        from .defs.launch import LaunchError, run_sweep_job
+        from .defs.launch import run_sweep_job
 
-        try:
-            summary = run_sweep_job(
-                Path(settings.dagster_home),
-                database_url=settings.database_url,
-                params=params,
-                log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
-            )
-        except LaunchError as exc:
-            raise CliError(str(exc)) from None
-        _print_summary(summary, as_json)
+        _print_summary(
+            _as_dagster_run(settings.dagster_home, settings, run_sweep_job, params=params), as_json
+        )
         return
     try:
         dispatcher = build_dispatcher(settings.dispatch, engine, settings)
@@ -263,18 +257,11 @@ def replay(settings: Settings, event_ids: Sequence[int]) -> None:
     engine = open_database(settings)
     if settings.dagster_home:
         engine.dispose()
-        from .defs.launch import LaunchError, run_replay_job
+        from .defs.launch import run_replay_job
 
-        try:
-            result = run_replay_job(
-                Path(settings.dagster_home),
-                database_url=settings.database_url,
-                event_ids=event_ids,
-                log_level=_log_level(),
-            )
-        except LaunchError as exc:
-            raise CliError(str(exc)) from None
-        _print_replay(result)
+        _print_replay(
+            _as_dagster_run(settings.dagster_home, settings, run_replay_job, event_ids=event_ids)
+        )
         return
     try:
         result = replay_events(
@@ -290,6 +277,25 @@ def replay(settings: Settings, event_ids: Sequence[int]) -> None:
 
 def _log_level() -> str:
     return logging.getLevelName(logging.getLogger().getEffectiveLevel())
+
+
+def _as_dagster_run(
+    dagster_home: str, settings: Settings, launch: Callable[..., _Result], **job_args: Any
+) -> _Result:
+    """The command as a run of its Dagster job (`launch`, from `defs.launch`), in this process on
+    the instance at `dagster_home`, so it shows in the UI; a refused or failed run is one
+    `error:` line."""
+    from .defs.launch import LaunchError
+
+    try:
+        return launch(
+            Path(dagster_home),
+            database_url=settings.database_url,
+            log_level=_log_level(),
+            **job_args,
+        )
+    except LaunchError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _print_replay(result: ReplayResult) -> None:
@@ -328,19 +334,13 @@ def dismiss(settings: Settings, event_ids: Sequence[int], reason: str) -> None:
     engine = open_database(settings)
     if settings.dagster_home:
         engine.dispose()
-        from .defs.launch import LaunchError, run_dismiss_job
+        from .defs.launch import run_dismiss_job
 
-        try:
-            result = run_dismiss_job(
-                Path(settings.dagster_home),
-                database_url=settings.database_url,
-                event_ids=event_ids,
-                reason=reason,
-                log_level=_log_level(),
+        _print_dismissal(
+            _as_dagster_run(
+                settings.dagster_home, settings, run_dismiss_job, event_ids=event_ids, reason=reason
             )
-        except LaunchError as exc:
-            raise CliError(str(exc)) from None
-        _print_dismissal(result)
+        )
         return
     try:
         result = dismiss_events(engine, event_ids, reason, params=params)

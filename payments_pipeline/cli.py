@@ -396,26 +396,24 @@ def reconcile_stripe_command(
 ) -> None:
     """List Stripe's events created in a window (the Events API) and take in, through the gate,
     those that never reached the receiver; audited as a sweep_runs row of kind reconcile."""
-    from .providers.stripe_api import StripeApi, StripeEvents
-    from .reconcile import parse_time, parse_types, reconcile_stripe, stripe_key, stripe_window
+    from .reconcile import parse_time, parse_types, reconcile_stripe_api, stripe_key
 
     wanted = parse_types(types)
     start = parse_time(since, "--since") if since is not None else None
     end = parse_time(until, "--until") if until is not None else None
-    key = stripe_key(settings)
+    stripe_key(settings)  # a missing key is refused before the database is opened
     engine = open_database(settings)
     try:
-        window = stripe_window(engine, since=start, until=end, hours=hours)
-        with StripeApi(key, settings.stripe_api_base) as api:
-            result = reconcile_stripe(
-                engine,
-                StripeEvents(api),
-                build_dispatcher(settings.dispatch, engine, settings),
-                window=window,
-                minutes=settings.stuck_requeue_minutes,
-                types=wanted,
-                dry_run=dry_run,
-            )
+        result = reconcile_stripe_api(
+            engine,
+            settings,
+            build_dispatcher(settings.dispatch, engine, settings),
+            since=start,
+            until=end,
+            hours=hours,
+            types=wanted,
+            dry_run=dry_run,
+        )
     finally:
         engine.dispose()
     click.echo(json.dumps(result.as_json(), indent=2) if as_json else result.render_text())

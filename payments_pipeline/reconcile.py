@@ -59,7 +59,7 @@ from .providers import monetbil
 from .providers import stripe as stripe_events
 from .providers.errors import PayloadError, check_identifier
 from .providers.monetbil_check import CheckPaymentUnreachable, ConfirmationUnavailable, PaymentCheck
-from .providers.stripe_api import StripeApiError
+from .providers.stripe_api import StripeApi, StripeApiError, StripeEvents
 from .sweep import Counts, close_sweep_run
 
 log = logging.getLogger(__name__)
@@ -434,6 +434,40 @@ def reconcile_stripe(
         recovered=tuple(tally.recovered),
         other_types=tally.other_types,
     )
+
+
+def reconcile_stripe_api(
+    engine: Engine,
+    settings: Settings,
+    dispatcher: Dispatcher,
+    *,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    hours: int | None = None,
+    types: frozenset[str] | None = None,
+    dry_run: bool = False,
+    trigger: SweepTrigger = SweepTrigger.CLI,
+    dagster_run_id: str | None = None,
+    on_page: Callable[[PageReport], None] | None = None,
+) -> StripeReconciliation:
+    """`reconcile_stripe` over Stripe's Events API, as the CLI and the Dagster asset run it: the
+    deployment's key (refused first when missing), its window (`stripe_window`), API base and
+    sweep minutes."""
+    key = stripe_key(settings)
+    window = stripe_window(engine, since=since, until=until, hours=hours)
+    with StripeApi(key, settings.stripe_api_base) as api:
+        return reconcile_stripe(
+            engine,
+            StripeEvents(api),
+            dispatcher,
+            window=window,
+            minutes=settings.stuck_requeue_minutes,
+            types=types,
+            dry_run=dry_run,
+            trigger=trigger,
+            dagster_run_id=dagster_run_id,
+            on_page=on_page,
+        )
 
 
 def _asked(pages: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:

@@ -25,7 +25,7 @@ from pydantic import Field
 from ..config import Settings, load_settings
 from ..models import SweepOutcome
 from ..providers.monetbil_check import check_payment
-from ..providers.stripe_api import StripeApi, StripeApiError, StripeEvents
+from ..providers.stripe_api import StripeApiError
 from ..reconcile import (
     MonetbilOutcome,
     MonetbilReconciliation,
@@ -35,9 +35,7 @@ from ..reconcile import (
     parse_time,
     parse_types,
     reconcile_monetbil,
-    reconcile_stripe,
-    stripe_key,
-    stripe_window,
+    reconcile_stripe_api,
 )
 from .jobs import ACTIVE_STATUSES, describe_run
 from .resources import PaymentsDatabase, PaymentsDispatcher
@@ -52,7 +50,15 @@ MONETBIL_JOB = "reconcile_monetbil_payments"
 SCHEDULE_NAME = "reconcile_stripe_events_hourly"
 CRON = "17 * * * *"
 SHOWN = 50  # rows of a table on the run page; the audit holds them all
-_JOB_TAGS = {"dagster/max_runtime": "3600"}
+
+
+def _reconcile_job(provider: str) -> dict[str, Any]:
+    """What both reconciliation jobs are: in process, tagged `RECONCILE_TAG` with the provider
+    (the shipped instance configs run one such run at a time), an hour at most."""
+    return {
+        "executor_def": dg.in_process_executor,
+        "tags": {RECONCILE_TAG: provider, "dagster/max_runtime": "3600"},
+    }
 
 
 class StripeWindow(dg.Config):
@@ -100,28 +106,21 @@ def recovered_webhook_events(
 ) -> dg.MaterializeResult:
     engine = payments_db.engine
     try:
-        key = stripe_key(settings)
-        window = stripe_window(
+        result = reconcile_stripe_api(
             engine,
+            settings,
+            dispatcher.build(engine, settings),
             since=parse_time(config.since, "since") if config.since else None,
             until=parse_time(config.until, "until") if config.until else None,
             hours=config.hours,
+            types=parse_types(config.types),
+            trigger=trigger_from_tags(context.run.tags),
+            dagster_run_id=context.run.run_id,
+            on_page=lambda page: context.log.info(
+                f"page {page.number}: {page.listed} listed, {page.known} known, "
+                f"{page.recovered} recovered"
+            ),
         )
-        with StripeApi(key, settings.stripe_api_base) as api:
-            result = reconcile_stripe(
-                engine,
-                StripeEvents(api),
-                dispatcher.build(engine, settings),
-                window=window,
-                minutes=settings.stuck_requeue_minutes,
-                types=parse_types(config.types),
-                trigger=trigger_from_tags(context.run.tags),
-                dagster_run_id=context.run.run_id,
-                on_page=lambda page: context.log.info(
-                    f"page {page.number}: {page.listed} listed, {page.known} known, "
-                    f"{page.recovered} recovered"
-                ),
-            )
     except (ReconcileError, ProviderUnavailable, StripeApiError) as exc:
         raise failure(exc) from None
     context.log.info(result.render_text())
@@ -248,13 +247,12 @@ def no_missed_deliveries(result: StripeReconciliation) -> dg.AssetCheckResult:
 reconcile_stripe_events = dg.define_asset_job(
     name=STRIPE_JOB,
     selection=dg.AssetSelection.assets(RECOVERED),
-    executor_def=dg.in_process_executor,
-    tags={RECONCILE_TAG: "stripe", **_JOB_TAGS},
     description=(
         "Recover Stripe events that never reached the receiver: list the Events API over a "
         "window, take in what we lack through the gate, audit. Override the window per run: "
         "ops: {recovered_webhook_events: {config: {hours: 24}}}."
     ),
+    **_reconcile_job("stripe"),
 )
 
 
@@ -420,13 +418,12 @@ def monetbil_markdown(result: MonetbilReconciliation) -> str:
 
 @dg.job(
     name=MONETBIL_JOB,
-    executor_def=dg.in_process_executor,
-    tags={RECONCILE_TAG: "monetbil", **_JOB_TAGS},
     description=(
         "Ask Monetbil's checkPayment about the given transactions and take in the final "
         "statuses that never reached the receiver. Run config: ops: {reconcile_monetbil: "
         "{config: {transaction_ids: [TX1, TX2]}}}."
     ),
+    **_reconcile_job("monetbil"),
 )
 def reconcile_monetbil_payments() -> None:
     reconcile_monetbil_op()

@@ -444,29 +444,18 @@ def reconcile_stripe_api(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     hours: int | None = None,
-    types: frozenset[str] | None = None,
-    dry_run: bool = False,
-    trigger: SweepTrigger = SweepTrigger.CLI,
-    dagster_run_id: str | None = None,
-    on_page: Callable[[PageReport], None] | None = None,
+    **options: Any,
 ) -> StripeReconciliation:
     """`reconcile_stripe` over Stripe's Events API, as the CLI and the Dagster asset run it: the
     deployment's key (refused first when missing), its window (`stripe_window`), API base and
-    sweep minutes."""
+    sweep minutes; `options` are `reconcile_stripe`'s own (types, dry_run, the audit's trigger
+    and run id, on_page)."""
     key = stripe_key(settings)
     window = stripe_window(engine, since=since, until=until, hours=hours)
     with StripeApi(key, settings.stripe_api_base) as api:
+        minutes = settings.stuck_requeue_minutes
         return reconcile_stripe(
-            engine,
-            StripeEvents(api),
-            dispatcher,
-            window=window,
-            minutes=settings.stuck_requeue_minutes,
-            types=types,
-            dry_run=dry_run,
-            trigger=trigger,
-            dagster_run_id=dagster_run_id,
-            on_page=on_page,
+            engine, StripeEvents(api), dispatcher, window=window, minutes=minutes, **options
         )
 
 

@@ -4,6 +4,7 @@ the way every door does (run config, tags)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,9 +22,10 @@ from payments_pipeline.defs import assets
 from payments_pipeline.defs.launch import prepare_demo_home
 from payments_pipeline.defs.resources import PaymentsDispatcher, sweep_run_config
 from payments_pipeline.dispatch import Dispatcher
-from payments_pipeline.models import EventRef, Provider
+from payments_pipeline.models import EventRef, EventStatus, Provider
 
 from ..conftest import EventFactory
+from ..helpers import monetbil_payload
 
 # Environment the code location reads; each test starts from the documented defaults.
 _ENV = (
@@ -144,6 +146,42 @@ class UnreachableDispatcher(PaymentsDispatcher):
 
     def build(self, engine: Engine, settings: Settings) -> Dispatcher:
         return _Unreachable(self.error)
+
+
+def execute_job(
+    instance: dg.DagsterInstance, job_name: str, run_config: dict[str, Any], **kwargs: Any
+) -> dg.ExecuteInProcessResult:
+    """One in-process run of the code location's `job_name` (`kwargs`: resources, tags, ...)."""
+    job = defs.resolve_job_def(job_name)
+    return job.execute_in_process(run_config=run_config, instance=instance, **kwargs)
+
+
+def assert_refused_before_a_run(
+    engine: Engine,
+    instance: dg.DagsterInstance,
+    job_name: str,
+    run_config: dict[str, Any],
+    message: str,
+) -> None:
+    """Launching `job_name` with `run_config` is refused with `message`: no run, no audit row."""
+    with pytest.raises(dg.DagsterInvalidConfigError, match=re.escape(message)):
+        execute_job(instance, job_name, run_config)
+    assert sweep_rows(engine) == []
+    assert instance.get_runs() == []
+
+
+def dead_for_good(event_factory: EventFactory, n: int) -> list[int]:
+    """`n` dead Monetbil events whose notification is malformed (`amount=abc`): a replay takes
+    them round and they die again."""
+    return [
+        event_factory(
+            Provider.MONETBIL,
+            status=EventStatus.DEAD,
+            attempts=1,
+            payload=monetbil_payload(f"tx_bad{i}", amount="abc"),
+        )
+        for i in range(n)
+    ]
 
 
 def sensor_tick(engine: Engine, instance: dg.DagsterInstance, cursor: str | None) -> Any:

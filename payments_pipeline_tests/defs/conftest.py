@@ -4,6 +4,7 @@ the way every door does (run config, tags)."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -202,20 +203,28 @@ def sweep_rows(engine: Engine) -> list[sa.Row[tuple[object, ...]]]:
 
 def add_run(instance: dg.DagsterInstance, status: dg.DagsterRunStatus, job: str) -> str:
     """A run record in `status`, as the UI, the daemon or another CLI would have left it."""
-    # A queued run must name the code location it will be launched from; Dagster builds that
-    # origin in the webserver/daemon and has no public constructor for it.
-    from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteRepositoryOrigin
-
-    repository = RemoteRepositoryOrigin(
-        RegisteredCodeLocationOrigin("payments_pipeline"), "__repository__"
+    # A queued run must name the code location it will be launched from. Dagster builds that
+    # origin only in the webserver and the daemon (no public constructor): it is read here in
+    # the form the run storage keeps it, which Dagster reads back across versions (its names
+    # are still those of Dagster 0.x).
+    origin: Any = dg.deserialize_value(
+        json.dumps(
+            {
+                "__class__": "ExternalPipelineOrigin",
+                "external_repository_origin": {
+                    "__class__": "ExternalRepositoryOrigin",
+                    "repository_location_origin": {
+                        "__class__": "RegisteredRepositoryLocationOrigin",
+                        "location_name": "payments_pipeline",
+                    },
+                    "repository_name": "__repository__",
+                },
+                "pipeline_name": job,
+            }
+        )
     )
     run_id = str(uuid.uuid4())
     instance.add_run(
-        dg.DagsterRun(
-            job_name=job,
-            run_id=run_id,
-            status=status,
-            remote_job_origin=repository.get_job_origin(job),
-        )
+        dg.DagsterRun(job_name=job, run_id=run_id, status=status, remote_job_origin=origin)
     )
     return run_id

@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 import pytest
 import yaml
-from dagster._serdes import serialize_value
+from dagster import serialize_value
 from sqlalchemy import Engine
 
 from payments_pipeline.config import DEFAULT_RECONCILE_START_DATE, Settings, load_settings

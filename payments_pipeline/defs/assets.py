@@ -119,8 +119,8 @@ def dispatched_webhook_events(
     workers; celery: publishes it)."""
     scan, claim = claimed_webhook_events
     engine = payments_db.engine
-    mode = dispatcher.dispatch_mode
     with _failing_marks_sweep(engine, scan):
+        mode = dispatcher.dispatch_mode  # a mode no sweep may use fails the step, row and all
         handing = dispatcher.build(engine, settings)
         dispatch = dispatch_claimed(engine, scan, claim, handing)
         context.log.info(

@@ -8,9 +8,12 @@ import pytest
 from sqlalchemy import Engine
 
 from payments_pipeline.config import ConfigError, load_settings
-from payments_pipeline.defs.resources import PaymentsDispatcher, build_resources
+from payments_pipeline.defs.resources import PaymentsDispatcher, build_resources, sweep_run_config
 from payments_pipeline.dispatch import InlineDispatcher, TableDispatcher
-from payments_pipeline.models import DispatchMode
+from payments_pipeline.models import DispatchMode, Provider
+
+from ..conftest import EventFactory
+from .conftest import execute_sweep, sweep_rows
 
 
 def _resolved(resource: object) -> PaymentsDispatcher:
@@ -50,3 +53,16 @@ def test_each_build_is_a_dispatcher_of_its_own_and_only_inline_counts_outcomes(
     assert first.outcomes() == {}
     table = PaymentsDispatcher(mode="table").build(engine, settings)
     assert table.outcomes() is None and isinstance(table, TableDispatcher)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_run_naming_a_mode_no_sweep_may_use_fails_its_dispatch_step_and_its_row(
+    db_env: Engine, event_factory: EventFactory, instance: dg.DagsterInstance
+) -> None:
+    event_factory(Provider.STRIPE)
+    config = sweep_run_config(minutes=10, provider="all")
+    config["resources"]["dispatcher"] = {"config": {"mode": "none"}}
+    result = execute_sweep(instance, run_config=config)
+    assert not result.success
+    (row,) = sweep_rows(db_env)
+    assert row.status == "failed" and "PAYMENTS_DISPATCH must be one of" in row.error

@@ -10,13 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import sqlalchemy as sa
@@ -38,6 +37,7 @@ from .status import read_status
 from .sweep import SweepParamError, SweepParams, SweepSummary, run_sweep
 
 log = logging.getLogger("payments_pipeline")
+_Result = TypeVar("_Result")
 
 
 class CliError(Exception):
@@ -155,18 +155,11 @@ def requeue_stuck_webhooks(
     engine = open_database(settings)
     if settings.dagster_home and not (dry_run or no_dagster):
         engine.dispose()
-        from .defs.launch import LaunchError, run_sweep_job
+        from .defs.launch import run_sweep_job
 
-        try:
-            summary = run_sweep_job(
-                Path(settings.dagster_home),
-                database_url=settings.database_url,
-                params=params,
-                log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
-            )
-        except LaunchError as exc:
-            raise CliError(str(exc)) from None
-        _print_summary(summary, as_json)
+        _print_summary(
+            _as_dagster_run(settings.dagster_home, settings, run_sweep_job, params=params), as_json
+        )
         return
     try:
         dispatcher = build_dispatcher(settings.dispatch, engine, settings)
@@ -264,18 +257,11 @@ def replay(settings: Settings, event_ids: Sequence[int]) -> None:
     engine = open_database(settings)
     if settings.dagster_home:
         engine.dispose()
-        from .defs.launch import LaunchError, run_replay_job
+        from .defs.launch import run_replay_job
 
-        try:
-            result = run_replay_job(
-                Path(settings.dagster_home),
-                database_url=settings.database_url,
-                event_ids=event_ids,
-                log_level=_log_level(),
-            )
-        except LaunchError as exc:
-            raise CliError(str(exc)) from None
-        _print_replay(result)
+        _print_replay(
+            _as_dagster_run(settings.dagster_home, settings, run_replay_job, event_ids=event_ids)
+        )
         return
     try:
         result = replay_events(
@@ -291,6 +277,25 @@ def replay(settings: Settings, event_ids: Sequence[int]) -> None:
 
 def _log_level() -> str:
     return logging.getLevelName(logging.getLogger().getEffectiveLevel())
+
+
+def _as_dagster_run(
+    dagster_home: str, settings: Settings, launch: Callable[..., _Result], **job_args: Any
+) -> _Result:
+    """The command as a run of its Dagster job (`launch`, from `defs.launch`), in this process on
+    the instance at `dagster_home`, so it shows in the UI; a refused or failed run is one
+    `error:` line."""
+    from .defs.launch import LaunchError
+
+    try:
+        return launch(
+            Path(dagster_home),
+            database_url=settings.database_url,
+            log_level=_log_level(),
+            **job_args,
+        )
+    except LaunchError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _print_replay(result: ReplayResult) -> None:
@@ -329,19 +334,13 @@ def dismiss(settings: Settings, event_ids: Sequence[int], reason: str) -> None:
     engine = open_database(settings)
     if settings.dagster_home:
         engine.dispose()
-        from .defs.launch import LaunchError, run_dismiss_job
+        from .defs.launch import run_dismiss_job
 
-        try:
-            result = run_dismiss_job(
-                Path(settings.dagster_home),
-                database_url=settings.database_url,
-                event_ids=event_ids,
-                reason=reason,
-                log_level=_log_level(),
+        _print_dismissal(
+            _as_dagster_run(
+                settings.dagster_home, settings, run_dismiss_job, event_ids=event_ids, reason=reason
             )
-        except LaunchError as exc:
-            raise CliError(str(exc)) from None
-        _print_dismissal(result)
+        )
         return
     try:
         result = dismiss_events(engine, event_ids, reason, by=ByHand(params))
@@ -397,26 +396,24 @@ def reconcile_stripe_command(
 ) -> None:
     """List Stripe's events created in a window (the Events API) and take in, through the gate,
     those that never reached the receiver; audited as a sweep_runs row of kind reconcile."""
-    from .providers.stripe_api import StripeApi, StripeEvents
-    from .reconcile import parse_time, parse_types, reconcile_stripe, stripe_key, stripe_window
+    from .reconcile import parse_time, parse_types, reconcile_stripe_api, stripe_key
 
     wanted = parse_types(types)
     start = parse_time(since, "--since") if since is not None else None
     end = parse_time(until, "--until") if until is not None else None
-    key = stripe_key(settings)
+    stripe_key(settings)  # a missing key is refused before the database is opened
     engine = open_database(settings)
     try:
-        window = stripe_window(engine, since=start, until=end, hours=hours)
-        with StripeApi(key, settings.stripe_api_base) as api:
-            result = reconcile_stripe(
-                engine,
-                StripeEvents(api),
-                build_dispatcher(settings.dispatch, engine, settings),
-                window=window,
-                minutes=settings.stuck_requeue_minutes,
-                types=wanted,
-                dry_run=dry_run,
-            )
+        result = reconcile_stripe_api(
+            engine,
+            settings,
+            build_dispatcher(settings.dispatch, engine, settings),
+            since=start,
+            until=end,
+            hours=hours,
+            types=wanted,
+            dry_run=dry_run,
+        )
     finally:
         engine.dispose()
     click.echo(json.dumps(result.as_json(), indent=2) if as_json else result.render_text())
@@ -511,14 +508,14 @@ def demo(settings: Settings, directory: Path, as_json: bool) -> None:
     demo_settings = Settings(database_url=database_url, max_attempts=settings.max_attempts)
     try:
         home = prepare_demo_home(directory)
-        # A first look processes what it claims, in this process, whatever the shell exports:
-        # the run's dispatch step reads PAYMENTS_DISPATCH from the environment.
-        os.environ["PAYMENTS_DISPATCH"] = DispatchMode.INLINE.value
+        # A first look processes what it claims, in this process, whatever PAYMENTS_DISPATCH
+        # the shell exports: the run's `dispatcher` resource is told so in its run config.
         summary = run_sweep_job(
             home,
             database_url=database_url,
             params=SweepParams.from_settings(demo_settings),
             log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+            dispatch=DispatchMode.INLINE,
         )
     except LaunchError as exc:
         raise CliError(str(exc)) from None

@@ -142,6 +142,13 @@ def _choice(env: Mapping[str, str], name: str, choices: Sequence[E]) -> E | None
     return value
 
 
+def dispatch_mode(raw: str, name: str = "PAYMENTS_DISPATCH") -> DispatchMode:
+    """`raw` as an engine a sweep, a replay or `name` may name, checked as `load_settings`
+    checks PAYMENTS_DISPATCH (the Dagster resource's mode, resolved where the run executes);
+    empty: the default engine."""
+    return _choice({name: raw}, name, PROCESSING_DISPATCH_MODES) or Settings.dispatch
+
+
 QUEUE_NAME_RULE = "letters, digits, '.', '_' or '-'"
 
 

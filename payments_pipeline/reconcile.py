@@ -59,7 +59,7 @@ from .providers import monetbil
 from .providers import stripe as stripe_events
 from .providers.errors import PayloadError, check_identifier
 from .providers.monetbil_check import CheckPaymentUnreachable, ConfirmationUnavailable, PaymentCheck
-from .providers.stripe_api import StripeApiError
+from .providers.stripe_api import StripeApi, StripeApiError, StripeEvents
 from .sweep import Counts, close_sweep_run
 
 log = logging.getLogger(__name__)
@@ -434,6 +434,29 @@ def reconcile_stripe(
         recovered=tuple(tally.recovered),
         other_types=tally.other_types,
     )
+
+
+def reconcile_stripe_api(
+    engine: Engine,
+    settings: Settings,
+    dispatcher: Dispatcher,
+    *,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    hours: int | None = None,
+    **options: Any,
+) -> StripeReconciliation:
+    """`reconcile_stripe` over Stripe's Events API, as the CLI and the Dagster asset run it: the
+    deployment's key (refused first when missing), its window (`stripe_window`), API base and
+    sweep minutes; `options` are `reconcile_stripe`'s own (types, dry_run, the audit's trigger
+    and run id, on_page)."""
+    key = stripe_key(settings)
+    window = stripe_window(engine, since=since, until=until, hours=hours)
+    with StripeApi(key, settings.stripe_api_base) as api:
+        minutes = settings.stuck_requeue_minutes
+        return reconcile_stripe(
+            engine, StripeEvents(api), dispatcher, window=window, minutes=minutes, **options
+        )
 
 
 def _asked(pages: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:

@@ -17,8 +17,7 @@ import dagster as dg
 from sqlalchemy import Engine
 
 from .. import status
-from ..config import load_settings
-from ..dispatch import build_dispatcher
+from ..config import Settings
 from ..models import DispatchMode, ProcessOutcome
 from ..sweep import (
     ClaimResult,
@@ -32,7 +31,7 @@ from ..sweep import (
 )
 from . import checks
 from . import metadata as md
-from .resources import PaymentsDatabase
+from .resources import PaymentsDatabase, PaymentsDispatcher
 from .sweep_config import SweepSettings
 from .sweep_report import sweep_found, sweep_markdown
 from .tables import dead_table
@@ -44,10 +43,10 @@ IO_MANAGER = "sweep_io_manager"
 
 @dataclass(frozen=True)
 class HandedOn:
-    """Which engine the dispatch step used and (inline only) what processing made of the events:
-    the summary's report says it."""
+    """Which dispatch engine the dispatch step used and (inline only) what processing made of
+    the events: the summary's report says it."""
 
-    engine: DispatchMode
+    mode: DispatchMode
     outcomes: Mapping[ProcessOutcome, int] | None
 
 
@@ -68,10 +67,11 @@ def _failing_marks_sweep(engine: Engine, scan: Scan) -> Iterator[None]:
 def stuck_webhook_events(
     context: dg.AssetExecutionContext,
     payments_db: PaymentsDatabase,
+    settings: dg.ResourceParam[Settings],
     sweep: dg.ResourceParam[SweepSettings],
 ) -> dg.MaterializeResult[Scan]:
     """Opens the `sweep_runs` row (trigger and Dagster run id) and scans every stuck reason."""
-    params = sweep.params(load_settings())
+    params = sweep.params(settings)
     scan = begin_sweep(
         payments_db.engine,
         params,
@@ -110,19 +110,21 @@ def claimed_webhook_events(
 def dispatched_webhook_events(
     context: dg.AssetExecutionContext,
     payments_db: PaymentsDatabase,
+    settings: dg.ResourceParam[Settings],
+    dispatcher: PaymentsDispatcher,
     claimed_webhook_events: tuple[Scan, ClaimResult],
 ) -> dg.MaterializeResult[Dispatched]:
-    """Hands each claimed event on through `PAYMENTS_DISPATCH` (inline: processes it here and
-    counts what processing made of it; table: leaves it to the workers; celery: publishes it)."""
+    """Hands each claimed event on through the `dispatcher` resource (`PAYMENTS_DISPATCH`;
+    inline: processes it here and counts what processing made of it; table: leaves it to the
+    workers; celery: publishes it)."""
     scan, claim = claimed_webhook_events
     engine = payments_db.engine
     with _failing_marks_sweep(engine, scan):
-        settings = load_settings()
-        dispatcher = build_dispatcher(settings.dispatch, engine, settings)
-        dispatch = dispatch_claimed(engine, scan, claim, dispatcher)
+        mode = dispatcher.dispatch_mode  # a mode no sweep may use fails the step, row and all
+        handing = dispatcher.build(engine, settings)
+        dispatch = dispatch_claimed(engine, scan, claim, handing)
         context.log.info(
-            f"dispatched {len(dispatch.dispatched)} via {settings.dispatch.value}, "
-            f"failed {len(dispatch.failed)}"
+            f"dispatched {len(dispatch.dispatched)} via {mode.value}, failed {len(dispatch.failed)}"
         )
         if dispatch.failed:
             context.log.error(
@@ -130,9 +132,9 @@ def dispatched_webhook_events(
                 f"on this step's stderr); they come back as dispatch_lost after "
                 f"{scan.params.minutes} minutes"
             )
-        outcomes = getattr(dispatcher, "outcomes", None)  # inline only: it processed them
-        metadata = md.dispatch_metadata(scan, dispatch, settings.dispatch, outcomes)
-    handed = HandedOn(settings.dispatch, outcomes)
+        outcomes = handing.outcomes()
+        metadata = md.dispatch_metadata(scan, dispatch, mode, outcomes)
+    handed = HandedOn(mode, outcomes)
     return dg.MaterializeResult(value=(scan, claim, dispatch, handed), metadata=metadata)
 
 
@@ -142,6 +144,7 @@ def dispatched_webhook_events(
 def requeue_sweep_summary(
     context: dg.AssetExecutionContext,
     payments_db: PaymentsDatabase,
+    settings: dg.ResourceParam[Settings],
     dispatched_webhook_events: Dispatched,
 ):  # no return annotation: with check_specs, Dagster would type the handed-on value `Nothing`
     """Closes the `sweep_runs` row, builds the summary every door prints (CLI text and JSON),
@@ -157,7 +160,7 @@ def requeue_sweep_summary(
     with payments_db.engine.connect() as conn:  # the sweep is closed: a failure here is the check's
         dead = status.dead_counts(conn, scan.params.providers)
         dead_events = status.list_dead(
-            conn, scan.params.providers, max_attempts=load_settings().max_attempts
+            conn, scan.params.providers, max_attempts=settings.max_attempts
         )
         payments = status.payment_totals(conn)
     report = sweep_markdown(
@@ -165,7 +168,7 @@ def requeue_sweep_summary(
         claim,
         dispatch,
         summary,
-        engine=handed.engine,
+        mode=handed.mode,
         outcomes=handed.outcomes,
         dead=dead,
         dead_events=dead_events,

@@ -25,7 +25,7 @@ from typing import Any
 import dagster as dg
 
 from .. import status
-from ..config import Settings, load_settings
+from ..config import Settings
 from .checks import SUMMARY
 from .resources import PaymentsDatabase
 from .sweep_config import SweepSettings
@@ -41,10 +41,6 @@ CHECK_SPEC = dg.AssetCheckSpec(
     asset=BACKLOG,
     description="Warning: an event has been stuck longer than twice the sweep's minutes.",
 )
-
-
-def _settings_for(minutes: int) -> Settings:
-    return dataclasses.replace(load_settings(), stuck_requeue_minutes=minutes)
 
 
 def backlog_metadata(backlog: status.Backlog, *, source: str) -> dict[str, Any]:
@@ -99,15 +95,16 @@ def check_result(backlog: status.Backlog, minutes: int) -> dg.AssetCheckResult:
 def webhook_backlog(
     context: dg.AssetExecutionContext,
     payments_db: PaymentsDatabase,
+    settings: dg.ResourceParam[Settings],
     sweep: dg.ResourceParam[SweepSettings],
 ) -> dg.MaterializeResult:
     """What is not done yet, plotted over time: open events, how long stuck (minutes), dead,
     expired. Most entries are the sensor's (`webhook_events_sensor` reports one when a count
     changes or an age crosses a threshold, without a run); every sweep adds one as its last step,
     with the payments counts."""
-    settings = _settings_for(sweep.minutes)
+    current = dataclasses.replace(settings, stuck_requeue_minutes=sweep.minutes)
     with payments_db.engine.connect() as conn:
-        backlog = status.read_backlog(conn, settings, payments=True)
+        backlog = status.read_backlog(conn, current, payments=True)
     # `sweep` only in the sweep job's runs (its queue tag); a person's "Materialize" is not one.
     source = "sweep" if SWEEP_TAG in context.run.tags else "materialize"
     return dg.MaterializeResult(

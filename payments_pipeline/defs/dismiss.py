@@ -18,7 +18,7 @@ from typing import Any
 
 import dagster as dg
 
-from ..config import load_settings
+from ..config import Settings
 from ..dismiss import DismissError, DismissResult, clean_reason, dismiss_events
 from ..replay import ByHand
 from ..sweep import SweepParams
@@ -56,7 +56,9 @@ def dismiss_run_config(*, event_ids: list[int], reason: str) -> dict[str, Any]:
 
 @dg.op(config_schema=_SCHEMA, out=dg.Out(io_manager_key="sweep_io_manager"))
 def _dismiss_events(
-    context: dg.OpExecutionContext, payments_db: PaymentsDatabase
+    context: dg.OpExecutionContext,
+    payments_db: PaymentsDatabase,
+    settings: dg.ResourceParam[Settings],
 ) -> dg.Output[DismissResult]:
     """Marks the named dead or expired events `dismissed`, audited with the reason."""
     config = context.op_config
@@ -65,7 +67,7 @@ def _dismiss_events(
         config["event_ids"],
         config["reason"],
         by=ByHand(
-            SweepParams.from_settings(load_settings()),
+            SweepParams.from_settings(settings),
             trigger_from_tags(context.run.tags),
             context.run.run_id,
         ),

@@ -53,13 +53,14 @@ def build_drift_asset(settings: Settings) -> dg.AssetsDefinition:
         "livemode. Backfill a month from the partitions page; at most 2 days run at once.",
     )
     def stripe_payment_drift(
-        context: dg.AssetExecutionContext, payments_db: PaymentsDatabase
+        context: dg.AssetExecutionContext,
+        payments_db: PaymentsDatabase,
+        settings: dg.ResourceParam[Settings],
     ) -> dg.MaterializeResult:
-        current = load_settings()
         day = dt.date.fromisoformat(context.partition_key)
         try:
-            key = stripe_key(current)
-            with StripeApi(key, current.stripe_api_base) as api:
+            key = stripe_key(settings)
+            with StripeApi(key, settings.stripe_api_base) as api:
                 report = stripe_drift(payments_db.engine, StripePayments(api), day)
         except (ReconcileError, StripeApiError) as exc:
             raise failure(exc) from None

@@ -30,6 +30,7 @@ from .. import store
 from ..config import load_settings
 from ..definitions import defs
 from ..dismiss import DismissResult
+from ..models import DispatchMode
 from ..replay import ReplayResult
 from ..sweep import SweepParams, SweepSummary
 from . import dismiss, replay
@@ -71,8 +72,12 @@ def ui_command(dagster_home: Path, database_url: str) -> str:
     )
 
 
-def _run_config(params: SweepParams, database_url: str, log_level: str) -> dict[str, Any]:
+def _run_config(
+    params: SweepParams, database_url: str, log_level: str, dispatch: DispatchMode | None
+) -> dict[str, Any]:
     config = sweep_run_config(minutes=params.minutes, provider=params.provider)
+    if dispatch is not None:
+        config.setdefault("resources", {})["dispatcher"] = {"config": {"mode": dispatch.value}}
     return _with_database_and_loggers(config, database_url, log_level)
 
 
@@ -94,35 +99,17 @@ def _with_database_and_loggers(
 
 
 def run_sweep_job(
-    dagster_home: Path, *, database_url: str, params: SweepParams, log_level: str = "info"
+    dagster_home: Path,
+    *,
+    database_url: str,
+    params: SweepParams,
+    log_level: str = "info",
+    dispatch: DispatchMode | None = None,
 ) -> SweepSummary:
-    """One sweep as a run of `requeue_stuck_webhooks` on the instance at `dagster_home`."""
-    if not dagster_home.is_dir():
-        raise LaunchError(f"DAGSTER_HOME={dagster_home} is not a directory")
-    job = defs.resolve_job_def(JOB_NAME)
-    run_config = _run_config(params, database_url, log_level)
-    with dg.DagsterInstance.from_config(str(dagster_home.resolve())) as instance:
-        # Hold pooled connections to the instance's storage for this run, as the webserver does:
-        # dagster-postgres otherwise opens one per statement, ~110 a run (~0.5 s; a no-op on
-        # SQLite storage). See docs/PERFORMANCE.md (Dagster section).
-        instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=4)
-        active = active_sweep_runs(instance)
-        if active:
-            raise LaunchError(
-                f"a sweep is already queued or in progress on the Dagster instance at "
-                f"{dagster_home} ({describe_run(active[0])}): not starting another"
-            )
-        try:
-            result = job.execute_in_process(
-                run_config=run_config,
-                instance=instance,
-                tags={TRIGGER_TAG: "cli"},
-                raise_on_error=False,
-            )
-        except dg.DagsterInvalidConfigError as exc:
-            raise LaunchError(f"the run config was refused: {_one_line(str(exc))}") from None
-    if not result.success:
-        raise LaunchError(f"sweep run {result.run_id} failed: {_first_error(result)}")
+    """One sweep as a run of `requeue_stuck_webhooks` on the instance at `dagster_home`, handing
+    its claims on through `dispatch` (None: the `dispatcher` resource's, PAYMENTS_DISPATCH)."""
+    run_config = _run_config(params, database_url, log_level, dispatch)
+    result = _execute(dagster_home, JOB_NAME, run_config, sweep=True)
     summary: SweepSummary = result.output_for_node("requeue_sweep_summary")
     return summary
 
@@ -182,13 +169,24 @@ def run_dismiss_job(
 
 
 def _execute(
-    dagster_home: Path, job_name: str, run_config: dict[str, Any]
+    dagster_home: Path, job_name: str, run_config: dict[str, Any], *, sweep: bool = False
 ) -> dg.ExecuteInProcessResult:
-    """One in-process run of `job_name` on the instance at `dagster_home`, triggered `cli`."""
+    """One in-process run of `job_name` on the instance at `dagster_home`, triggered `cli`;
+    a `sweep` is refused while another is queued or in progress (module docstring)."""
     if not dagster_home.is_dir():
         raise LaunchError(f"DAGSTER_HOME={dagster_home} is not a directory")
     job = defs.resolve_job_def(job_name)
     with dg.DagsterInstance.from_config(str(dagster_home.resolve())) as instance:
+        # Hold pooled connections to the instance's storage for this run, as the webserver does:
+        # dagster-postgres otherwise opens one per statement, ~110 a run (~0.5 s; a no-op on
+        # SQLite storage). See docs/PERFORMANCE.md (Dagster section).
+        instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=4)
+        active = active_sweep_runs(instance) if sweep else []
+        if active:
+            raise LaunchError(
+                f"a sweep is already queued or in progress on the Dagster instance at "
+                f"{dagster_home} ({describe_run(active[0])}): not starting another"
+            )
         try:
             result = job.execute_in_process(
                 run_config=run_config,
@@ -199,5 +197,6 @@ def _execute(
         except dg.DagsterInvalidConfigError as exc:
             raise LaunchError(f"the run config was refused: {_one_line(str(exc))}") from None
     if not result.success:
-        raise LaunchError(f"{job_name} run {result.run_id} failed: {_first_error(result)}")
+        what = "sweep" if sweep else job_name
+        raise LaunchError(f"{what} run {result.run_id} failed: {_first_error(result)}")
     return result

@@ -121,12 +121,12 @@ def _per_provider(verb: str, candidates: Sequence[Candidate], providers: Sequenc
 def dispatch_metadata(
     scan: Scan,
     dispatch: DispatchResult,
-    engine: DispatchMode,
+    mode: DispatchMode,
     outcomes: Mapping[ProcessOutcome, int] | None,
 ) -> dict[str, Any]:
-    """The engine, what it was handed and what failed, per provider (per reason: the summary's
-    `reasons` table), and (inline only: the step processed them itself) what processing made of
-    them."""
+    """The dispatch engine, what it was handed and what failed, per provider (per reason: the
+    summary's `reasons` table), and (inline only: the step processed them itself) what processing
+    made of them."""
     providers = scan.params.providers
     failed = SweepOutcome.DISPATCH_FAILED.value
     rows = [(c, "dispatched") for c in dispatch.dispatched] + [(c, failed) for c in dispatch.failed]
@@ -134,7 +134,7 @@ def dispatch_metadata(
     if outcomes is not None:
         processed = {f"processing_{o.value}": unplotted(outcomes.get(o, 0)) for o in ProcessOutcome}
     return {
-        "engine": dg.MetadataValue.text(engine.value),
+        "engine": dg.MetadataValue.text(mode.value),
         **_per_provider("handed_on", dispatch.dispatched, providers),
         **_per_provider(failed, dispatch.failed, providers),
         **processed,

@@ -23,10 +23,9 @@ import dagster as dg
 from pydantic import Field
 
 from ..config import Settings, load_settings
-from ..dispatch import build_dispatcher
 from ..models import SweepOutcome
 from ..providers.monetbil_check import check_payment
-from ..providers.stripe_api import StripeApi, StripeApiError, StripeEvents
+from ..providers.stripe_api import StripeApiError
 from ..reconcile import (
     MonetbilOutcome,
     MonetbilReconciliation,
@@ -36,12 +35,10 @@ from ..reconcile import (
     parse_time,
     parse_types,
     reconcile_monetbil,
-    reconcile_stripe,
-    stripe_key,
-    stripe_window,
+    reconcile_stripe_api,
 )
 from .jobs import ACTIVE_STATUSES, describe_run
-from .resources import PaymentsDatabase
+from .resources import PaymentsDatabase, PaymentsDispatcher
 from .tables import table
 from .tags import RECONCILE_TAG, tag_found, trigger_from_tags
 
@@ -53,7 +50,15 @@ MONETBIL_JOB = "reconcile_monetbil_payments"
 SCHEDULE_NAME = "reconcile_stripe_events_hourly"
 CRON = "17 * * * *"
 SHOWN = 50  # rows of a table on the run page; the audit holds them all
-_JOB_TAGS = {"dagster/max_runtime": "3600"}
+
+
+def _reconcile_job(provider: str) -> dict[str, Any]:
+    """What both reconciliation jobs are: in process, tagged `RECONCILE_TAG` with the provider
+    (the shipped instance configs run one such run at a time), an hour at most."""
+    return {
+        "executor_def": dg.in_process_executor,
+        "tags": {RECONCILE_TAG: provider, "dagster/max_runtime": "3600"},
+    }
 
 
 class StripeWindow(dg.Config):
@@ -93,33 +98,29 @@ def failure(exc: Exception) -> dg.Failure:
     "ones that never reached the receiver are taken in through the gate and processed.",
 )
 def recovered_webhook_events(
-    context: dg.AssetExecutionContext, config: StripeWindow, payments_db: PaymentsDatabase
+    context: dg.AssetExecutionContext,
+    config: StripeWindow,
+    payments_db: PaymentsDatabase,
+    settings: dg.ResourceParam[Settings],
+    dispatcher: PaymentsDispatcher,
 ) -> dg.MaterializeResult:
-    settings = load_settings()
     engine = payments_db.engine
     try:
-        key = stripe_key(settings)
-        window = stripe_window(
+        result = reconcile_stripe_api(
             engine,
+            settings,
+            dispatcher.build(engine, settings),
             since=parse_time(config.since, "since") if config.since else None,
             until=parse_time(config.until, "until") if config.until else None,
             hours=config.hours,
+            types=parse_types(config.types),
+            trigger=trigger_from_tags(context.run.tags),
+            dagster_run_id=context.run.run_id,
+            on_page=lambda page: context.log.info(
+                f"page {page.number}: {page.listed} listed, {page.known} known, "
+                f"{page.recovered} recovered"
+            ),
         )
-        with StripeApi(key, settings.stripe_api_base) as api:
-            result = reconcile_stripe(
-                engine,
-                StripeEvents(api),
-                build_dispatcher(settings.dispatch, engine, settings),
-                window=window,
-                minutes=settings.stuck_requeue_minutes,
-                types=parse_types(config.types),
-                trigger=trigger_from_tags(context.run.tags),
-                dagster_run_id=context.run.run_id,
-                on_page=lambda page: context.log.info(
-                    f"page {page.number}: {page.listed} listed, {page.known} known, "
-                    f"{page.recovered} recovered"
-                ),
-            )
     except (ReconcileError, ProviderUnavailable, StripeApiError) as exc:
         raise failure(exc) from None
     context.log.info(result.render_text())
@@ -246,13 +247,12 @@ def no_missed_deliveries(result: StripeReconciliation) -> dg.AssetCheckResult:
 reconcile_stripe_events = dg.define_asset_job(
     name=STRIPE_JOB,
     selection=dg.AssetSelection.assets(RECOVERED),
-    executor_def=dg.in_process_executor,
-    tags={RECONCILE_TAG: "stripe", **_JOB_TAGS},
     description=(
         "Recover Stripe events that never reached the receiver: list the Events API over a "
         "window, take in what we lack through the gate, audit. Override the window per run: "
         "ops: {recovered_webhook_events: {config: {hours: 24}}}."
     ),
+    **_reconcile_job("stripe"),
 )
 
 
@@ -325,9 +325,13 @@ reconcile_schedule = build_reconcile_schedule(load_settings())
     },
     out=dg.Out(dg.Nothing),
 )
-def reconcile_monetbil_op(context: dg.OpExecutionContext, payments_db: PaymentsDatabase) -> None:
+def reconcile_monetbil_op(
+    context: dg.OpExecutionContext,
+    payments_db: PaymentsDatabase,
+    settings: dg.ResourceParam[Settings],
+    dispatcher: PaymentsDispatcher,
+) -> None:
     """Asks checkPayment about each transaction; takes in the final statuses we lack."""
-    settings = load_settings()
     url = settings.monetbil_check_payment_url
     engine = payments_db.engine
     timeout = settings.monetbil_check_payment_timeout_seconds
@@ -339,7 +343,7 @@ def reconcile_monetbil_op(context: dg.OpExecutionContext, payments_db: PaymentsD
         result = reconcile_monetbil(
             engine,
             lambda tx: check_payment(url, tx, timeout=timeout),
-            build_dispatcher(settings.dispatch, engine, settings),
+            dispatcher.build(engine, settings),
             context.op_config["transaction_ids"],
             minutes=settings.stuck_requeue_minutes,
             trigger=trigger_from_tags(context.run.tags),
@@ -414,13 +418,12 @@ def monetbil_markdown(result: MonetbilReconciliation) -> str:
 
 @dg.job(
     name=MONETBIL_JOB,
-    executor_def=dg.in_process_executor,
-    tags={RECONCILE_TAG: "monetbil", **_JOB_TAGS},
     description=(
         "Ask Monetbil's checkPayment about the given transactions and take in the final "
         "statuses that never reached the receiver. Run config: ops: {reconcile_monetbil: "
         "{config: {transaction_ids: [TX1, TX2]}}}."
     ),
+    **_reconcile_job("monetbil"),
 )
 def reconcile_monetbil_payments() -> None:
     reconcile_monetbil_op()

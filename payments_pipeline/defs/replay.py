@@ -15,9 +15,10 @@ Refused before any run exists: an unknown provider or status (Dagster's config c
 type), and, with one sentence when the run is launched (the job's config mapping), a `since` that
 is not an ISO 8601 date or time, `limit < 1`, and a config that gives both forms or neither (the
 launchpad's prefilled defaults give neither: the sentence says what to fill in).
-The events go round through `PAYMENTS_DISPATCH`; the replay is one `sweep_runs` row (who launched
-it, this run's id) and one `sweep_events` row per event replayed. The run page lists what it
-replayed and what it refused, and why, in one Markdown entry (`report`) and two tables.
+The events go round through the `dispatcher` resource (`PAYMENTS_DISPATCH`); the replay is one
+`sweep_runs` row (who launched it, this run's id) and one `sweep_events` row per event replayed.
+The run page lists what it replayed and what it refused, and why, in one Markdown entry
+(`report`) and two tables.
 """
 
 import datetime as dt
@@ -27,12 +28,11 @@ from typing import Any
 
 import dagster as dg
 
-from ..config import load_settings
-from ..dispatch import build_dispatcher
+from ..config import Settings
 from ..models import DispatchMode, EventRef, ProcessOutcome
 from ..replay import ByHand, DeadSelection, Refusal, ReplayResult, replay_events, select_dead
 from ..sweep import SweepParams
-from .resources import PaymentsDatabase
+from .resources import PaymentsDatabase, PaymentsDispatcher
 from .sweep_config import PROVIDER_ENUM, at_least_one, refuse
 from .tables import cell, table
 from .tags import tag_found, trigger_from_tags
@@ -122,11 +122,14 @@ def replay_run_config(
 
 @dg.op(name=OP_NAME, config_schema=_SCHEMA, out=dg.Out(io_manager_key="sweep_io_manager"))
 def replay_events_op(
-    context: dg.OpExecutionContext, payments_db: PaymentsDatabase
+    context: dg.OpExecutionContext,
+    payments_db: PaymentsDatabase,
+    settings: dg.ResourceParam[Settings],
+    dispatcher: PaymentsDispatcher,
 ) -> dg.Output[ReplayResult]:
-    """Replays the events the run config names, through PAYMENTS_DISPATCH, audited."""
+    """Replays the events the run config names, through the `dispatcher` resource, audited."""
     config = context.op_config
-    settings = load_settings()
+    mode = dispatcher.dispatch_mode
     engine = payments_db.engine
     selection: DeadSelection | None = None
     if config.get("since") is not None:
@@ -140,11 +143,11 @@ def replay_events_op(
     else:
         provider, wanted = "all", config["event_ids"]
         scope = f"event ids {', '.join(map(str, sorted(set(wanted))))}"
-    dispatcher = build_dispatcher(settings.dispatch, engine, settings)
+    handing = dispatcher.build(engine, settings)
     result = replay_events(
         engine,
         wanted,
-        dispatcher,
+        handing,
         by=ByHand(
             SweepParams.from_settings(settings),
             trigger_from_tags(context.run.tags),
@@ -152,11 +155,11 @@ def replay_events_op(
         ),
         provider=provider,
     )
-    outcomes = getattr(dispatcher, "outcomes", None)  # inline only: it processed them
+    outcomes = handing.outcomes()
     audit = f"sweep #{result.sweep_id}" if result.sweep_id is not None else "no audit row"
     context.log.info(
         f"replay ({audit}, {scope}): {len(result.replayed)} replayed via "
-        f"{settings.dispatch.value}, {len(result.died_again)} dead again, "
+        f"{mode.value}, {len(result.died_again)} dead again, "
         f"{len(result.refused)} refused"
     )
     for state in result.died_again[:SHOWN]:
@@ -169,9 +172,7 @@ def replay_events_op(
             f"(limit {config['limit']}); launch it again"
         )
     tag_found(context, replay_found(result))
-    return dg.Output(
-        result, metadata=replay_metadata(result, scope, settings.dispatch, outcomes, selection)
-    )
+    return dg.Output(result, metadata=replay_metadata(result, scope, mode, outcomes, selection))
 
 
 def replay_found(result: ReplayResult) -> str:
@@ -187,7 +188,7 @@ def replay_found(result: ReplayResult) -> str:
 def replay_metadata(
     result: ReplayResult,
     scope: str,
-    engine: DispatchMode,
+    mode: DispatchMode,
     outcomes: Mapping[ProcessOutcome, int] | None,
     selection: DeadSelection | None,
 ) -> dict[str, Any]:
@@ -197,13 +198,13 @@ def replay_metadata(
     if outcomes is not None:
         processed = {f"processing_{o.value}": outcomes.get(o, 0) for o in ProcessOutcome}
     return {
-        "report": dg.MetadataValue.md(replay_markdown(result, scope, engine, outcomes, left_out)),
+        "report": dg.MetadataValue.md(replay_markdown(result, scope, mode, outcomes, left_out)),
         "sweep_id": dg.MetadataValue.text(str(result.sweep_id or "none")),
         "replayed": len(result.replayed),
         "dead_again": len(result.died_again),
         "refused": len(result.refused),
         "left_out": left_out,
-        "engine": dg.MetadataValue.text(engine.value),
+        "engine": dg.MetadataValue.text(mode.value),
         **processed,
         "replayed_events": _replayed_table(result),
         "refused_events": _refused_table(result.refused),
@@ -252,7 +253,7 @@ def _refused_table(refused: Sequence[Refusal]) -> Any:
 def replay_markdown(
     result: ReplayResult,
     scope: str,
-    engine: DispatchMode,
+    mode: DispatchMode,
     outcomes: Mapping[ProcessOutcome, int] | None,
     left_out: int,
 ) -> str:
@@ -271,9 +272,7 @@ def replay_markdown(
         if result.sweep_id is not None
         else "no audit row: nothing was replayed."
     )
-    lines.append(
-        f"**Replayed {replayed}** of {asked} asked ({scope}) via `{engine.value}`; {audit}"
-    )
+    lines.append(f"**Replayed {replayed}** of {asked} asked ({scope}) via `{mode.value}`; {audit}")
     if refused:
         whys = Counter(r.why for r in result.refused)
         lines.append(
@@ -283,7 +282,7 @@ def replay_markdown(
         done = ", ".join(f"{n} {o.value}" for o, n in sorted(outcomes.items()) if n)
         lines.append(f"Processed here (inline): {done}.")
     elif replayed:
-        lines.append(f"Handed on to the `{engine.value}` engine's workers.")
+        lines.append(f"Handed on to the `{mode.value}` engine's workers.")
     if replayed:
         lines += [
             "",

@@ -46,7 +46,7 @@ def sweep_markdown(
     dispatch: DispatchResult,
     summary: SweepSummary,
     *,
-    engine: DispatchMode,
+    mode: DispatchMode,
     outcomes: Mapping[ProcessOutcome, int] | None,
     dead: Mapping[Provider, int],
     dead_events: Sequence[DeadDetail] = (),
@@ -77,7 +77,7 @@ def sweep_markdown(
     stuck = f"**Found {len(scan.candidates)} stuck**"
     lines.append(f"- {stuck}: {_by_reason(found)}" if scan.candidates else f"- {stuck}")
     handed = f"- **Claimed {len(claim.claimed)}**, **dispatched {len(dispatch.dispatched)}**"
-    handed += f" via `{engine.value}`"
+    handed += f" via `{mode.value}`"
     if outcomes:
         done = ", ".join(f"{n} {o.value}" for o, n in outcomes.items() if n)
         handed += f" (processed in this run: {done})"
@@ -138,7 +138,7 @@ def sweep_markdown(
         )
     if failed_ids:
         todo.append(
-            f"Not dispatched: check the `{engine.value}` engine (the dispatch step's stderr has "
+            f"Not dispatched: check the `{mode.value}` engine (the dispatch step's stderr has "
             f"each error); the events come back as dispatch_lost after {params.minutes} minutes."
         )
     if dead_total:

@@ -9,20 +9,28 @@ Doors that claim many events at once (the sweep, a replay, a reconciliation page
 together with `dispatch_many`: the engines implement `BatchDispatcher` (the celery engine publishes
 a few hundred ids a message over one connection), and a dispatcher of the caller's own that only
 has `dispatch` is called once per event.
+
+`outcomes()` tells a door what processing made of the events when the dispatcher processed them
+itself (`inline`): the sweep's and the replay's run pages count them; every other engine hands
+them on and answers None.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from ..models import EventRef
+from ..models import EventRef, ProcessOutcome
 
 
 class Dispatcher(Protocol):
     def dispatch(self, event: EventRef) -> None:
         """Hand one claimed event to processing; raise if it could not be handed on."""
+
+    def outcomes(self) -> Mapping[ProcessOutcome, int] | None:
+        """What processing made of the events handed on so far, when this dispatcher processed
+        them itself; None when it handed them to someone else."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +43,13 @@ class Unsent:
 
 
 @runtime_checkable
-class BatchDispatcher(Dispatcher, Protocol):
+class BatchDispatcher(Protocol):
+    """What `dispatch_many` looks for at run time: a dispatcher that hands many events on at
+    once (its `outcomes` is not part of the check, so a caller's own batching dispatcher without
+    one still batches)."""
+
+    def dispatch(self, event: EventRef) -> None: ...
+
     def dispatch_many(self, events: Sequence[EventRef]) -> list[Unsent]:
         """Hand many claimed events on; those that could not be, with the error (never raises
         for a failed hand-off)."""

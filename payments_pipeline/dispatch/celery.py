@@ -334,6 +334,9 @@ class CeleryDispatcher:
             return [Unsent(e, exc) for e in events]
         return []
 
+    def outcomes(self) -> None:
+        return None  # the Celery workers process the events
+
     def _producer(self) -> Any:
         return producers[self._connection].acquire(
             block=True, timeout=BROKER_CONNECT_TIMEOUT_SECONDS

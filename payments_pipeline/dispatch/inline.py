@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from sqlalchemy import Engine
 
@@ -32,8 +32,12 @@ class InlineDispatcher:
         self.engine = engine
         self.settings = settings
         self.registry = registry or default_registry()
-        self.outcomes: dict[ProcessOutcome, int] = {}
+        self._outcomes: dict[ProcessOutcome, int] = {}
         self._on_outcome = on_outcome
+
+    def outcomes(self) -> Mapping[ProcessOutcome, int]:
+        """What processing made of each event this dispatcher processed, counted."""
+        return dict(self._outcomes)
 
     def dispatch_many(self, events: Sequence[EventRef]) -> list[Unsent]:
         return one_by_one(self, events)
@@ -43,7 +47,7 @@ class InlineDispatcher:
         outcome = process_event(
             self.engine, event.id, settings=self.settings, registry=self.registry
         )
-        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        self._outcomes[outcome] = self._outcomes.get(outcome, 0) + 1
         if self._on_outcome is not None:
             attempted = outcome is not ProcessOutcome.NOT_CLAIMED
             self._on_outcome(outcome, time.perf_counter() - started if attempted else None)

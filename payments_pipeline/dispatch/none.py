@@ -24,3 +24,6 @@ class NullDispatcher:
     def dispatch_many(self, events: Sequence[EventRef]) -> list[Unsent]:
         self.count += len(events)
         return []
+
+    def outcomes(self) -> None:
+        return None  # nothing processed here

@@ -22,3 +22,6 @@ class TableDispatcher:
 
     def dispatch_many(self, events: Sequence[EventRef]) -> list[Unsent]:
         return []
+
+    def outcomes(self) -> None:
+        return None  # nothing processed here

@@ -26,10 +26,8 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import Engine
 
-from payments_pipeline.models import EventStatus, Provider
-
 from ..conftest import EventFactory
-from ..helpers import monetbil_payload
+from .conftest import dead_for_good
 from .test_e2e_dagster_dev import LAUNCH, RUN, SELECTOR, Dagit, dagster_dev  # noqa: F401
 
 CHROMIUM = "/usr/bin/chromium"
@@ -91,15 +89,7 @@ def test_the_runs_list_and_a_replays_report_say_what_it_found(
     db_env: Engine,
     event_factory: EventFactory,
 ) -> None:
-    broken = [
-        event_factory(
-            Provider.MONETBIL,
-            status=EventStatus.DEAD,
-            attempts=1,
-            payload=monetbil_payload(f"tx_bad{i}", amount="abc"),  # dies again, for good
-        )
-        for i in range(2)
-    ]
+    broken = dead_for_good(event_factory, 2)
     params = {
         "selector": {**SELECTOR, "jobName": "replay_webhook_events"},
         "runConfigData": {"event_ids": broken},

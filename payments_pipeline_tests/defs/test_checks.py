@@ -6,12 +6,11 @@ import dagster as dg
 import pytest
 from sqlalchemy import Engine
 
-from payments_pipeline.defs import assets
-from payments_pipeline.models import EventRef, EventStatus, Provider
+from payments_pipeline.models import EventStatus, Provider
 
 from ..conftest import EventFactory
 from ..helpers import ago, fetch_event
-from .conftest import execute_sweep
+from .conftest import UnreachableDispatcher, execute_sweep
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
 
@@ -60,25 +59,11 @@ def test_dead_events_warn_and_are_counted_per_provider(
     assert checks["no_expired_stuck_events"].passed and checks["every_claim_dispatched"].passed
 
 
-class _RefusingDispatcher:
-    """A dispatcher whose queue is down: every hand-off raises."""
-
-    def __init__(self, *args: object) -> None:
-        self.outcomes: dict[object, int] = {}
-
-    def dispatch(self, event: EventRef) -> None:
-        raise ConnectionError("queue unreachable")
-
-
 def test_a_claim_that_was_not_dispatched_fails_with_error(
-    db_env: Engine,
-    event_factory: EventFactory,
-    instance: dg.DagsterInstance,
-    monkeypatch: pytest.MonkeyPatch,
+    db_env: Engine, event_factory: EventFactory, instance: dg.DagsterInstance
 ) -> None:
     event_id = event_factory(Provider.STRIPE)
-    monkeypatch.setattr(assets, "build_dispatcher", _RefusingDispatcher)
-    result = execute_sweep(instance)
+    result = execute_sweep(instance, resources={"dispatcher": UnreachableDispatcher()})
     assert result.success
     check = _checks(result)["every_claim_dispatched"]
     assert not check.passed and check.severity is dg.AssetCheckSeverity.ERROR

@@ -3,25 +3,22 @@ config the check refuses before a run exists."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import dagster as dg
 import pytest
 from sqlalchemy import Engine
 
-from payments_pipeline.definitions import defs
 from payments_pipeline.defs.dismiss import dismiss_run_config
 from payments_pipeline.models import EventStatus, Provider
 
 from ..conftest import EventFactory
 from ..helpers import ago, fetch_event
-from .conftest import sweep_rows
+from .conftest import assert_refused_before_a_run, execute_job, sweep_rows
 
 
 def _dismiss(instance: dg.DagsterInstance, run_config: dict[str, Any]) -> Any:
-    job = defs.resolve_job_def("dismiss_webhook_events")
-    return job.execute_in_process(run_config=run_config, instance=instance)
+    return execute_job(instance, "dismiss_webhook_events", run_config)
 
 
 def _output_metadata(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
@@ -77,7 +74,4 @@ def test_the_job_dismisses_dead_and_expired_events_with_the_reason(
 def test_bad_config_is_refused_before_a_run_exists(
     db_env: Engine, instance: dg.DagsterInstance, run_config: dict[str, Any], message: str
 ) -> None:
-    with pytest.raises(dg.DagsterInvalidConfigError, match=re.escape(message)):
-        _dismiss(instance, run_config)
-    assert sweep_rows(db_env) == []
-    assert instance.get_runs() == []
+    assert_refused_before_a_run(db_env, instance, "dismiss_webhook_events", run_config, message)

@@ -15,13 +15,13 @@ from typing import Any
 import dagster as dg
 import pytest
 import yaml
-from dagster._serdes import serialize_value
+from dagster import serialize_value
 from sqlalchemy import Engine
 
 from payments_pipeline.config import DEFAULT_RECONCILE_START_DATE, Settings, load_settings
 from payments_pipeline.definitions import defs
 from payments_pipeline.defs.drift import DRIFT, DRIFT_CHECK, build_drift_asset, stripe_payment_drift
-from payments_pipeline.defs.resources import PaymentsDatabase
+from payments_pipeline.defs.resources import PaymentsDatabase, payments_settings
 from payments_pipeline.defs.tags import FOUND_TAG
 from payments_pipeline.drift import KINDS, day_bounds
 
@@ -41,7 +41,10 @@ def _materialize(
     return dg.materialize(
         [stripe_payment_drift],
         partition_key=partition,
-        resources={"payments_db": PaymentsDatabase(url=url_of(engine))},
+        resources={
+            "payments_db": PaymentsDatabase(url=url_of(engine)),
+            "settings": payments_settings,
+        },
         instance=instance,
         raise_on_error=False,
     )

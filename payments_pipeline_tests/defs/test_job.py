@@ -6,13 +6,12 @@ import dagster as dg
 import pytest
 from sqlalchemy import Engine
 
-from payments_pipeline.defs import assets
 from payments_pipeline.defs.resources import sweep_run_config
 from payments_pipeline.models import EventStatus, Provider, SweepStatus
 
 from ..conftest import EventFactory
 from ..helpers import ago, fetch_event
-from .conftest import execute_sweep, sweep_rows, url_of
+from .conftest import BreakStep, execute_sweep, sweep_rows, url_of
 
 
 def _materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, object]]:
@@ -185,17 +184,9 @@ def test_minutes_may_come_from_an_environment_variable(
 
 
 def test_a_failure_mid_sweep_marks_the_audit_row_failed(
-    db_env: Engine,
-    event_factory: EventFactory,
-    instance: dg.DagsterInstance,
-    monkeypatch: pytest.MonkeyPatch,
+    db_env: Engine, break_sweep_step: BreakStep, instance: dg.DagsterInstance
 ) -> None:
-    event_factory(Provider.STRIPE)
-
-    def broken_finish(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(assets, "finish_sweep", broken_finish)
+    break_sweep_step("finish_sweep", "disk full")
     result = execute_sweep(instance)
     assert not result.success
     (row,) = sweep_rows(db_env)

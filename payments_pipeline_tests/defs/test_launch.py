@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import Engine
 
 from payments_pipeline.cli import main
-from payments_pipeline.defs import assets
 from payments_pipeline.models import EventStatus, Provider
 
 from ..conftest import EventFactory
 from ..helpers import fetch_event
-from .conftest import add_run, sweep_rows
+from ..test_cli import assert_one_stripe_event_swept
+from .conftest import BreakStep, add_run, sweep_rows
 
 sqlite_only = pytest.mark.parametrize("backend", ["sqlite"])
 
@@ -46,16 +46,8 @@ def test_the_cli_sweep_is_a_dagster_run_with_the_same_output(
     other = event_factory(Provider.MONETBIL)
     code, out, _ = _run(capsys, "requeue-stuck-webhooks", "--provider", "stripe")
     assert code == 0
-    lines = out.splitlines()
-    assert lines[0] == "Sweep #1: minutes=10 provider=stripe"
-    assert lines[1:6] == [
-        "=== Summary ===",
-        "stripe:",
-        "  Scanned: 1",
-        "  Dispatched: 1",
-        "  Skipped: 0",
-    ]
-    assert lines[-1] == "Total: 1 scanned, 1 dispatched, 0 skipped"
+    assert out.splitlines()[0] == "Sweep #1: minutes=10 provider=stripe"
+    assert_one_stripe_event_swept(out)
     (run,) = _runs(home_env)
     assert run.job_name == "requeue_stuck_webhooks" and run.status is dg.DagsterRunStatus.SUCCESS
     assert run.tags["payments_pipeline/trigger"] == "cli"
@@ -146,16 +138,10 @@ def test_the_demo_sweeps_through_dagster_on_its_own_home(
 def test_a_failed_run_is_one_error_line_naming_the_cause(
     home_env: Path,
     db_env: Engine,
-    event_factory: EventFactory,
+    break_sweep_step: BreakStep,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    event_factory(Provider.STRIPE)
-
-    def broken_claim(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("lock wait timeout")
-
-    monkeypatch.setattr(assets, "claim_candidates", broken_claim)
+    break_sweep_step("claim_candidates", "lock wait timeout")
     code, out, err = _run(capsys, "requeue-stuck-webhooks", "--json")
     assert code == 1 and out == ""
     errors = [line for line in err.splitlines() if line.startswith("error:")]

@@ -15,7 +15,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 import yaml
-from dagster._serdes import serialize_value
+from dagster import serialize_value
 from sqlalchemy import Engine
 
 from payments_pipeline import gate, store

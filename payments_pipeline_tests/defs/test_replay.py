@@ -3,7 +3,6 @@ audit, the engine, and config the check refuses before a run exists."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import dagster as dg
@@ -12,20 +11,19 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from payments_pipeline import store
-from payments_pipeline.definitions import defs
 from payments_pipeline.defs.replay import parse_since, replay_run_config
+from payments_pipeline.defs.resources import PaymentsDispatcher
 from payments_pipeline.models import EventStatus, Provider
 
 from ..conftest import EventFactory
-from ..helpers import ago, fetch_event, monetbil_payload
-from .conftest import sweep_rows
+from ..helpers import ago, fetch_event
+from .conftest import assert_refused_before_a_run, dead_for_good, execute_job, sweep_rows
 
 
 def _replay(
     instance: dg.DagsterInstance, run_config: dict[str, Any], **kw: Any
 ) -> dg.ExecuteInProcessResult:
-    job = defs.resolve_job_def("replay_webhook_events")
-    return job.execute_in_process(run_config=run_config, instance=instance, **kw)
+    return execute_job(instance, "replay_webhook_events", run_config, **kw)
 
 
 def _output_metadata(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
@@ -85,15 +83,7 @@ def test_replay_by_ids_replays_dead_and_processed_and_says_why_it_refused_the_re
 def test_a_replay_whose_events_die_again_opens_with_attention_and_shows_each_last_error(
     db_env: Engine, event_factory: EventFactory, instance: dg.DagsterInstance
 ) -> None:
-    broken = [
-        event_factory(
-            Provider.MONETBIL,
-            status=EventStatus.DEAD,
-            attempts=1,
-            payload=monetbil_payload(f"tx_bad{i}", amount="abc"),
-        )
-        for i in range(2)
-    ]
+    broken = dead_for_good(event_factory, 2)
     result = _replay(instance, replay_run_config(event_ids=broken))
     assert result.success  # the replay ran; what it found is in the tag and the report
     meta = _output_metadata(result)
@@ -143,11 +133,10 @@ def test_replay_through_the_table_engine_leaves_the_events_to_the_workers(
     db_env: Engine,
     event_factory: EventFactory,
     instance: dg.DagsterInstance,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("PAYMENTS_DISPATCH", "table")
     dead = event_factory(Provider.STRIPE, status=EventStatus.DEAD, attempts=5)
-    result = _replay(instance, replay_run_config(event_ids=[dead]))
+    table = PaymentsDispatcher(mode="table")
+    result = _replay(instance, replay_run_config(event_ids=[dead]), resources={"dispatcher": table})
     assert result.success
     event = fetch_event(db_env, dead)
     assert event.status is EventStatus.RECEIVED and event.processing_started_at is None
@@ -187,10 +176,7 @@ def test_nothing_matching_is_a_replay_of_nothing_and_says_so(
 def test_bad_config_is_refused_before_a_run_exists(
     db_env: Engine, instance: dg.DagsterInstance, run_config: dict[str, Any], message: str
 ) -> None:
-    with pytest.raises(dg.DagsterInvalidConfigError, match=re.escape(message)):
-        _replay(instance, run_config)
-    assert sweep_rows(db_env) == []
-    assert instance.get_runs() == []
+    assert_refused_before_a_run(db_env, instance, "replay_webhook_events", run_config, message)
 
 
 def test_since_reads_dates_and_times_as_utc() -> None:

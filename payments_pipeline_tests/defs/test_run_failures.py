@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import dagster as dg
-import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from payments_pipeline import store
-from payments_pipeline.defs import assets
 from payments_pipeline.defs.resources import PaymentsDatabase
 from payments_pipeline.defs.run_failures import sweep_run_failure_sensor
-from payments_pipeline.models import Provider
 
-from ..conftest import EventFactory
-from .conftest import execute_sweep, sweep_rows, url_of
+from .conftest import BreakStep, execute_sweep, sweep_rows, url_of
 
 
 def _evaluate(
@@ -32,17 +28,9 @@ def _evaluate(
 
 
 def test_a_run_that_died_between_steps_gets_its_row_closed(
-    db_env: Engine,
-    event_factory: EventFactory,
-    instance: dg.DagsterInstance,
-    monkeypatch: pytest.MonkeyPatch,
+    db_env: Engine, break_sweep_step: BreakStep, instance: dg.DagsterInstance
 ) -> None:
-    event_factory(Provider.STRIPE)
-
-    def host_lost(*_args: object, **_kwargs: object) -> None:
-        raise RuntimeError("worker host lost")
-
-    monkeypatch.setattr(assets, "build_dispatcher", host_lost)
+    break_sweep_step("dispatch_claimed", "worker host lost")
     result = execute_sweep(instance)
     assert not result.success
     # The failing step closed its row itself; a process killed between steps never gets to.

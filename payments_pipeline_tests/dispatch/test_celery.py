@@ -26,7 +26,7 @@ from payments_pipeline import store
 from payments_pipeline.cli import main
 from payments_pipeline.config import Settings
 from payments_pipeline.definitions import defs
-from payments_pipeline.defs.resources import sweep_run_config
+from payments_pipeline.defs.resources import PaymentsDispatcher, sweep_run_config
 from payments_pipeline.dispatch import build_dispatcher
 from payments_pipeline.dispatch import celery as celery_dispatch
 from payments_pipeline.dispatch.celery import CeleryDispatcher, configure, task_time_limits
@@ -403,7 +403,9 @@ def test_the_dagster_sweep_publishes_to_the_workers(
     job = defs.resolve_job_def("requeue_stuck_webhooks")
     with dg.DagsterInstance.ephemeral() as instance:
         result = job.execute_in_process(
-            run_config=sweep_run_config(minutes=10, provider="all"), instance=instance
+            run_config=sweep_run_config(minutes=10, provider="all"),
+            instance=instance,
+            resources={"dispatcher": PaymentsDispatcher(mode="celery")},
         )
     assert result.success
     (step,) = [

@@ -154,51 +154,49 @@ def list_pages(
         params["starting_after"] = items[-1]["id"]
 
 
-class StripeEvents:
-    """Pages of Stripe events created in a window, as the API returned them."""
+class _Lists:
+    """One Stripe list endpoint family, read a window at a time, `page_size` objects a page."""
 
     def __init__(self, api: StripeApi, *, page_size: int = PAGE_SIZE) -> None:
         self.api = api
         self.page_size = page_size
 
-    def pages(self, *, created_gte: int, created_lte: int) -> Iterator[list[dict[str, Any]]]:
+    def _pages(
+        self, path: str, *, created_gte: int, created_lte: int, **extra: Any
+    ) -> Iterator[list[dict[str, Any]]]:
         return list_pages(
             self.api,
-            "/v1/events",
+            path,
             created_gte=created_gte,
             created_lte=created_lte,
             page_size=self.page_size,
+            **extra,
         )
 
 
-class StripePayments:
+class StripeEvents(_Lists):
+    """Pages of Stripe events created in a window, as the API returned them."""
+
+    def pages(self, *, created_gte: int, created_lte: int) -> Iterator[list[dict[str, Any]]]:
+        return self._pages("/v1/events", created_gte=created_gte, created_lte=created_lte)
+
+
+class StripePayments(_Lists):
     """Pages of Stripe's payments created in a window: PaymentIntents (their latest charge
     expanded, for its refunds) and charges (the legacy ones have no PaymentIntent)."""
-
-    def __init__(self, api: StripeApi, *, page_size: int = PAGE_SIZE) -> None:
-        self.api = api
-        self.page_size = page_size
 
     def payment_intents(
         self, *, created_gte: int, created_lte: int
     ) -> Iterator[list[dict[str, Any]]]:
-        return list_pages(
-            self.api,
+        return self._pages(
             "/v1/payment_intents",
             created_gte=created_gte,
             created_lte=created_lte,
-            page_size=self.page_size,
             expand=["data.latest_charge"],
         )
 
     def charges(self, *, created_gte: int, created_lte: int) -> Iterator[list[dict[str, Any]]]:
-        return list_pages(
-            self.api,
-            "/v1/charges",
-            created_gte=created_gte,
-            created_lte=created_lte,
-            page_size=self.page_size,
-        )
+        return self._pages("/v1/charges", created_gte=created_gte, created_lte=created_lte)
 
 
 def _page_of(response: Any, path: str) -> tuple[list[dict[str, Any]], bool]:

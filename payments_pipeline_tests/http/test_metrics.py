@@ -218,8 +218,15 @@ def test_serve_stopped_by_sigterm_removes_its_metrics_directory(
     temp.mkdir()
     command = [sys.executable, "-m", "payments_pipeline.cli", "serve", "--port", str(port)]
     env = serve_env(sqlite_engine, TMPDIR=str(temp))
+    # serve starts as a service manager starts it, SIGTERM at its default: an ignored SIGTERM is
+    # inherited across exec (a library in this test process may have left it ignored), and serve,
+    # like uvicorn alone, then ends normally (0) after its graceful shutdown.
+    inherited = signal.signal(signal.SIGTERM, signal.SIG_DFL)
     with (tmp_path / "serve.log").open("wb") as log_file:
-        process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        finally:
+            signal.signal(signal.SIGTERM, inherited)
         try:
             wait_healthy(f"http://127.0.0.1:{port}", process)
             [directory] = temp.glob("payments-pipeline-metrics-*")
